@@ -1,0 +1,62 @@
+"""Band names and order, normalisation statistics and unit conversions — the one home for these facts.
+
+Sources: ARCHITECTURE §3 and §7; TerraMind S1GRD standardisation stats from terratorch's TerraMind
+model card (ibm-esa-geospatial/TerraMind-1.0-*).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Optical bands of every `opt_v*` and `s2_truth` array, in store order; reflectance in [0, 1].
+OPTICAL_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+#: Sentinel-1 GRD polarisations of the `s1` array, in store order; sigma-0 in dB.
+S1_BANDS: tuple[str, ...] = ("VV", "VH")
+
+BLUE, GREEN, RED, NIR = range(4)  # indices into OPTICAL_BANDS
+
+#: TerraMind S2L2A modality: 12 bands in this order, values in DN (reflectance x 10000).
+TERRAMIND_S2L2A_BANDS: tuple[str, ...] = (
+    "COASTAL_AEROSOL", "BLUE", "GREEN", "RED", "RED_EDGE_1", "RED_EDGE_2", "RED_EDGE_3",
+    "NIR_BROAD", "NIR_NARROW", "WATER_VAPOR", "SWIR_1", "SWIR_2",
+)
+#: Where our four bands sit in TerraMind's S2L2A: B02=BLUE, B03=GREEN, B04=RED, B08=NIR_BROAD.
+TERRAMIND_S2L2A_INDEX: tuple[int, ...] = (1, 2, 3, 7)
+S2_DN_SCALE = 10000.0
+
+#: Prithvi band names that receive our four bands (B08 reuses the pretrained NIR channel).
+PRITHVI_BANDS: tuple[str, ...] = ("BLUE", "GREEN", "RED", "NIR_NARROW")
+
+#: TerraMind S1GRD standardisation (dB), ARCHITECTURE §7.
+S1GRD_MEAN_DB: tuple[float, float] = (-12.599, -20.293)
+S1GRD_STD_DB: tuple[float, float] = (5.195, 5.890)
+
+MONTH_NAMES: tuple[str, ...] = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)
+DEFAULT_MONTH = 6  # month 0 ("unknown") is treated as June, as Axion-Sat did
+N_BIOMES = 16  # biome_code 0..15, 0 = unknown
+
+
+def dn_to_reflectance(dn: np.ndarray) -> np.ndarray:
+    """Sentinel-2 L2A digital numbers to reflectance in [0, 1] (clipped)."""
+    return np.clip(np.asarray(dn, dtype=np.float32) / S2_DN_SCALE, 0.0, 1.0)
+
+
+def reflectance_to_dn(reflectance: np.ndarray) -> np.ndarray:
+    """Reflectance in [0, 1] to Sentinel-2 L2A digital numbers (float)."""
+    return np.asarray(reflectance, dtype=np.float32) * S2_DN_SCALE
+
+
+def db_to_linear(db: np.ndarray) -> np.ndarray:
+    return np.power(10.0, np.asarray(db, dtype=np.float64) / 10.0)
+
+
+def linear_to_db(linear: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    return 10.0 * np.log10(np.maximum(np.asarray(linear, dtype=np.float64), floor))
+
+
+def effective_month(month: int) -> int:
+    """Month used for conditioning: 0 (unknown) becomes DEFAULT_MONTH."""
+    return DEFAULT_MONTH if int(month) == 0 else int(month)

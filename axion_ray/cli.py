@@ -1,0 +1,181 @@
+"""`axion-ray …` — thin: parse arguments, call one library function, print (ARCHITECTURE §5).
+
+User mistakes (`AxionRayError`) exit 2 with one line on stderr; heavy libraries load inside commands
+so `--help` and `status` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from axion_ray import __version__
+from axion_ray.errors import AxionRayError
+
+EXIT_OK, EXIT_USER_ERROR = 0, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake on one line (exit 2) instead of a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_demo(args: argparse.Namespace) -> int:
+    from axion_ray.demo import run_demo
+
+    run_demo(args.out)
+    return EXIT_OK
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from axion_ray.config import SynthConfig
+    from axion_ray.store.synth import synthesize_aoi
+
+    cfg = SynthConfig(rows=args.rows, cols=args.cols, tile_size=args.tile_size, overlap=args.overlap,
+                      seed=args.seed, months=args.months, biomes=args.biomes, with_prior=not args.no_prior)
+    store = synthesize_aoi(args.out, cfg, overwrite=args.overwrite)
+    syn = store.attrs["synthetic"]
+    print(f"wrote {store.n_tiles} tiles ({store.height}x{store.width} px, overlap {store.overlap}) to {store.path}: "
+          f"months {syn['months']}, biomes {syn['biomes']}, CRS {store.crs}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from axion_ray.store.tile_store import TileStore
+
+    summary = TileStore.open(args.store, mode="r").summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    print(f"{summary['path']}: {summary['n_tiles']} tiles of {summary['tile_shape'][0]}x{summary['tile_shape'][1]} px, "
+          f"grid {summary['grid_shape'][0]}x{summary['grid_shape'][1]}, overlap {summary['overlap']} px, "
+          f"CRS {summary['crs']}, inputs {', '.join(summary['inputs'])}")
+    print(f"{'array':8s} {'pending':>8s} {'done':>8s} {'failed':>8s}")
+    for name, c in summary["arrays"].items():
+        print(f"{name:8s} {c['pending']:8d} {c['done']:8d} {c['failed']:8d}")
+    for name, c in summary["arrays"].items():
+        for tile, reason in list(c["failures"].items())[:20]:
+            print(f"  {name} tile {tile} failed: {reason}")
+        if len(c["failures"]) > 20:
+            print(f"  … and {len(c['failures']) - 20} more failed {name} tiles (use --json for all)")
+    return EXIT_OK
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from axion_ray.metrics.evaluate import evaluate_store
+    from axion_ray.report import metrics_markdown
+    from axion_ray.store.tile_store import TileStore
+
+    store = TileStore.open(args.store, mode="r")
+    truth = None if args.truth.lower() == "none" else args.truth
+    baseline = None if args.baseline.lower() == "none" else args.baseline
+    if truth == "s2_truth" and not store.has(truth):
+        truth = None
+        print("warning: store has no s2_truth; computing geometry only", file=sys.stderr)
+    result = evaluate_store(store, pred=args.pred, baseline=baseline, truth=truth)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text)
+        print(f"wrote {args.json}")
+    print(metrics_markdown(result), end="")
+    return EXIT_OK
+
+
+def cmd_import_npz(args: argparse.Namespace) -> int:
+    from axion_ray.store.npz import import_npz_dir
+
+    report = import_npz_dir(args.input_dir, args.out, overwrite=args.overwrite)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"imported {report.n_tiles} tiles ({', '.join(report.arrays)}) into {report.store.path}")
+    return EXIT_OK
+
+
+def cmd_export_npz(args: argparse.Namespace) -> int:
+    from axion_ray.store.npz import export_npz_dir
+    from axion_ray.store.tile_store import TileStore
+
+    report = export_npz_dir(TileStore.open(args.store, mode="r"), args.out_dir, args.array)
+    skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n)
+    print(f"wrote {report.written} {report.array} tiles to {report.directory}" + (f" (skipped {skipped})" if skipped else ""))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="axion-ray", description="SAR-to-optical translation on Ray: tile stores, models, metrics.")
+    parser.add_argument("--version", action="version", version=f"axion-ray {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="synthetic AOI end to end with embedded defaults")
+    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("synth", help="generate a synthetic AOI tile store")
+    p.add_argument("out", help="new store path (OUT.zarr)")
+    p.add_argument("--rows", type=int, default=4)
+    p.add_argument("--cols", type=int, default=4)
+    p.add_argument("--tile-size", type=int, default=64)
+    p.add_argument("--overlap", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--months", type=_int_list, default=(), help="acquisition months of the swaths, e.g. 4,7")
+    p.add_argument("--biomes", type=_int_list, default=(), help="biome codes of the AOI's zones, e.g. 4,15")
+    p.add_argument("--no-prior", action="store_true", help="leave opt_v1 empty (pending)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("status", help="per-array pending/done/failed counts and failure reasons")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("metrics", help="spectral, geometry and composite metrics over a store")
+    p.add_argument("store")
+    p.add_argument("--pred", default="opt_v2")
+    p.add_argument("--baseline", default="opt_v1", help="array whose edges must not move, or 'none'")
+    p.add_argument("--truth", default="s2_truth", help="reference array, or 'none'")
+    p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("import-npz", help="Axion-Sat NPZ tile directory → tile store")
+    p.add_argument("input_dir")
+    p.add_argument("out", help="new store path (OUT.zarr)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_import_npz)
+
+    p = sub.add_parser("export-npz", help="tile store → Axion-Sat NPZ tile directory")
+    p.add_argument("store")
+    p.add_argument("out_dir")
+    p.add_argument("--array", default="opt_v2")
+    p.set_defaults(func=cmd_export_npz)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AxionRayError as exc:
+        print(f"axion-ray {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"axion-ray {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

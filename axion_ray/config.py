@@ -1,0 +1,89 @@
+"""Typed configs with their defaults in one place; YAML files map onto them 1:1."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+from axion_ray.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    """A synthetic AOI (`axion-ray synth`).
+
+    rows x cols tiles of `tile_size` px sharing `overlap` px; `months` are the acquisition months of
+    the AOI's swaths (tile-column groups, left to right) and `biomes` the biome codes of its zones;
+    empty tuples let the seed choose.
+    """
+
+    rows: int = 4
+    cols: int = 4
+    tile_size: int = 64
+    overlap: int = 0
+    seed: int = 0
+    months: tuple[int, ...] = ()
+    biomes: tuple[int, ...] = ()
+    crs: str = "EPSG:32633"
+    origin: tuple[float, float] = (500000.0, 5200000.0)  # UTM easting/northing of the AOI's top-left
+    pixel_size_m: float = 10.0
+    with_prior: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class GeometryConfig:
+    """Edge extraction for the geometry metrics (ARCHITECTURE §6)."""
+
+    edge_threshold: float = 0.1
+    truncate_px: float = 10.0
+    band: int = 3  # B08
+
+
+@dataclasses.dataclass(frozen=True)
+class CompositeConfig:
+    """Composite score weights and hard constraints (ARCHITECTURE §6)."""
+
+    w_ndvi: float = 1.0
+    w_evi: float = 1.0
+    w_sam: float = 0.5
+    mean_disp_limit_px: float = 2.0
+    max_disp_limit_px: float = 5.0
+    min_edge_ratio: float = 0.7
+    w_mean_disp: float = 10.0
+    w_max_disp: float = 5.0
+    w_edge_ratio: float = 2.0
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build a frozen config from a mapping, rejecting unknown keys with a clear error."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    for name, value in list(data.items()):
+        default = fields[name].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            data[name] = tuple(value)
+    return cls(**data)
+
+
+def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
+    """Load `cls` from a YAML file (optionally one top-level `section` of it)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if section is not None:
+        data = data.get(section, {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return from_dict(cls, data)

@@ -1,0 +1,289 @@
+"""Axion-Sat NPZ tile directories, both ways (ARCHITECTURE §4).
+
+`tile_0001.npz` holds (C, H, W) float arrays under `s1` (or `s1_vv` + `s1_vh`), `opt_v1`, `opt_v2`,
+`opt_v3` or `s2_truth`; `tile_0001.json` beside it holds `month` (1–12 or a month name), `biome_code`
+(0–15), `tile_id` and any other keys, which are preserved through a round trip. A missing sidecar means
+month 6, biome 0, with a warning. Import validates every file before it creates the store, so a bad
+directory leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from axion_ray.bands import DEFAULT_MONTH, MONTH_NAMES, N_BIOMES
+from axion_ray.errors import NpzFormatError, StoreExistsError, TileMetadataError
+from axion_ray.store.tile_store import IMAGE_ARRAYS, OUTPUT_ARRAYS, TileStatus, TileStore
+
+#: Sidecar keys we interpret; every other key is carried through untouched.
+_KNOWN_SIDECAR_KEYS = ("month", "biome_code", "tile_id")
+#: Sidecar keys we write on export (replacing any older values).
+_OUTPUT_SIDECAR_KEYS = ("stage", "timestamp", "processing")
+STAGE_LABELS = {"opt_v1": "stage1_generated", "opt_v2": "stage2_refined", "opt_v3": "stage3_grounded",
+                "s1": "s1_input", "s2_truth": "reference"}
+
+
+def parse_month(value: Any, source: str = "month") -> int:
+    """1–12 from an int, a digit string or a month name/abbreviation ("jun", "June", "sept"); 0 = unknown.
+
+    Raises:
+        TileMetadataError: anything else, naming `source`.
+    """
+    if isinstance(value, bool):
+        raise TileMetadataError(f"{source}: month {value!r} is not 1–12 or a month name")
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and float(value).is_integer()):
+        month = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        month = int(value.strip())
+    elif isinstance(value, str):
+        text = value.strip().lower().rstrip(".")
+        matches = [i + 1 for i, name in enumerate(MONTH_NAMES)
+                   if len(text) >= 3 and (name.startswith(text) or (text == "sept" and i == 8))]
+        if len(matches) != 1:
+            raise TileMetadataError(f"{source}: month {value!r} is not 1–12 or a month name")
+        month = matches[0]
+    else:
+        raise TileMetadataError(f"{source}: month {value!r} is not 1–12 or a month name")
+    if not 0 <= month <= 12:
+        raise TileMetadataError(f"{source}: month {value!r} is not 1–12 (0 = unknown)")
+    return month
+
+
+def parse_biome(value: Any, source: str = "biome_code") -> int:
+    """0–15 from an int or digit string.
+
+    Raises:
+        TileMetadataError: anything else, naming `source`.
+    """
+    if isinstance(value, bool):
+        raise TileMetadataError(f"{source}: biome_code {value!r} is not an integer 0–{N_BIOMES - 1}")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, (int, np.integer)) or not 0 <= int(value) < N_BIOMES:
+        raise TileMetadataError(f"{source}: biome_code {value!r} is not an integer 0–{N_BIOMES - 1}")
+    return int(value)
+
+
+@dataclass
+class NpzTile:
+    """One tile read from an NPZ + sidecar pair."""
+
+    path: Path
+    tile_id: str
+    arrays: dict[str, np.ndarray]
+    month: int
+    biome_code: int
+    extra: dict[str, Any]
+    had_sidecar: bool
+
+
+def read_npz_tile(npz_path: str | Path) -> NpzTile:
+    """Read and validate one NPZ tile and its sidecar.
+
+    Raises:
+        NpzFormatError: unreadable file, no known array key, wrong rank/band count, non-float or NaN/Inf data.
+        TileMetadataError: bad month or biome in the sidecar.
+    """
+    path = Path(npz_path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            raw = {k: np.asarray(npz[k]) for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise NpzFormatError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    arrays: dict[str, np.ndarray] = {}
+    if "s1_vv" in raw or "s1_vh" in raw:
+        if not ("s1_vv" in raw and "s1_vh" in raw):
+            raise NpzFormatError(f"{path}: s1_vv and s1_vh must come together")
+        vv, vh = raw["s1_vv"], raw["s1_vh"]
+        if vv.ndim != 2 or vv.shape != vh.shape:
+            raise NpzFormatError(f"{path}: s1_vv and s1_vh must be (H, W) arrays of one shape, got {vv.shape} and {vh.shape}")
+        arrays["s1"] = np.stack([vv, vh])
+    for key in IMAGE_ARRAYS:
+        if key in raw:
+            arrays[key] = raw[key]
+    if not arrays:
+        raise NpzFormatError(f"{path} holds none of the keys {', '.join(IMAGE_ARRAYS)} (found: {', '.join(raw) or 'nothing'})")
+    for key, data in arrays.items():
+        if data.ndim != 3 or data.shape[0] != IMAGE_ARRAYS[key]:
+            raise NpzFormatError(f"{path}: {key} must be ({IMAGE_ARRAYS[key]}, H, W), got shape {data.shape}")
+        if not np.issubdtype(data.dtype, np.floating):
+            raise NpzFormatError(f"{path}: {key} must be a float array, got {data.dtype}")
+        if not np.isfinite(data).all():
+            raise NpzFormatError(f"{path}: {key} has NaN/Inf values")
+    shapes = {a.shape[1:] for a in arrays.values()}
+    if len(shapes) > 1:
+        raise NpzFormatError(f"{path}: arrays differ in size {sorted(shapes)}")
+
+    sidecar_path = path.with_suffix(".json")
+    meta: dict[str, Any] = {}
+    if sidecar_path.exists():
+        try:
+            meta = json.loads(sidecar_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise NpzFormatError(f"{sidecar_path} is not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise NpzFormatError(f"{sidecar_path} must hold a JSON object")
+    month = parse_month(meta["month"], str(sidecar_path)) if "month" in meta else DEFAULT_MONTH
+    biome = parse_biome(meta["biome_code"], str(sidecar_path)) if "biome_code" in meta else 0
+    extra = {k: v for k, v in meta.items() if k not in _KNOWN_SIDECAR_KEYS}
+    return NpzTile(path, str(meta.get("tile_id", path.stem)), {k: v.astype(np.float32) for k, v in arrays.items()},
+                   month, biome, extra, bool(meta) or sidecar_path.exists())
+
+
+@dataclass
+class ImportReport:
+    store: TileStore
+    n_tiles: int
+    arrays: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _list_npz(directory: Path) -> list[Path]:
+    if not directory.exists():
+        raise NpzFormatError(f"input directory {directory} does not exist")
+    if not directory.is_dir():
+        raise NpzFormatError(f"{directory} is not a directory")
+    files = sorted(directory.glob("*.npz"))
+    if not files:
+        raise NpzFormatError(f"No NPZ tiles found in {directory}")
+    return files
+
+
+def import_npz_dir(directory: str | Path, store_path: str | Path, *, overwrite: bool = False) -> ImportReport:
+    """Import an Axion-Sat tile directory into a new tile store.
+
+    Every tile is read and validated first; the store is only created once all of them pass. Tiles that
+    lack an array the others have keep it pending (outputs) or NaN (inputs).
+
+    Raises:
+        NpzFormatError, TileMetadataError: naming the offending file; nothing is written.
+        StoreExistsError: `store_path` exists and `overwrite` is False.
+    """
+    directory = Path(directory)
+    files = _list_npz(directory)
+    if Path(store_path).exists() and not overwrite:
+        raise StoreExistsError(f"{store_path} already exists; choose another path or remove it first")
+    tiles = [read_npz_tile(f) for f in files]
+    sizes = {next(iter(t.arrays.values())).shape[1:] for t in tiles}
+    if len(sizes) > 1:
+        raise NpzFormatError(f"tiles in {directory} differ in size {sorted(sizes)}; a store holds one tile size")
+    ids = [t.tile_id for t in tiles]
+    if len(set(ids)) != len(ids):
+        raise NpzFormatError(f"tile_id values repeat in {directory}; each tile needs its own id")
+    (h, w), = sizes
+    present = [a for a in IMAGE_ARRAYS if any(a in t.arrays for t in tiles)]
+    store = TileStore.create(store_path, len(tiles), (h, w), with_truth="s2_truth" in present, overwrite=overwrite,
+                             attrs={"source": {"format": "axion-sat-npz", "directory": str(directory.resolve())}})
+    store.set_tile_meta(month=[t.month for t in tiles], biome_code=[t.biome_code for t in tiles], tile_id=ids,
+                        tile_row=np.arange(len(tiles)), tile_col=np.zeros(len(tiles)))
+    store.set_sidecar_extra([t.extra for t in tiles])
+    store.set_sidecar_sources([str(t.path) for t in tiles])
+    for name in present:
+        idx = np.array([i for i, t in enumerate(tiles) if name in t.arrays])
+        store.write(name, idx, np.stack([tiles[i].arrays[name] for i in idx]))
+        if name in OUTPUT_ARRAYS:
+            store.set_provenance(name, stage="imported", model="unknown (Axion-Sat NPZ)", source=str(directory))
+    warnings = []
+    no_sidecar = [t.path.name for t in tiles if not t.had_sidecar]
+    if no_sidecar:
+        shown = ", ".join(no_sidecar[:5]) + (" …" if len(no_sidecar) > 5 else "")
+        warnings.append(f"{len(no_sidecar)} tile(s) have no sidecar JSON; used month {DEFAULT_MONTH}, biome 0 ({shown})")
+    return ImportReport(store, len(tiles), present, warnings)
+
+
+@dataclass
+class ExportReport:
+    directory: Path
+    array: str
+    written: int
+    skipped: dict[str, int]
+
+
+def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz so a reader never sees a half-written file (temp file + rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def output_sidecar(month: int, biome_code: int, tile_id: str, extra: dict[str, Any], *, stage: str,
+                   input_file: str, checkpoint: str | None, device: str, use_amp: bool,
+                   processing_time_ms: float | None) -> dict[str, Any]:
+    """The Axion-Sat output sidecar: input keys preserved, then stage, timestamp and processing."""
+    return {
+        "month": int(month), "biome_code": int(biome_code), "tile_id": tile_id,
+        **{k: v for k, v in extra.items() if k not in _OUTPUT_SIDECAR_KEYS},
+        "stage": stage,
+        "timestamp": _dt.datetime.now().isoformat(timespec="seconds"),
+        "processing": {"input_file": input_file, "checkpoint": checkpoint, "device": device,
+                       "use_amp": bool(use_amp),
+                       "processing_time_ms": None if processing_time_ms is None or np.isnan(processing_time_ms)
+                       else round(float(processing_time_ms), 3)},
+    }
+
+
+def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2", *,
+                   progress: Callable[[int, int], None] | None = None) -> ExportReport:
+    """Write every produced tile of `array` as `<tile_id>.npz` + `<tile_id>.json` in `directory`.
+
+    Output arrays export only their done tiles; pending and failed tiles are counted as skipped.
+    """
+    if not store.has(array):
+        raise TileMetadataError(f"store {store.path} has no array {array!r} (it has {', '.join(store.arrays)})")
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NpzFormatError(f"{directory} exists and is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    if array in OUTPUT_ARRAYS:
+        status = store.status(array)
+        indices = np.flatnonzero(status == TileStatus.DONE)
+        skipped = {"pending": int((status == TileStatus.PENDING).sum()), "failed": int((status == TileStatus.FAILED).sum())}
+        proc_ms = store.proc_ms(array)
+    else:
+        indices, skipped, proc_ms = np.arange(store.n_tiles), {}, np.full(store.n_tiles, np.nan)
+    meta = store.tile_meta()
+    sources, extras = store.sidecar_sources(), store.sidecar_extras()
+    prov = store.provenance(array)
+    written = 0
+    for batch_idx, data in store.iter_batches(array, indices):
+        for i, tile in zip(batch_idx, data):
+            tile_id = str(meta["tile_id"][i])
+            atomic_write_npz(directory / f"{tile_id}.npz", {array: tile})
+            sidecar = output_sidecar(
+                meta["month"][i], meta["biome_code"][i], tile_id, extras[i],
+                stage=STAGE_LABELS[array], input_file=sources[i] or f"{store.path}[{int(i)}]",
+                checkpoint=prov.get("checkpoint"), device=prov.get("device", "cpu"),
+                use_amp=bool(prov.get("amp", False)), processing_time_ms=float(proc_ms[i]))
+            atomic_write_json(directory / f"{tile_id}.json", sidecar)
+            written += 1
+        if progress:
+            progress(written, indices.size)
+    return ExportReport(directory, array, written, skipped)

@@ -1,0 +1,452 @@
+"""The Zarr v3 tile store: the hub every stage reads from and writes back to (ARCHITECTURE §3).
+
+Layout (contract)::
+
+    s1            float32 (N, 2, H, W)  dims (tile, pol, y, x)   sigma-0 dB [VV, VH]
+    opt_v1..3     float32 (N, 4, H, W)  dims (tile, band, y, x)  reflectance [B02,B03,B04,B08], NaN = not produced
+    s2_truth      float32 (N, 4, H, W)  optional reference
+    month         int8 (N,)   biome_code int8 (N,)   tile_row/tile_col int32 (N,)   tile_id str (N,)
+    status/<out>  uint8 (N,)  0 pending, 1 done, 2 failed        proc_ms/<out> float32 (N,)
+    failure/<out> str (N,)    reason of the last failure
+    sidecar/extra str (N,)    JSON of NPZ sidecar keys we do not interpret (preserved on export)
+    sidecar/source str (N,)   file a tile was imported from
+
+Every data array is chunked one tile per chunk, and every per-tile 1-D array one element per chunk,
+so concurrent writers never share a chunk. Data is written before status: a crash leaves a tile pending,
+never "done" with missing data. Zarr's LocalStore writes each chunk atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from axion_ray import __version__
+from axion_ray.bands import N_BIOMES, OPTICAL_BANDS, S1_BANDS
+from axion_ray.errors import (
+    StoreExistsError,
+    StoreLayoutError,
+    StoreNotFoundError,
+    TileDataError,
+    TileMetadataError,
+)
+
+FORMAT_VERSION = 1
+OUTPUT_ARRAYS: tuple[str, ...] = ("opt_v1", "opt_v2", "opt_v3")
+IMAGE_ARRAYS: dict[str, int] = {"s1": len(S1_BANDS), "opt_v1": 4, "opt_v2": 4, "opt_v3": 4, "s2_truth": 4}
+# s1 gets its own band dimension name: xarray needs one size per dimension name in a Dataset.
+_IMAGE_DIMS = {"s1": ("tile", "pol", "y", "x")}
+_OPTICAL_DIMS = ("tile", "band", "y", "x")
+_TILE_META = {"month": "int8", "biome_code": "int8", "tile_row": "int32", "tile_col": "int32"}
+_REQUIRED_ROOT_ATTRS = ("format_version", "tile_size", "grid_shape")
+
+
+class TileStatus(IntEnum):
+    PENDING = 0
+    DONE = 1
+    FAILED = 2
+
+
+@dataclass(frozen=True)
+class ArrayCounts:
+    """Per-array progress, as `axion-ray status` shows it."""
+
+    array: str
+    total: int
+    pending: int
+    done: int
+    failed: int
+    failures: dict[int, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total, "pending": self.pending, "done": self.done, "failed": self.failed,
+            "failures": {str(k): v for k, v in sorted(self.failures.items())},
+        }
+
+
+class TileStore:
+    """A tile store on disk. Create with `TileStore.create`, open with `TileStore.open`."""
+
+    def __init__(self, group: zarr.Group, path: str, read_only: bool):
+        self._group = group
+        self.path = path
+        self.read_only = read_only
+        attrs = group.attrs
+        self.n_tiles = int(group["s1"].shape[0])
+        self.height, self.width = (int(v) for v in group["s1"].shape[2:])
+        self.tile_size = int(attrs["tile_size"])
+        self.overlap = int(attrs.get("overlap", 0))
+        self.grid_shape = tuple(int(v) for v in attrs["grid_shape"])
+        self.crs = attrs.get("crs")
+        self.transform = tuple(attrs["transform"]) if attrs.get("transform") else None
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        n_tiles: int,
+        tile_size: int | tuple[int, int],
+        *,
+        crs: str | None = None,
+        transform: Sequence[float] | None = None,
+        overlap: int = 0,
+        grid_shape: tuple[int, int] | None = None,
+        with_truth: bool = False,
+        overwrite: bool = False,
+        attrs: dict[str, Any] | None = None,
+    ) -> "TileStore":
+        """Create an empty store for `n_tiles` tiles of `tile_size` pixels.
+
+        Args:
+            path: directory of the new Zarr v3 group.
+            n_tiles: number of tiles N.
+            tile_size: H (square) or (H, W).
+            crs: CRS of the AOI mosaic ("EPSG:32633" or WKT); None when unknown (NPZ imports).
+            transform: GDAL-order affine (6 floats) of the AOI mosaic's top-left pixel grid.
+            overlap: pixels shared by neighbouring tiles.
+            grid_shape: (rows, cols) of the tile grid; defaults to (N, 1).
+            with_truth: also create `s2_truth`.
+            overwrite: replace an existing store instead of refusing.
+
+        Raises:
+            StoreExistsError: `path` exists and `overwrite` is False.
+            TileDataError: sizes that cannot make a store.
+        """
+        path = str(path)
+        h, w = (tile_size, tile_size) if isinstance(tile_size, int) else tuple(tile_size)
+        if n_tiles < 1 or h < 1 or w < 1:
+            raise TileDataError(f"a store needs at least one tile of at least 1x1 px, got N={n_tiles}, {h}x{w}")
+        if Path(path).exists() and not overwrite:
+            raise StoreExistsError(f"{path} already exists; choose another path or remove it first")
+        if transform is not None and len(transform) != 6:
+            raise TileDataError(f"transform must be 6 GDAL-order floats, got {len(transform)}")
+        grid_shape = tuple(grid_shape or (n_tiles, 1))
+        group = zarr.open_group(path, mode="w", zarr_format=3)
+        names = ["s1", *OUTPUT_ARRAYS] + (["s2_truth"] if with_truth else [])
+        for name in names:
+            group.create_array(
+                name, shape=(n_tiles, IMAGE_ARRAYS[name], h, w), chunks=(1, IMAGE_ARRAYS[name], h, w),
+                dtype="float32", fill_value=np.nan, dimension_names=_IMAGE_DIMS.get(name, _OPTICAL_DIMS),
+            )
+        group["s1"].attrs.update({"bands": list(S1_BANDS), "units": "dB"})
+        for name in names[1:]:
+            group[name].attrs.update({"bands": list(OPTICAL_BANDS), "units": "reflectance"})
+        for name, dtype in _TILE_META.items():
+            group.create_array(name, shape=(n_tiles,), chunks=(n_tiles,), dtype=dtype, fill_value=0,
+                               dimension_names=("tile",))
+        group.create_array("tile_id", shape=(n_tiles,), chunks=(n_tiles,), dtype=str, dimension_names=("tile",))
+        for sub in ("status", "proc_ms", "failure"):
+            group.require_group(sub)
+        for name in OUTPUT_ARRAYS:
+            cls._create_tracking_arrays(group, name, n_tiles)
+        sidecar = group.require_group("sidecar")
+        for name in ("extra", "source"):
+            sidecar.create_array(name, shape=(n_tiles,), chunks=(n_tiles,), dtype=str, dimension_names=("tile",))
+        group.attrs.update({
+            "format_version": FORMAT_VERSION,
+            "crs": crs,
+            "transform": [float(v) for v in transform] if transform is not None else None,
+            "tile_size": int(h),
+            "tile_shape": [int(h), int(w)],
+            "overlap": int(overlap),
+            "grid_shape": [int(v) for v in grid_shape],
+            "created": _now(),
+            "axion_ray_version": __version__,
+            **(attrs or {}),
+        })
+        store = cls(group, path, read_only=False)
+        store.tile_id_defaults()
+        store.consolidate()
+        return store
+
+    @staticmethod
+    def _create_tracking_arrays(group: zarr.Group, name: str, n_tiles: int) -> None:
+        # Uncompressed 1-byte status chunks: a write is one tiny atomic file, never a torn one.
+        group["status"].create_array(name, shape=(n_tiles,), chunks=(1,), dtype="uint8", fill_value=0,
+                                     compressors=None, dimension_names=("tile",))
+        group["proc_ms"].create_array(name, shape=(n_tiles,), chunks=(1,), dtype="float32",
+                                      fill_value=np.nan, compressors=None, dimension_names=("tile",))
+        group["failure"].create_array(name, shape=(n_tiles,), chunks=(1,), dtype=str, dimension_names=("tile",))
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r+") -> "TileStore":
+        """Open an existing store; `mode` is "r" (read only) or "r+".
+
+        Raises:
+            StoreNotFoundError: nothing at `path`.
+            StoreLayoutError: `path` is not an Axion-Ray tile store (e.g. Zarr v2, or missing arrays).
+        """
+        path = str(path)
+        if not Path(path).exists():
+            raise StoreNotFoundError(f"no tile store at {path}; create one with `axion-ray synth`, "
+                                     "`axion-ray import-npz` or `axion-ray ingest`")
+        if not Path(path).is_dir():
+            raise StoreLayoutError(f"{path} is a file, not a Zarr tile store directory")
+        if not (Path(path) / "zarr.json").exists():
+            hint = " (it looks like Zarr v2; Axion-Ray stores are Zarr v3)" if (Path(path) / ".zgroup").exists() else ""
+            raise StoreLayoutError(f"{path} is not a Zarr v3 group{hint}")
+        try:
+            group = zarr.open_group(path, mode=mode, zarr_format=3, use_consolidated=False)
+        except Exception as exc:  # zarr raises several types for unreadable metadata
+            raise StoreLayoutError(f"{path} cannot be opened as a Zarr v3 group: {exc}") from exc
+        missing_attrs = [a for a in _REQUIRED_ROOT_ATTRS if a not in group.attrs]
+        members = set(group.keys())
+        missing = [a for a in ("s1", *OUTPUT_ARRAYS, *_TILE_META, "status", "failure", "proc_ms") if a not in members]
+        if missing_attrs or missing:
+            raise StoreLayoutError(
+                f"{path} is a Zarr group but not an Axion-Ray tile store "
+                f"(missing {', '.join(missing_attrs + missing)})")
+        if int(group.attrs["format_version"]) > FORMAT_VERSION:
+            raise StoreLayoutError(f"{path} has format_version {group.attrs['format_version']}; this "
+                                   f"axion-ray ({__version__}) reads up to {FORMAT_VERSION}: upgrade axion-ray")
+        return cls(group, path, read_only=(mode == "r"))
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def group(self) -> zarr.Group:
+        """The underlying Zarr group, for users' own tools."""
+        return self._group
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        return tuple(n for n in IMAGE_ARRAYS if n in self._group)
+
+    def has(self, array: str) -> bool:
+        return array in IMAGE_ARRAYS and array in self._group
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    def tile_meta(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """month, biome_code, tile_row, tile_col and tile_id for `indices` (all tiles when None)."""
+        sel = slice(None) if indices is None else self._check_indices(indices)
+        return {name: self._group[name].get_orthogonal_selection((sel,))
+                for name in (*_TILE_META, "tile_id")}
+
+    def set_tile_meta(self, **fields: Sequence[Any] | np.ndarray) -> None:
+        """Set whole per-tile metadata columns (month, biome_code, tile_row, tile_col, tile_id).
+
+        Raises:
+            TileMetadataError: a length other than N, a month outside 0–12 or a biome outside 0–15.
+        """
+        for name, values in fields.items():
+            if name not in (*_TILE_META, "tile_id"):
+                raise TileMetadataError(f"unknown per-tile field {name!r}")
+            values = np.asarray(values)
+            if values.shape != (self.n_tiles,):
+                raise TileMetadataError(f"{name} needs {self.n_tiles} values, got shape {values.shape}")
+            if name == "month" and ((values < 0) | (values > 12)).any():
+                raise TileMetadataError(f"month must be 1–12 (0 = unknown), got {sorted(set(values[(values < 0) | (values > 12)].tolist()))}")
+            if name == "biome_code" and ((values < 0) | (values >= N_BIOMES)).any():
+                bad = sorted(set(values[(values < 0) | (values >= N_BIOMES)].tolist()))
+                raise TileMetadataError(f"biome_code must be 0–{N_BIOMES - 1} (0 = unknown), got {bad}")
+            self._group[name][:] = values.astype(str) if name == "tile_id" else values.astype(_TILE_META[name])
+
+    def tile_id_defaults(self) -> None:
+        width = max(4, len(str(self.n_tiles)))
+        self._group["tile_id"][:] = np.array([f"tile_{i:0{width}d}" for i in range(self.n_tiles)])
+
+    def sidecar_extras(self) -> list[dict[str, Any]]:
+        """Per tile, the NPZ sidecar keys we carry through untouched."""
+        return [json.loads(raw) if raw else {} for raw in self._group["sidecar/extra"][:]]
+
+    def sidecar_sources(self) -> list[str]:
+        """Per tile, the file it was imported from ("" when it was not imported)."""
+        return [str(s) for s in self._group["sidecar/source"][:]]
+
+    def set_sidecar_extra(self, extras: Sequence[dict[str, Any]]) -> None:
+        if len(extras) != self.n_tiles:
+            raise TileMetadataError(f"sidecar extras need {self.n_tiles} entries, got {len(extras)}")
+        self._group["sidecar/extra"][:] = np.array([json.dumps(e) if e else "" for e in extras])
+
+    def set_sidecar_sources(self, sources: Sequence[str]) -> None:
+        if len(sources) != self.n_tiles:
+            raise TileMetadataError(f"sidecar sources need {self.n_tiles} entries, got {len(sources)}")
+        self._group["sidecar/source"][:] = np.array([str(s) for s in sources])
+
+    def provenance(self, array: str) -> dict[str, Any]:
+        self._check_array(array)
+        return dict(self._group[array].attrs)
+
+    def set_provenance(self, array: str, *, stage: str, model: str, checkpoint: str | None = None,
+                       checkpoint_sha256: str | None = None, timesteps: int | None = None,
+                       amp: bool = False, device: str = "cpu", **extra: Any) -> None:
+        """Record who produced `array` (ARCHITECTURE §3 provenance attrs)."""
+        self._check_writable()
+        self._check_array(array)
+        self._group[array].attrs.update({
+            "stage": stage, "model": model, "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
+            "timesteps": timesteps, "amp": bool(amp), "device": device, "created": _now(),
+            "axion_ray_version": __version__, **extra,
+        })
+        self.consolidate()
+
+    def consolidate(self) -> None:
+        """Refresh consolidated metadata so `xarray.open_zarr` opens without a warning.
+
+        Our own opens never use it (`use_consolidated=False`), so stale metadata cannot mislead us.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata")
+            zarr.consolidate_metadata(self.path, zarr_format=3)
+
+    # ------------------------------------------------------------------ tiles
+    def read(self, array: str, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Read tiles `indices` of `array` as float32 (k, C, H, W)."""
+        self._check_array(array)
+        idx = self._check_indices(indices)
+        if idx.size == 0:
+            c = IMAGE_ARRAYS[array]
+            return np.empty((0, c, self.height, self.width), dtype=np.float32)
+        return self._group[array].get_orthogonal_selection((idx,))
+
+    def iter_batches(self, array: str, indices: Sequence[int] | np.ndarray, batch_size: int = 64
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (indices, data) batches of `array` over `indices`."""
+        idx = np.asarray(indices, dtype=np.int64)
+        for start in range(0, idx.size, batch_size):
+            chunk = idx[start:start + batch_size]
+            yield chunk, self.read(array, chunk)
+
+    def write(self, array: str, indices: Sequence[int] | np.ndarray, data: np.ndarray, *,
+              proc_ms: float | Sequence[float] | None = None, mark_done: bool = True) -> None:
+        """Write tiles and then, for output arrays, flip their status to done.
+
+        Raises:
+            TileDataError: wrong dtype, band count, tile shape or batch length.
+        """
+        self._check_writable()
+        self._check_array(array)
+        idx = self._check_indices(indices)
+        data = self.validate_tiles(array, data, n=idx.size)
+        if idx.size == 0:
+            return
+        self._group[array].set_orthogonal_selection((idx,), data)
+        if array in OUTPUT_ARRAYS and mark_done:
+            if proc_ms is not None:
+                ms = np.broadcast_to(np.asarray(proc_ms, dtype=np.float32), idx.shape)
+                self._group[f"proc_ms/{array}"].set_orthogonal_selection((idx,), ms)
+            self._group[f"status/{array}"].set_orthogonal_selection((idx,), np.uint8(TileStatus.DONE))
+
+    def mark_failed(self, array: str, indices: Sequence[int] | np.ndarray, reasons: str | Sequence[str]) -> None:
+        """Record tiles as failed with a reason each; their data is left as it was."""
+        self._check_writable()
+        self._check_output(array)
+        idx = self._check_indices(indices)
+        if idx.size == 0:
+            return
+        reasons = [reasons] * idx.size if isinstance(reasons, str) else list(reasons)
+        if len(reasons) != idx.size:
+            raise TileDataError(f"{idx.size} tiles but {len(reasons)} failure reasons")
+        self._group[f"failure/{array}"].set_orthogonal_selection((idx,), np.array(reasons, dtype=str))
+        self._group[f"status/{array}"].set_orthogonal_selection((idx,), np.uint8(TileStatus.FAILED))
+
+    def reset(self, array: str, indices: Sequence[int] | np.ndarray | None = None) -> None:
+        """Mark tiles pending again (status only: data stays until overwritten)."""
+        self._check_writable()
+        self._check_output(array)
+        sel = slice(None) if indices is None else self._check_indices(indices)
+        self._group[f"status/{array}"].set_orthogonal_selection((sel,), np.uint8(TileStatus.PENDING))
+
+    def status(self, array: str) -> np.ndarray:
+        """Status code of every tile for output `array` (uint8, N)."""
+        self._check_output(array)
+        return self._group[f"status/{array}"][:]
+
+    def proc_ms(self, array: str) -> np.ndarray:
+        self._check_output(array)
+        return self._group[f"proc_ms/{array}"][:]
+
+    def indices_with_status(self, array: str, status: TileStatus) -> np.ndarray:
+        return np.flatnonzero(self.status(array) == status)
+
+    def failures(self, array: str, status: np.ndarray | None = None) -> dict[int, str]:
+        """Reason of every tile currently failed for `array`."""
+        status = self.status(array) if status is None else status
+        failed = np.flatnonzero(status == TileStatus.FAILED)
+        if failed.size == 0:
+            return {}
+        reasons = self._group[f"failure/{array}"].get_orthogonal_selection((failed,))
+        return {int(i): str(r) or "unknown" for i, r in zip(failed, reasons)}
+
+    def counts(self, array: str) -> ArrayCounts:
+        status = self.status(array)
+        return ArrayCounts(
+            array=array, total=self.n_tiles,
+            pending=int((status == TileStatus.PENDING).sum()), done=int((status == TileStatus.DONE).sum()),
+            failed=int((status == TileStatus.FAILED).sum()), failures=self.failures(array, status),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Everything `axion-ray status` shows, as JSON-ready data."""
+        return {
+            "path": self.path, "n_tiles": self.n_tiles, "tile_shape": [self.height, self.width],
+            "overlap": self.overlap, "grid_shape": list(self.grid_shape), "crs": self.crs,
+            "inputs": [a for a in ("s1", "s2_truth") if self.has(a)],
+            "arrays": {name: self.counts(name).to_dict() for name in OUTPUT_ARRAYS},
+        }
+
+    # ------------------------------------------------------------------ validation
+    def validate_tiles(self, array: str, data: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Check a (k, C, H, W) batch against this store and return it as float32.
+
+        Raises:
+            TileDataError: naming what is wrong and what was expected.
+        """
+        if not isinstance(data, np.ndarray):
+            data = np.asarray(data)
+        if not np.issubdtype(data.dtype, np.floating):
+            hint = " (Sentinel-2 DN? divide by 10000)" if np.issubdtype(data.dtype, np.integer) and array != "s1" else ""
+            raise TileDataError(f"{array} needs floating-point data, got dtype {data.dtype}{hint}")
+        bands = IMAGE_ARRAYS[array]
+        expected = (n if n is not None else data.shape[0] if data.ndim else 0, bands, self.height, self.width)
+        if data.ndim != 4:
+            raise TileDataError(f"{array} batch must be 4-D (tiles, bands, H, W) = {expected}, got shape {data.shape}")
+        if data.shape[1] != bands:
+            raise TileDataError(f"{array} needs {bands} bands {list(S1_BANDS if array == 's1' else OPTICAL_BANDS)}, "
+                                f"got {data.shape[1]}")
+        if data.shape[2:] != (self.height, self.width):
+            raise TileDataError(f"{array} tiles must be {self.height}x{self.width} px, got {data.shape[2]}x{data.shape[3]}")
+        if n is not None and data.shape[0] != n:
+            raise TileDataError(f"{n} tile indices but {data.shape[0]} tiles of {array} data")
+        return data.astype(np.float32, copy=False)
+
+    def _check_array(self, array: str) -> None:
+        if not self.has(array):
+            known = ", ".join(self.arrays)
+            raise TileDataError(f"store {self.path} has no array {array!r} (it has {known})")
+
+    def _check_output(self, array: str) -> None:
+        if array not in OUTPUT_ARRAYS:
+            raise TileDataError(f"{array!r} is not an output array; outputs are {', '.join(OUTPUT_ARRAYS)}")
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreLayoutError(f"store {self.path} was opened read-only")
+
+    def _check_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_tiles):
+            raise TileDataError(f"tile indices must lie in 0..{self.n_tiles - 1}, got {idx.min()}..{idx.max()}")
+        if np.unique(idx).size != idx.size:
+            raise TileDataError("tile indices must not repeat within one read or write")
+        return idx
+
+    def __repr__(self) -> str:
+        return f"TileStore({self.path!r}, n_tiles={self.n_tiles}, tile={self.height}x{self.width})"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
