@@ -60,3 +60,15 @@ def linear_to_db(linear: np.ndarray, floor: float = 1e-6) -> np.ndarray:
 def effective_month(month: int) -> int:
     """Month used for conditioning: 0 (unknown) becomes DEFAULT_MONTH."""
     return DEFAULT_MONTH if int(month) == 0 else int(month)
+
+#: Prithvi-EO-2.0 standardisation (DN) of BLUE, GREEN, RED, NIR_NARROW — terratorch
+#: `prithvi_vit.PRITHVI_V2_MEAN/STD` (first four of the six HLS bands).
+PRITHVI_MEAN_DN: tuple[float, ...] = (1087.0, 1342.0, 1433.0, 2734.0)
+PRITHVI_STD_DN: tuple[float, ...] = (2248.0, 2179.0, 2178.0, 1850.0)
+
+#: TerraMind v1 S2L2A pretraining mean (DN) of the 12 bands (terratorch `v1_pretraining_mean`);
+#: used to fill SWIR / water-vapour bands that Stage 2 does not produce (see models/stage3.py).
+S2L2A_PRETRAIN_MEAN_DN: tuple[float, ...] = (
+    1390.458, 1503.317, 1718.197, 1853.910, 2199.100, 2779.975,
+    2987.011, 3083.234, 3132.220, 3162.988, 2424.884, 1857.648,
+)

@@ -40,3 +40,11 @@ class ConfigError(AxionRayError, ValueError):
 
 class WeightsNotFoundError(AxionRayError, FileNotFoundError):
     """Pretrained weights are not available locally; nothing is downloaded at run time."""
+
+
+class CheckpointError(AxionRayError, ValueError):
+    """A weights or checkpoint file that exists but cannot be used."""
+
+
+class DeviceError(AxionRayError, RuntimeError):
+    """A device was asked for that this machine does not have."""

@@ -1,0 +1,126 @@
+"""`build_stage` — the one door to every stage model: presets, weights, checkpoints, LoRA, device.
+
+Every model it returns carries `model.provenance`, the dict the pipeline writes into the attrs of the
+arrays the model produces (ARCHITECTURE §3): stage, model, preset, checkpoint + sha256, weight files +
+sha256, whether it was randomly initialised, timesteps, seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from axion_ray.bands import PRITHVI_BANDS
+from axion_ray.errors import CheckpointError, ConfigError
+from axion_ray.models.common import resolve_device
+from axion_ray.models.lora import LoraSettings, apply_lora
+from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES
+from axion_ray.models.weights import Checkpoint, WeightsRecord, load_checkpoint, resolve_weights
+
+STAGES = (1, 2, 3)
+STAGE_OUTPUTS = {1: "opt_v1", 2: "opt_v2", 3: "opt_v3"}
+
+
+def build_prithvi_backbone(name: str, weights: str | None, allow_random_init: bool,
+                           need_pretrained: bool = True) -> tuple[nn.Module, WeightsRecord]:
+    """A terratorch Prithvi backbone on our 4 bands; local weights go through terratorch's own band filter."""
+    from terratorch.registry import BACKBONE_REGISTRY
+
+    if name not in PRITHVI_BACKBONES:
+        raise ConfigError(f"unknown Prithvi backbone {name!r}; choose one of {', '.join(PRITHVI_BACKBONES)}")
+    record = resolve_weights([name], weights, allow_random_init) if need_pretrained else WeightsRecord(random_init=False)
+    kwargs: dict[str, Any] = {"bands": list(PRITHVI_BANDS), "num_frames": 1}
+    if record.files:
+        # ckpt_path makes terratorch read the local file (never the Hub) and map bands by name.
+        kwargs.update(pretrained=True, ckpt_path=record.files[name])
+    return BACKBONE_REGISTRY.build(name, **kwargs), record
+
+
+def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None, checkpoint: str | None = None,
+                allow_random_init: bool = False, timesteps: int = 10, standardize: bool = True,
+                seed: int | None = 0, prithvi: str | None = None, lora: LoraSettings | None = None,
+                device: str = "cpu") -> nn.Module:
+    """Build stage 1, 2 or 3 in eval mode on `device`.
+
+    Args:
+        stage: 1 (TerraMind S1→opt_v1), 2 (Prithvi refiner) or 3 (TerraMind grounding).
+        preset: `tiny`, `small`, `base` or `large` (see `models/presets.py`).
+        weights: a pretrained-weights file or directory (see `models/weights.py`).
+        checkpoint: an Axion-Ray training checkpoint; when given, no pretrained weights are needed.
+        allow_random_init: build with random weights when pretrained ones are missing (tests, smoke runs).
+        timesteps, standardize, seed: TerraMind diffusion steps, input standardisation, sampling seed.
+        prithvi: Stage 2 backbone other than the preset's.
+        lora: add peft LoRA adapters (only adapters and the Stage 2 head stay trainable).
+        device: `cpu`, `cuda` or `auto`.
+
+    Raises:
+        ConfigError: unknown stage or preset. WeightsNotFoundError: no weights and no random init.
+        CheckpointError: a checkpoint for another stage or architecture.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be 1, 2 or 3, got {stage!r}")
+    ckpt: Checkpoint | None = load_checkpoint(checkpoint) if checkpoint else None
+    cfg = dict(ckpt.config) if ckpt else {}
+    if ckpt and cfg.get("stage") not in (None, stage):
+        raise CheckpointError(f"checkpoint {checkpoint} is a stage {cfg['stage']} checkpoint, not stage {stage}")
+    preset = cfg.get("preset", preset)
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    spec = PRESETS[preset]
+    need_pretrained = ckpt is None
+
+    model: nn.Module
+    if stage == 2:
+        from axion_ray.models.stage2 import PrithviRefiner
+
+        backbone_name = cfg.get("prithvi", prithvi or spec.prithvi)
+        backbone, record = build_prithvi_backbone(backbone_name, weights, allow_random_init, need_pretrained)
+        model = PrithviRefiner(backbone, head_dim=int(cfg.get("head_dim", spec.head_dim)),
+                               head_blocks=int(cfg.get("head_blocks", spec.head_blocks)),
+                               temporal=backbone_name.endswith("_tl"))
+        model_name = backbone_name
+    else:
+        from axion_ray.models.stage1 import TerraMindStage1
+        from axion_ray.models.stage3 import TerraMindStage3
+        from axion_ray.models.terramind import build_terramind_generator
+
+        modalities = ["S1GRD"] if stage == 1 else ["S1GRD", "S2L2A"]
+        generator, record = build_terramind_generator(
+            spec.terramind, modalities, timesteps=timesteps, standardize=standardize, weights=weights,
+            allow_random_init=allow_random_init, need_pretrained=need_pretrained)
+        cls = TerraMindStage1 if stage == 1 else TerraMindStage3
+        model = cls(generator, timesteps=timesteps, standardize=standardize, seed=seed)
+        model_name = f"{spec.terramind}_generate"
+
+    lora_cfg = LoraSettings(**cfg["lora"]) if cfg.get("lora") else lora
+    if lora_cfg is not None:
+        model = apply_lora(model, lora_cfg)
+    if ckpt is not None:
+        missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} does not fit stage {stage} ({preset}, {model_name}): "
+                f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    target = resolve_device(device)
+    model = model.to(target).eval()
+    model.provenance = {
+        "stage": f"stage{stage}", "model": model_name, "preset": preset,
+        "checkpoint": ckpt.path if ckpt else None, "checkpoint_sha256": ckpt.sha256 if ckpt else None,
+        "weights": record.to_dict(), "random_init": record.random_init and ckpt is None,
+        "timesteps": timesteps if stage != 2 else None, "seed": seed if stage != 2 else None,
+        "lora": lora_cfg.to_dict() if lora_cfg else None,
+    }
+    return model
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total and trainable parameter counts."""
+    return {"total": sum(p.numel() for p in model.parameters()),
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def export_fp16_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """fp16 copy of a model's floating-point weights, for `--fp16` export (the model is left as it was)."""
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}

@@ -1,0 +1,56 @@
+"""Model presets and weight sources as data: one table, keyed by preset name (timm's default_cfgs idea).
+
+`tiny` is for CPU tests and the demo; `small` to `large` for GPUs. Weight files are named by the
+Hugging Face repository and file terratorch itself downloads them from; we only ever read them locally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StagePreset:
+    """What each stage is built from at one size."""
+
+    terramind: str        # TerraMind variant for stages 1 and 3 (`<name>_generate` in terratorch)
+    prithvi: str          # Prithvi backbone for stage 2 (terratorch BACKBONE_REGISTRY)
+    head_dim: int         # width of the Stage 2 ConvNeXt head
+    head_blocks: int      # depth of the Stage 2 ConvNeXt head
+
+
+PRESETS: dict[str, StagePreset] = {
+    "tiny": StagePreset("terramind_v1_tiny", "prithvi_eo_tiny", head_dim=48, head_blocks=2),
+    "small": StagePreset("terramind_v1_small", "prithvi_eo_v2_tiny_tl", head_dim=64, head_blocks=2),
+    "base": StagePreset("terramind_v1_base", "prithvi_eo_v2_100_tl", head_dim=96, head_blocks=3),
+    "large": StagePreset("terramind_v1_large", "prithvi_eo_v2_300_tl", head_dim=128, head_blocks=3),
+}
+
+#: Prithvi backbones a user may pick for Stage 2 directly (`prithvi=` option), smallest first.
+PRITHVI_BACKBONES: tuple[str, ...] = (
+    "prithvi_eo_tiny", "prithvi_eo_v2_tiny_tl", "prithvi_eo_v2_100_tl", "prithvi_eo_v2_300",
+    "prithvi_eo_v2_300_tl", "prithvi_eo_v2_600", "prithvi_eo_v2_600_tl",
+)
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    repo_id: str
+    filename: str
+
+
+#: Published weights (same sources as terratorch's `pretrained_weights` tables). Absent = none exist.
+WEIGHT_FILES: dict[str, WeightFile] = {
+    "terramind_v1_tiny": WeightFile("ibm-esa-geospatial/TerraMind-1.0-tiny", "TerraMind_v1_tiny.pt"),
+    "terramind_v1_small": WeightFile("ibm-esa-geospatial/TerraMind-1.0-small", "TerraMind_v1_small.pt"),
+    "terramind_v1_base": WeightFile("ibm-esa-geospatial/TerraMind-1.0-base", "TerraMind_v1_base.pt"),
+    "terramind_v1_large": WeightFile("ibm-esa-geospatial/TerraMind-1.0-large", "TerraMind_v1_large.pt"),
+    "terramind_v1_tokenizer_s2l2a": WeightFile("ibm-esa-geospatial/TerraMind-1.0-Tokenizer-S2L2A",
+                                               "TerraMind_Tokenizer_S2L2A.pt"),
+    "prithvi_eo_v2_tiny_tl": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-tiny-TL", "Prithvi_EO_V2_tiny_TL.pt"),
+    "prithvi_eo_v2_100_tl": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt"),
+    "prithvi_eo_v2_300": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-300M", "Prithvi_EO_V2_300M.pt"),
+    "prithvi_eo_v2_300_tl": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL", "Prithvi_EO_V2_300M_TL.pt"),
+    "prithvi_eo_v2_600": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-600M", "Prithvi_EO_V2_600M.pt"),
+    "prithvi_eo_v2_600_tl": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-600M-TL", "Prithvi_EO_V2_600M_TL.pt"),
+}

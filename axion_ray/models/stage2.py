@@ -1,0 +1,104 @@
+"""Stage 2 — Prithvi refiner: `opt_v1` + month + biome → `opt_v2`, better spectra without moving edges.
+
+Contract: `forward(opt_v1, month, biome_code)` takes (B, 4, H, W) reflectance in [0, 1], month (B,)
+1–12 (0 = unknown → June) and biome_code (B,) 0–15, and returns (B, 4, H, W) in [0, 1].
+
+Design: a terratorch Prithvi backbone sees the standardised image (B08 feeds the pretrained NIR
+channel); its patch tokens, upsampled to full resolution and concatenated with the input, feed a light
+ConvNeXt-style head whose blocks are FiLM-conditioned on the month (sin/cos, cyclic) and a learned
+biome embedding. The head predicts a *residual* added to `opt_v1`; its last layer starts at zero, so
+an untrained refiner returns its input exactly and Stage 1's geometry is preserved by construction.
+Any H, W work: inputs are padded to the patch size and outputs cropped back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from axion_ray.bands import DEFAULT_MONTH, N_BIOMES, PRITHVI_MEAN_DN, PRITHVI_STD_DN, S2_DN_SCALE
+from axion_ray.models.common import pad_to_multiple
+
+PRITHVI_PATCH = 16
+_COND_DIM = 32
+
+
+def month_features(month: torch.Tensor) -> torch.Tensor:
+    """Cyclic month encoding (B, 2); month 0 (unknown) is treated as June."""
+    m = torch.where(month <= 0, torch.full_like(month, DEFAULT_MONTH), month).float()
+    angle = 2 * math.pi * (m - 1) / 12.0
+    return torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+class ConvNeXtFiLMBlock(nn.Module):
+    """ConvNeXt block (7x7 depthwise, LayerNorm, inverted MLP) with FiLM on the normalised features."""
+
+    def __init__(self, dim: int, cond_dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.GroupNorm(1, dim)  # LayerNorm over channels and space, channels-first
+        self.film = nn.Linear(cond_dim, 2 * dim)
+        self.pw1 = nn.Conv2d(dim, 4 * dim, 1)
+        self.pw2 = nn.Conv2d(4 * dim, dim, 1)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(cond)[..., None, None].chunk(2, dim=1)
+        h = self.norm(self.dwconv(x)) * (1 + scale) + shift
+        return x + self.pw2(F.gelu(self.pw1(h)))
+
+
+class RefinerHead(nn.Module):
+    """Backbone tokens + input image → residual correction (zero at initialisation)."""
+
+    def __init__(self, embed_dim: int, dim: int, blocks: int):
+        super().__init__()
+        self.month_proj = nn.Linear(2, _COND_DIM)
+        self.biome_embed = nn.Embedding(N_BIOMES, _COND_DIM)
+        self.token_proj = nn.Conv2d(embed_dim, dim, 1)
+        self.stem = nn.Conv2d(dim + 4, dim, 3, padding=1)
+        self.blocks = nn.ModuleList(ConvNeXtFiLMBlock(dim, _COND_DIM) for _ in range(blocks))
+        self.out = nn.Conv2d(dim, 4, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, tokens: torch.Tensor, image: torch.Tensor, month: torch.Tensor, biome: torch.Tensor) -> torch.Tensor:
+        cond = F.gelu(self.month_proj(month_features(month)) + self.biome_embed(biome.long().clamp(0, N_BIOMES - 1)))
+        feats = F.interpolate(self.token_proj(tokens), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        h = self.stem(torch.cat([feats, image], dim=1))
+        for block in self.blocks:
+            h = block(h, cond)
+        return self.out(h)
+
+
+class PrithviRefiner(nn.Module):
+    INPUTS = ("opt_v1", "month", "biome_code")
+    OUTPUT = "opt_v2"
+
+    def __init__(self, backbone: nn.Module, *, head_dim: int = 48, head_blocks: int = 2, temporal: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.temporal = temporal
+        self.head = RefinerHead(backbone.embed_dim, head_dim, head_blocks)
+        self.register_buffer("mean", torch.tensor(PRITHVI_MEAN_DN).view(1, 4, 1, 1) / S2_DN_SCALE, persistent=False)
+        self.register_buffer("std", torch.tensor(PRITHVI_STD_DN).view(1, 4, 1, 1) / S2_DN_SCALE, persistent=False)
+
+    def _temporal_coords(self, month: torch.Tensor) -> torch.Tensor:
+        # `_tl` backbones embed (year, day-of-year); we know the month only: mid-month of a fixed year.
+        m = torch.where(month <= 0, torch.full_like(month, DEFAULT_MONTH), month).float()
+        doy = (m - 1) * 30.4 + 15.0
+        return torch.stack([torch.full_like(doy, 2020.0), doy], dim=-1)[:, None, :]
+
+    def forward(self, opt_v1: torch.Tensor, month: torch.Tensor, biome_code: torch.Tensor) -> torch.Tensor:
+        image, (h, w) = pad_to_multiple(opt_v1.float(), PRITHVI_PATCH)
+        normed = (image - self.mean) / self.std
+        kwargs = {"temporal_coords": self._temporal_coords(month)} if self.temporal else {}
+        tokens = self.backbone(normed, **kwargs)[-1][:, 1:]  # last block, drop the CLS token
+        gh, gw = image.shape[-2] // PRITHVI_PATCH, image.shape[-1] // PRITHVI_PATCH
+        tokens = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
+        residual = self.head(tokens.float(), image, month, biome_code)
+        return (image + residual).clamp(0.0, 1.0)[..., :h, :w]
