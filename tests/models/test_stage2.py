@@ -62,3 +62,14 @@ def test_gradients_reach_head_and_backbone(batch):
     model(opt_v1, month, biome).mean().backward()
     assert model.head.out.weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+
+
+def test_small_preset_feeds_month_to_the_temporal_backbone(batch):
+    model = build_stage(2, "small", allow_random_init=True)  # prithvi_eo_v2_tiny_tl
+    assert model.temporal and model.backbone.temporal_encoding and model.provenance["model"] == "prithvi_eo_v2_tiny_tl"
+    opt_v1, month, biome = batch
+    with torch.inference_mode():
+        coords = model._temporal_coords(month)
+        out = model(opt_v1, month, biome)
+    assert coords.shape == (3, 1, 2) and coords[1, 0, 1] == pytest.approx(5 * 30.4 + 15)
+    assert out.shape == opt_v1.shape

@@ -1,0 +1,90 @@
+"""Running a stage model on NumPy batches in store units: device, AMP, OOM handling.
+
+The pipeline's actors call a `StageRunner`; so can a user's own loop. On CUDA out-of-memory the batch
+is split in halves and retried; a single tile that still does not fit runs on the CPU (a second copy of
+the model is made there once), and every such fallback is counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from axion_ray.models.common import autocast
+
+# Inputs given per tile as scalars (B,), everything else is an image (B, C, H, W).
+_INTEGER_INPUTS = ("month", "biome_code")
+
+
+@dataclass
+class RunnerStats:
+    tiles: int = 0
+    oom_splits: int = 0
+    cpu_fallback_tiles: int = 0
+    model_seconds: float = 0.0
+    devices: set[str] = field(default_factory=set)
+
+
+class StageRunner:
+    """`runner(inputs)` → output batch as float32 NumPy (B, 4, H, W)."""
+
+    def __init__(self, model: nn.Module, device: torch.device, amp: bool = True):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.amp = bool(amp) and device.type == "cuda"
+        self.stats = RunnerStats()
+        self._cpu_model: nn.Module | None = None
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.model.INPUTS)
+
+    def _tensors(self, inputs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+        names = list(self.model.INPUTS) + [n for n in getattr(self.model, "OPTIONAL_INPUTS", ()) if n in inputs]
+        out = {}
+        for name in names:
+            array = np.asarray(inputs[name])
+            dtype = torch.long if name in _INTEGER_INPUTS else torch.float32
+            out[name] = torch.as_tensor(array).to(device=device, dtype=dtype, non_blocking=True)
+        return out
+
+    def _run(self, model: nn.Module, inputs: dict[str, np.ndarray], device: torch.device, amp: bool) -> np.ndarray:
+        with torch.inference_mode(), autocast(device, amp):
+            out = model(**self._tensors(inputs, device))
+        self.stats.devices.add(str(device))
+        return out.float().cpu().numpy()
+
+    def _cpu(self) -> nn.Module:
+        if self._cpu_model is None:
+            import copy
+
+            self._cpu_model = copy.deepcopy(self.model).to("cpu").eval()
+        return self._cpu_model
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        import time
+
+        start = time.perf_counter()
+        n = len(next(iter(inputs.values())))
+        out = self._run_or_split(inputs, n)
+        self.stats.tiles += n
+        self.stats.model_seconds += time.perf_counter() - start
+        return out
+
+    def _run_or_split(self, inputs: dict[str, np.ndarray], n: int) -> np.ndarray:
+        try:
+            return self._run(self.model, inputs, self.device, self.amp)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if n > 1:
+                self.stats.oom_splits += 1
+                half = n // 2
+                first = self._run_or_split({k: v[:half] for k, v in inputs.items()}, half)
+                second = self._run_or_split({k: v[half:] for k, v in inputs.items()}, n - half)
+                return np.concatenate([first, second])
+            self.stats.cpu_fallback_tiles += 1
+            return self._run(self._cpu(), inputs, torch.device("cpu"), amp=False)
