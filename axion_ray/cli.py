@@ -115,6 +115,48 @@ def cmd_export_npz(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _actors(text: str) -> tuple[int, int]:
+    try:
+        lo, _, hi = text.partition(":")
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX (e.g. 1:4), got {text!r}") from None
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from axion_ray.config import InferConfig
+    from axion_ray.pipeline.run import EXIT_FAILED_TILES, run_pipeline, summary_json
+
+    cfg = InferConfig(
+        stages=args.stages, preset=args.preset, weights=args.weights, stage1_checkpoint=args.stage1_checkpoint,
+        stage2_checkpoint=args.stage2_checkpoint, stage3_checkpoint=args.stage3_checkpoint,
+        allow_random_init=args.allow_random_init, timesteps=args.timesteps, seed=args.seed,
+        batch_size=args.batch_size, device=args.device, amp=not args.no_amp,
+        skip_existing=not args.no_skip_existing, actors=args.actors, num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus, address=args.address)
+    summary = run_pipeline(args.store, cfg, say=lambda line: print(line, flush=True))
+    print(summary.to_text())
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(summary_json(summary))
+        print(f"wrote {args.json}")
+    if summary.failed:
+        print(f"axion-ray infer: {summary.failed} tile-stage(s) failed (see above); the rest completed",
+              file=sys.stderr)
+        return EXIT_FAILED_TILES
+    return EXIT_OK
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options every command that builds a model takes."""
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])
+    p.add_argument("--weights", help="pretrained weights file or directory (else $AXION_RAY_WEIGHTS, HF cache)")
+    p.add_argument("--timesteps", type=int, default=10, help="TerraMind diffusion steps")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (reproducible runs)")
+    p.add_argument("--allow-random-init", action="store_true",
+                   help="build with random weights when pretrained ones are missing (tests, smoke runs)")
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="axion-ray", description="SAR-to-optical translation on Ray: tile stores, models, metrics.")
@@ -150,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", default="s2_truth", help="reference array, or 'none'")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("infer", help="run stages 1-3 over every pending tile on Ray Data")
+    p.add_argument("store")
+    p.add_argument("--stages", type=_int_list, default=(1, 2, 3), help="e.g. 1,2,3 or 2")
+    add_model_options(p)
+    p.add_argument("--stage1-checkpoint")
+    p.add_argument("--stage2-checkpoint")
+    p.add_argument("--stage3-checkpoint")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too")
+    p.add_argument("--no-skip-existing", action="store_true", help="redo tiles already done")
+    p.add_argument("--actors", type=_actors, default=(1, 1), metavar="MIN:MAX", help="elastic actor pool per stage")
+    p.add_argument("--num-cpus", type=float, help="CPUs per stage actor (default: shared fairly)")
+    p.add_argument("--num-gpus", type=float, help="GPUs per stage actor (fractions allowed)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--json", metavar="OUT", help="write the run summary as JSON")
+    p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("import-npz", help="Axion-Sat NPZ tile directory → tile store")
     p.add_argument("input_dir")

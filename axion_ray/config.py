@@ -87,3 +87,33 @@ def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
     return from_dict(cls, data)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferConfig:
+    """One `axion-ray infer` run (ARCHITECTURE §5). Per-stage resources come from `pipeline.plan`.
+
+    `num_cpus` / `num_gpus` of None mean "decide from the cluster": on a CPU-only machine the stage
+    pools share the CPUs (Ray's default of 1 CPU per actor would starve the reader on 2 cores); with
+    GPUs each TerraMind actor takes one GPU and the light Stage 2 actor half of one.
+    """
+
+    stages: tuple[int, ...] = (1, 2, 3)
+    preset: str = "tiny"
+    weights: str | None = None
+    stage1_checkpoint: str | None = None
+    stage2_checkpoint: str | None = None
+    stage3_checkpoint: str | None = None
+    allow_random_init: bool = False
+    timesteps: int = 10
+    seed: int = 0
+    batch_size: int = 4
+    device: str = "auto"
+    amp: bool = True
+    skip_existing: bool = True
+    actors: tuple[int, int] = (1, 1)
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    tiles_per_read_task: int = 16
+    address: str | None = None
+    progress_interval_s: float = 5.0

@@ -105,14 +105,51 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
                 f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     target = resolve_device(device)
     model = model.to(target).eval()
-    model.provenance = {
-        "stage": f"stage{stage}", "model": model_name, "preset": preset,
-        "checkpoint": ckpt.path if ckpt else None, "checkpoint_sha256": ckpt.sha256 if ckpt else None,
-        "weights": record.to_dict(), "random_init": record.random_init and ckpt is None,
-        "timesteps": timesteps if stage != 2 else None, "seed": seed if stage != 2 else None,
-        "lora": lora_cfg.to_dict() if lora_cfg else None,
-    }
+    model.provenance = _provenance(stage, model_name, preset, ckpt.path if ckpt else None,
+                                   ckpt.sha256 if ckpt else None, record, timesteps, seed, lora_cfg)
     return model
+
+
+def _provenance(stage: int, model_name: str, preset: str, checkpoint: str | None, checkpoint_sha256: str | None,
+                record: WeightsRecord, timesteps: int, seed: int | None, lora: LoraSettings | None) -> dict[str, Any]:
+    return {
+        "stage": f"stage{stage}", "model": model_name, "preset": preset,
+        "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
+        "weights": record.to_dict(), "random_init": record.random_init and checkpoint is None,
+        "timesteps": timesteps if stage != 2 else None, "seed": seed if stage != 2 else None,
+        "lora": lora.to_dict() if lora else None,
+    }
+
+
+def stage_provenance(stage: int, preset: str = "tiny", *, weights: str | None = None, checkpoint: str | None = None,
+                     allow_random_init: bool = False, timesteps: int = 10, seed: int | None = 0,
+                     prithvi: str | None = None) -> dict[str, Any]:
+    """What `build_stage` with these arguments would record, without building the model.
+
+    The pipeline's driver calls it before starting Ray, so missing weights or a wrong checkpoint are
+    reported at once (exit 2), and it writes the result into the output arrays' attrs.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be 1, 2 or 3, got {stage!r}")
+    ckpt = load_checkpoint(checkpoint) if checkpoint else None
+    cfg = dict(ckpt.config) if ckpt else {}
+    if ckpt and cfg.get("stage") not in (None, stage):
+        raise CheckpointError(f"checkpoint {checkpoint} is a stage {cfg['stage']} checkpoint, not stage {stage}")
+    preset = cfg.get("preset", preset)
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    spec = PRESETS[preset]
+    if stage == 2:
+        model_name = cfg.get("prithvi", prithvi or spec.prithvi)
+        variants = [model_name]
+    else:
+        from axion_ray.models.terramind import TOKENIZER_S2L2A
+
+        model_name, variants = f"{spec.terramind}_generate", [spec.terramind, TOKENIZER_S2L2A]
+    record = WeightsRecord(random_init=False) if ckpt else resolve_weights(variants, weights, allow_random_init)
+    lora = LoraSettings(**cfg["lora"]) if cfg.get("lora") else None
+    return _provenance(stage, model_name, preset, ckpt.path if ckpt else None, ckpt.sha256 if ckpt else None,
+                       record, timesteps, seed, lora)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

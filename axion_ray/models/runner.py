@@ -29,10 +29,11 @@ class RunnerStats:
 
 
 class StageRunner:
-    """`runner(inputs)` → output batch as float32 NumPy (B, 4, H, W)."""
+    """`runner(inputs)` → output batch as float32 NumPy ((B, 4, H, W), or (B, 12, H, W) for `generate`)."""
 
-    def __init__(self, model: nn.Module, device: torch.device, amp: bool = True):
+    def __init__(self, model: nn.Module, device: torch.device, amp: bool = True, method: str = "forward"):
         self.model = model.to(device).eval()
+        self.method = method  # "generate" for a TerraMind stage whose full 12-band output is wanted
         self.device = device
         self.amp = bool(amp) and device.type == "cuda"
         self.stats = RunnerStats()
@@ -52,8 +53,9 @@ class StageRunner:
         return out
 
     def _run(self, model: nn.Module, inputs: dict[str, np.ndarray], device: torch.device, amp: bool) -> np.ndarray:
+        call = model if self.method == "forward" else getattr(model, self.method)
         with torch.inference_mode(), autocast(device, amp):
-            out = model(**self._tensors(inputs, device))
+            out = call(**self._tensors(inputs, device))
         self.stats.devices.add(str(device))
         return out.float().cpu().numpy()
 

@@ -34,16 +34,16 @@ def assemble_s2l2a(opt_v2: torch.Tensor, s2l2a_v1: torch.Tensor | None = None) -
     """(B, 4, H, W) reflectance [+ Stage 1's (B, 12, H, W) DN] → (B, 12, H, W) S2L2A DN."""
     dn4 = opt_v2.float() * S2_DN_SCALE
     blue, green, red, nir = dn4.unbind(dim=1)
-    if s2l2a_v1 is not None:
-        out = s2l2a_v1.float().clone()
-    else:
-        mean = torch.tensor(S2L2A_PRETRAIN_MEAN_DN, device=opt_v2.device)
-        brightness = dn4.mean(dim=1)
-        mean_brightness = mean[list(TERRAMIND_S2L2A_INDEX)].mean()
-        re1, re2, re3 = (red + w * (nir - red) for w in _RED_EDGE_WEIGHTS)
-        swir1 = mean[10] * brightness / mean_brightness
-        swir2 = mean[11] * brightness / mean_brightness
-        out = torch.stack([blue, blue, green, red, re1, re2, re3, nir, nir, _WATER_VAPOUR_FACTOR * nir, swir1, swir2], 1)
+    mean = torch.tensor(S2L2A_PRETRAIN_MEAN_DN, device=opt_v2.device)
+    brightness = dn4.mean(dim=1)
+    mean_brightness = mean[list(TERRAMIND_S2L2A_INDEX)].mean()
+    re1, re2, re3 = (red + w * (nir - red) for w in _RED_EDGE_WEIGHTS)
+    swir1 = mean[10] * brightness / mean_brightness
+    swir2 = mean[11] * brightness / mean_brightness
+    out = torch.stack([blue, blue, green, red, re1, re2, re3, nir, nir, _WATER_VAPOUR_FACTOR * nir, swir1, swir2], 1)
+    if s2l2a_v1 is not None:  # Stage 1's bands where it produced them (rows it did not run are NaN)
+        carried = s2l2a_v1.float()
+        out = torch.where(torch.isfinite(carried), carried, out)
     out[:, list(TERRAMIND_S2L2A_INDEX)] = dn4
     return out
 

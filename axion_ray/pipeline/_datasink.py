@@ -1,0 +1,55 @@
+"""Ray Data datasink into a tile store: per tile, the data chunk first, then its status.
+
+Each write task opens the store once and writes every stage's results of its blocks: done tiles
+through `TileStore.write` (data, proc_ms, then status), failed ones with their reasons. Counts go to
+the run's progress tracker. Private: use `pipeline.run_pipeline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from ray.data.block import Block, BlockAccessor
+from ray.data.datasource import Datasink
+
+from axion_ray.pipeline.actor import DONE, FAILED
+
+
+class _TileStoreDatasink(Datasink):
+    def __init__(self, store_path: str, stages: tuple[int, ...], tracker: Any):
+        self._store_path = store_path
+        self._stages = tuple(stages)
+        self._tracker = tracker
+
+    def get_name(self) -> str:
+        return "AxionRayTileStore"
+
+    def write(self, blocks: Iterable[Block], ctx) -> dict[str, int]:
+        from axion_ray.store.tile_store import TileStore
+
+        store = TileStore.open(self._store_path, mode="r+")
+        written = 0
+        for block in blocks:
+            batch = BlockAccessor.for_block(block).to_batch_format("numpy")
+            tiles = np.asarray(batch["tile"], dtype=np.int64)
+            report = {}
+            for stage in self._stages:
+                status = np.asarray(batch[f"status_{stage}"])
+                done, failed = status == DONE, status == FAILED
+                name = f"opt_v{stage}"
+                if done.any():
+                    store.write(name, tiles[done], np.asarray(batch[name])[done],
+                                proc_ms=np.asarray(batch[f"ms_{stage}"])[done])
+                if failed.any():
+                    store.mark_failed(name, tiles[failed], [str(r) for r in np.asarray(batch[f"reason_{stage}"])[failed]])
+                report[stage] = {
+                    "done": int(done.sum()), "failed": int(failed.sum()),
+                    "failures": {int(t): str(r) for t, r in zip(tiles[failed], np.asarray(batch[f"reason_{stage}"])[failed])},
+                    "devices": sorted({str(d) for d in np.asarray(batch[f"device_{stage}"])[done | failed] if d}),
+                    "cpu_fallbacks": int(np.asarray(batch[f"fallback_{stage}"]).sum()),
+                }
+            written += int(tiles.size)
+            self._tracker.report.remote(int(tiles.size), report)
+        return {"tiles": written}

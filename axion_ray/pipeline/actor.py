@@ -1,0 +1,120 @@
+"""The stage actor: one class serves every stage of the chain in a Ray Data actor pool.
+
+For each batch it picks the rows its stage must run (`run_<k>`), checks their inputs (a bad tile fails
+with a reason and the rest of the batch goes on), runs the model through `StageRunner` (AMP, OOM split,
+CPU fallback) and adds the result columns the datasink writes: `opt_v<k>`, `status_<k>`, `reason_<k>`,
+`ms_<k>`, `device_<k>`, `fallback_<k>`. Stage 1 also passes its full 12-band S2L2A on to Stage 3.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+NOT_RUN, DONE, FAILED = 0, 1, 2
+
+
+def s1_problem(tile: np.ndarray, expected_shape: tuple[int, ...] | None = None) -> str | None:
+    """Why an S1 tile cannot be used, or None."""
+    if expected_shape is not None and tile.shape != expected_shape:
+        return f"s1 tile has shape {tile.shape}, expected {expected_shape}"
+    bad = int((~np.isfinite(tile)).sum())
+    if bad:
+        return f"s1 has {bad} NaN/Inf pixels of {tile.size}"
+    if not np.any(tile):
+        return "s1 is all zeros (no data)"
+    return None
+
+
+def optical_problem(tile: np.ndarray, name: str) -> str | None:
+    """Why an optical input tile cannot be used, or None."""
+    bad = int((~np.isfinite(tile)).sum())
+    if bad == tile.size:
+        return f"{name} not produced (run its stage first)"
+    if bad:
+        return f"{name} has {bad} NaN/Inf pixels"
+    return None
+
+
+class StageActor:
+    """Callable class for `Dataset.map_batches(..., compute=ActorPoolStrategy(...))`."""
+
+    def __init__(self, stage: int, build_kwargs: dict[str, Any], device: str, amp: bool, num_threads: int,
+                 carry_s2l2a: bool, tracker: Any = None):
+        import ray
+        import torch
+
+        from axion_ray.models import build_stage
+        from axion_ray.models.common import resolve_device
+        from axion_ray.models.runner import StageRunner
+
+        torch.set_num_threads(max(1, int(num_threads)))
+        self.stage = stage
+        self.carry_s2l2a = carry_s2l2a and stage == 1
+        target = resolve_device(device)
+        model = build_stage(stage, device=str(target), **build_kwargs)
+        self.runner = StageRunner(model, target, amp=amp, method="generate" if self.carry_s2l2a else "forward")
+        if tracker is not None:  # lets operators (and tests) find which actor serves which stage
+            tracker.register_actor.remote(stage, ray.get_runtime_context().current_actor)
+
+    def _inputs_ok(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[int, str]:
+        """Row index → failure reason, for the rows this stage would run."""
+        problems: dict[int, str] = {}
+        upstream = self.stage - 1
+        for i in np.flatnonzero(rows):
+            if upstream >= 1 and f"status_{upstream}" in batch and batch[f"status_{upstream}"][i] == FAILED:
+                problems[i] = f"stage {upstream} failed: {batch[f'reason_{upstream}'][i]}"
+                continue
+            if self.stage in (1, 3) and (reason := s1_problem(batch["s1"][i])):
+                problems[i] = reason
+            elif self.stage in (2, 3) and (reason := optical_problem(batch[f"opt_v{upstream}"][i], f"opt_v{upstream}")):
+                problems[i] = reason
+        return problems
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from axion_ray.models.stage1 import s2l2a_dn_to_opt
+
+        k = self.stage
+        n = len(batch["tile"])
+        rows = np.asarray(batch[f"run_{k}"], dtype=bool).copy()
+        status = np.zeros(n, np.uint8)
+        reasons = np.array([""] * n, dtype=object)
+        problems = self._inputs_ok(batch, rows)
+        for i, reason in problems.items():
+            status[i], reasons[i], rows[i] = FAILED, reason, False
+        h, w = batch["s1"].shape[-2:] if "s1" in batch else batch["opt_v1"].shape[-2:]
+        out = batch.get(f"opt_v{k}")
+        out = np.full((n, 4, h, w), np.nan, np.float32) if out is None else np.array(out, dtype=np.float32)
+        ms = np.full(n, np.nan, np.float32)
+        fallbacks_before = self.runner.stats.cpu_fallback_tiles
+        if rows.any():
+            idx = np.flatnonzero(rows)
+            inputs = {name: np.asarray(batch[name])[idx] for name in ("s1", "opt_v1", "opt_v2", "month",
+                                                                      "biome_code", "s2l2a_v1") if name in batch}
+            start = time.perf_counter()
+            result = self.runner(inputs)
+            elapsed_ms = 1000.0 * (time.perf_counter() - start) / idx.size
+            if self.carry_s2l2a:
+                import torch
+
+                full = np.full((n, 12, h, w), np.nan, np.float32)
+                full[idx] = result
+                batch["s2l2a_v1"] = full
+                result = s2l2a_dn_to_opt(torch.from_numpy(result)).numpy()
+            out[idx] = result
+            status[idx] = DONE
+            ms[idx] = elapsed_ms
+        elif self.carry_s2l2a:
+            batch["s2l2a_v1"] = np.full((n, 12, h, w), np.nan, np.float32)
+        batch[f"opt_v{k}"] = out
+        batch[f"status_{k}"] = status
+        batch[f"reason_{k}"] = reasons.astype(str)
+        batch[f"ms_{k}"] = ms
+        batch[f"device_{k}"] = np.array([str(self.runner.device) if s else "" for s in status])
+        fallback = np.zeros(n, np.int32)
+        if self.runner.stats.cpu_fallback_tiles > fallbacks_before and rows.any():
+            fallback[np.flatnonzero(rows)[0]] = self.runner.stats.cpu_fallback_tiles - fallbacks_before
+        batch[f"fallback_{k}"] = fallback
+        return batch

@@ -1,0 +1,54 @@
+"""Progress and per-stage accounting of a pipeline run, gathered by one tiny Ray actor.
+
+Write tasks report what they wrote; the driver polls and prints `done/total, tiles/s, ETA`; stage
+actors register themselves so an operator (or a test) can find the actor serving a stage.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class ProgressTracker:
+    def __init__(self, stages: list[int]):
+        self.tiles = 0
+        self.first_tile_at: float | None = None
+        self.per_stage: dict[int, dict[str, Any]] = {
+            s: {"done": 0, "failed": 0, "failures": {}, "devices": set(), "cpu_fallbacks": 0} for s in stages}
+        self.actors: dict[int, list[Any]] = {s: [] for s in stages}
+
+    def report(self, tiles: int, per_stage: dict[int, dict[str, Any]]) -> None:
+        if self.first_tile_at is None and tiles:
+            self.first_tile_at = time.time()
+        self.tiles += tiles
+        for stage, r in per_stage.items():
+            acc = self.per_stage[stage]
+            acc["done"] += r["done"]
+            acc["failed"] += r["failed"]
+            acc["failures"].update(r["failures"])
+            acc["devices"].update(r["devices"])
+            acc["cpu_fallbacks"] += r["cpu_fallbacks"]
+
+    def register_actor(self, stage: int, handle: Any) -> None:
+        self.actors[stage].append(handle)
+
+    def stage_actors(self, stage: int) -> list[Any]:
+        return list(self.actors[stage])
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"tiles": self.tiles, "first_tile_at": self.first_tile_at,
+                "per_stage": {s: {**v, "devices": sorted(v["devices"])} for s, v in self.per_stage.items()}}
+
+
+def progress_line(done: int, total: int, elapsed_s: float, first_tile_s: float | None) -> str:
+    """`done/total (pct), tiles/s, ETA` — rate measured from the first finished tile (start-up excluded)."""
+    pct = 100.0 * done / total if total else 100.0
+    if done and first_tile_s is not None and elapsed_s > first_tile_s:
+        rate = done / max(elapsed_s - first_tile_s, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        return f"{done}/{total} tiles ({pct:.0f}%), {rate:.2f} tiles/s, ETA {eta:.0f}s"
+    return f"{done}/{total} tiles ({pct:.0f}%), starting up ({elapsed_s:.0f}s)"

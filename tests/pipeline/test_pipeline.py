@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import zarr
+
+from axion_ray.cli import main
+from axion_ray.config import InferConfig, SynthConfig
+from axion_ray.errors import ConfigError
+from axion_ray.pipeline import plan_stages, plan_todo, run_pipeline
+from axion_ray.store import TileStatus, TileStore
+from axion_ray.store.synth import synthesize_aoi
+
+STAGE2 = InferConfig(stages=(2,), allow_random_init=True, batch_size=4, progress_interval_s=0.5)
+
+
+@pytest.fixture
+def aoi(tmp_path):
+    return synthesize_aoi(tmp_path / "aoi.zarr", SynthConfig(rows=3, cols=4, tile_size=32, seed=2))
+
+
+def test_stage2_run_writes_every_tile_where_it_belongs(local_ray, aoi):
+    summary = run_pipeline(aoi.path, STAGE2, say=lambda _: None)
+    store = TileStore.open(aoi.path)
+    assert store.counts("opt_v2").done == 12 and summary.per_stage[2]["done"] == 12
+    # An untrained refiner is the identity: each tile's output must be its own input, in its own slot.
+    np.testing.assert_array_equal(store.read("opt_v2", range(12)), store.read("opt_v1", range(12)))
+    attrs = zarr.open_group(aoi.path, mode="r")["opt_v2"].attrs
+    assert attrs["stage"] == "stage2" and attrs["model"] == "prithvi_eo_tiny" and attrs["random_init"] is True
+    assert attrs["device"] == "cpu" and attrs["amp"] is False
+    assert np.isfinite(store.proc_ms("opt_v2")).all()
+    assert summary.per_stage[2]["devices"] == ["cpu"] and summary.per_stage[2]["cpu_fallbacks"] == 0
+
+
+def test_finished_tiles_are_skipped_unless_asked(local_ray, aoi):
+    marker = np.full((2, 4, 32, 32), 0.123, np.float32)
+    aoi.write("opt_v2", [3, 7], marker)
+    summary = run_pipeline(aoi.path, STAGE2, say=lambda _: None)
+    store = TileStore.open(aoi.path)
+    np.testing.assert_array_equal(store.read("opt_v2", [3, 7]), marker)  # not redone
+    assert summary.scheduled_tiles == 10 and summary.per_stage[2]["skipped"] == 2
+    again = run_pipeline(aoi.path, STAGE2, say=lambda _: None)
+    assert again.scheduled_tiles == 0
+    redo = run_pipeline(aoi.path, InferConfig(**{**STAGE2.__dict__, "skip_existing": False}), say=lambda _: None)
+    assert redo.scheduled_tiles == 12
+    assert not np.array_equal(TileStore.open(aoi.path).read("opt_v2", [3]), marker[:1])
+
+
+def test_plan_todo_cascades_to_later_stages(aoi):
+    aoi.write("opt_v2", [0, 1], np.zeros((2, 4, 32, 32), np.float32))
+    aoi.write("opt_v3", [0], np.zeros((1, 4, 32, 32), np.float32))
+    aoi.reset("opt_v1", [1])  # stage 1 must rerun for tile 1, so 2 and 3 must too
+    tiles, todo = plan_todo(aoi, (1, 2, 3), skip_existing=True)
+    rows = dict(zip(tiles.tolist(), todo.tolist()))
+    assert 0 not in rows  # everything done
+    assert rows[1] == [True, True, True]
+    assert rows[2] == [False, True, True]
+
+
+def test_resources_leave_room_for_the_reader_on_two_cpus():
+    plans = plan_stages(InferConfig(stages=(1, 2, 3)), {"CPU": 2.0})
+    assert sum(p.num_cpus for p in plans) <= 1.5 and all(p.num_gpus == 0 and p.device == "cpu" for p in plans)
+    gpu = plan_stages(InferConfig(stages=(1, 2, 3), actors=(1, 4)), {"CPU": 16.0, "GPU": 2.0})
+    assert [p.num_gpus for p in gpu] == [1.0, 0.5, 1.0] and all(p.max_actors == 4 for p in gpu)
+
+
+def test_user_mistakes_in_the_config(aoi, capsys):
+    with pytest.raises(ConfigError, match="increasing subset"):
+        run_pipeline(aoi.path, InferConfig(stages=(3, 1), allow_random_init=True))
+    with pytest.raises(ConfigError, match="MIN:MAX"):
+        run_pipeline(aoi.path, InferConfig(stages=(2,), actors=(2, 1), allow_random_init=True))
+    code = main(["infer", aoi.path, "--stages", "2"])  # tiny refiner has no pretrained weights
+    assert code == 2 and "--stage2-checkpoint" in capsys.readouterr().err
+    code = main(["infer", aoi.path, "--stages", "1", "--preset", "small"])
+    err = capsys.readouterr().err
+    assert code == 2 and "TerraMind_v1_small.pt" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_three_stages_with_bad_tiles(local_ray, tmp_path, capsys):
+    store = synthesize_aoi(tmp_path / "bad.zarr", SynthConfig(rows=2, cols=2, tile_size=32, seed=3, with_prior=False))
+    s1 = store.read("s1", [1, 2])
+    s1[0, 0, 5, 5] = np.nan
+    s1[1] = 0.0
+    store.write("s1", [1, 2], s1)
+    code = main(["infer", store.path, "--stages", "1,2,3", "--allow-random-init", "--timesteps", "1",
+                 "--json", str(tmp_path / "summary.json")])
+    out, err = capsys.readouterr()
+    assert code == 1 and "failed" in err  # the exit code says the run had failures
+    store = TileStore.open(store.path)
+    for name in ("opt_v1", "opt_v2", "opt_v3"):
+        assert store.indices_with_status(name, TileStatus.DONE).tolist() == [0, 3]
+    failures = store.failures("opt_v1")
+    assert "NaN/Inf" in failures[1] and "all zeros" in failures[2]
+    assert store.failures("opt_v3")[1].startswith("stage 2 failed: stage 1 failed")
+    assert "stage 1 tile 2 failed: s1 is all zeros" in out
+    assert np.isfinite(store.read("opt_v3", [0, 3])).all()
