@@ -24,6 +24,12 @@ from axion_ray.errors import AxionRayError, ConfigError, DeviceError
 from axion_ray.store.tile_store import TileStatus, TileStore
 
 EXIT_FAILED_TILES = 1
+_CURRENT_TRACKER: Any = None
+
+
+def current_tracker() -> Any:
+    """The progress tracker of the run in progress in this process (its stage actors, its counts)."""
+    return _CURRENT_TRACKER
 
 
 @dataclass
@@ -172,7 +178,8 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     _init_ray(cfg.address)
     plans = plan_stages(cfg, ray.cluster_resources())
     DataContext.get_current().enable_progress_bars = False
-    tracker = ProgressTracker.remote(list(cfg.stages))
+    global _CURRENT_TRACKER
+    tracker = _CURRENT_TRACKER = ProgressTracker.remote(list(cfg.stages))
     ds = ray.data.read_datasource(
         _TileStoreDatasource(store.path, cfg.stages, tiles, todo, (store.height, store.width), cfg.tiles_per_read_task),
         num_cpus=0.25)
@@ -183,8 +190,8 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
                                    "device": plan.device, "amp": cfg.amp, "num_threads": plan.threads,
                                    "carry_s2l2a": 1 in cfg.stages and 3 in cfg.stages, "tracker": tracker},
             compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
-            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None,
-            max_restarts=-1, max_task_retries=-1)
+            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None)
+        # Ray Data's actor pools restart dead actors and retry their tasks by default (max_restarts=-1).
     sink = _TileStoreDatasink(store.path, cfg.stages, tracker)
 
     say(f"running stages {','.join(map(str, cfg.stages))} over {tiles.size} of {store.n_tiles} tiles "
