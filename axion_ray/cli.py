@@ -147,6 +147,23 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_infer_npz(args: argparse.Namespace) -> int:
+    from axion_ray.pipeline.npz_job import load_infer_config, run_npz_inference
+    from axion_ray.pipeline.run import EXIT_FAILED_TILES
+
+    checkpoints = {f"stage{args.stage}_checkpoint": args.checkpoint}
+    cfg = load_infer_config(args.config, batch_size=args.batch_size, device=args.device, amp=not args.no_amp,
+                            allow_random_init=args.allow_random_init or None, weights=args.weights,
+                            timesteps=args.timesteps, address=args.address, **checkpoints)
+    summary = run_npz_inference(args.stage, args.input_dir, args.output_dir, cfg,
+                                skip_existing=not args.no_skip_existing, say=lambda line: print(line, flush=True))
+    print(summary.to_text())
+    if summary.failures:
+        print(f"axion-ray infer-npz: {len(summary.failures)} tile(s) failed (listed above)", file=sys.stderr)
+        return EXIT_FAILED_TILES
+    return EXIT_OK
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options every command that builds a model takes."""
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])
@@ -210,6 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--json", metavar="OUT", help="write the run summary as JSON")
     p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("infer-npz", help="Axion-Sat infer_stage2.py options, any stage, on the Ray pipeline")
+    p.add_argument("--stage", type=int, default=2, choices=[1, 2, 3])
+    p.add_argument("--checkpoint", help="trained checkpoint (.pt); required for stage 2")
+    p.add_argument("--input_dir", required=True)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--config", help="YAML with model options (its infer: section or known top-level keys)")
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu", "auto"])
+    p.add_argument("--no_amp", action="store_true")
+    p.add_argument("--no_skip_existing", action="store_true")
+    p.add_argument("--weights", help="pretrained weights file or directory (stages 1 and 3)")
+    p.add_argument("--timesteps", type=int, help="TerraMind diffusion steps (stages 1 and 3)")
+    p.add_argument("--allow-random-init", "--allow_random_init", dest="allow_random_init", action="store_true")
+    p.add_argument("--address", help="Ray cluster address")
+    p.set_defaults(func=cmd_infer_npz)
 
     p = sub.add_parser("import-npz", help="Axion-Sat NPZ tile directory → tile store")
     p.add_argument("input_dir")

@@ -276,13 +276,14 @@ def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2
     for batch_idx, data in store.iter_batches(array, indices):
         for i, tile in zip(batch_idx, data):
             tile_id = str(meta["tile_id"][i])
-            atomic_write_npz(directory / f"{tile_id}.npz", {array: tile})
+            name = Path(sources[i]).stem if sources[i] else tile_id  # Axion-Sat keeps the input's file name
+            atomic_write_npz(directory / f"{name}.npz", {array: tile})
             sidecar = output_sidecar(
                 meta["month"][i], meta["biome_code"][i], tile_id, extras[i],
                 stage=STAGE_LABELS[array], input_file=sources[i] or f"{store.path}[{int(i)}]",
                 checkpoint=prov.get("checkpoint"), device=prov.get("device", "cpu"),
                 use_amp=bool(prov.get("amp", False)), processing_time_ms=float(proc_ms[i]))
-            atomic_write_json(directory / f"{tile_id}.json", sidecar)
+            atomic_write_json(directory / f"{name}.json", sidecar)
             written += 1
         if progress:
             progress(written, indices.size)

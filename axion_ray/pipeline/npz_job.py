@@ -1,0 +1,133 @@
+"""`axion-ray infer-npz`: Axion-Sat's `infer_stage2.py` interface, for any stage, on our Ray pipeline.
+
+Input tiles (NPZ + JSON sidecar) are read leniently — an unreadable or malformed tile is recorded as
+failed with its reason and the rest go on — grouped by tile size into work stores under
+`OUTPUT_DIR/.axion_ray_work/`, run through `run_pipeline`, and written back as `.npz` + sidecar JSON in
+the Axion-Sat output format. Tiles whose output already exists are skipped unless asked otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from axion_ray.config import InferConfig
+from axion_ray.errors import AxionRayError, ConfigError, NpzFormatError
+from axion_ray.store.npz import NpzTile, export_npz_dir, read_npz_tile
+from axion_ray.store.tile_store import TileStore
+
+#: What each stage reads from a tile.
+REQUIRED_KEYS = {1: ("s1",), 2: ("opt_v1",), 3: ("s1", "opt_v2")}
+
+
+@dataclass
+class NpzRunSummary:
+    stage: int
+    total: int
+    skipped_existing: int = 0
+    done: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    devices: list[str] = field(default_factory=list)
+    cpu_fallbacks: int = 0
+    elapsed_s: float = 0.0
+
+    def to_text(self) -> str:
+        lines = [f"stage {self.stage}: {self.done} tiles written, {len(self.failures)} failed, "
+                 f"{self.skipped_existing} skipped (output exists) of {self.total}, {self.elapsed_s:.1f}s"
+                 + (f", device {', '.join(self.devices)}" if self.devices else "")
+                 + (f", CPU fallback for {self.cpu_fallbacks} tiles" if self.cpu_fallbacks else "")]
+        lines += [f"  {name} failed: {reason}" for name, reason in sorted(self.failures.items())]
+        return "\n".join(lines)
+
+
+def load_infer_config(path: str | Path | None, **overrides: Any) -> InferConfig:
+    """InferConfig from a YAML file (its `infer:` section, or its top-level keys that InferConfig knows)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping")
+        known = {f.name for f in dataclasses.fields(InferConfig)}
+        section = raw.get("infer", raw)
+        # Axion-Sat hardware configs carry unrelated keys: take the ones we know, leave the rest.
+        data = {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items() if k in known}
+    return InferConfig(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path, cfg: InferConfig, *,
+                      skip_existing: bool = True, say: Callable[[str], None] = print) -> NpzRunSummary:
+    """Run one stage over an NPZ tile directory and write the Axion-Sat output directory."""
+    import time
+
+    from axion_ray.pipeline.run import run_pipeline
+
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if stage not in REQUIRED_KEYS:
+        raise ConfigError(f"--stage must be 1, 2 or 3, got {stage}")
+    if not input_dir.is_dir():
+        raise NpzFormatError(f"input directory {input_dir} does not exist")
+    files = sorted(input_dir.glob("*.npz"))
+    if not files:
+        raise NpzFormatError(f"No NPZ tiles found in {input_dir}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = NpzRunSummary(stage, len(files))
+    start = time.time()
+
+    groups: dict[tuple[int, int], list[NpzTile]] = defaultdict(list)
+    for path in files:
+        if skip_existing and (output_dir / path.name).exists():
+            summary.skipped_existing += 1
+            continue
+        try:
+            tile = read_npz_tile(path)
+        except AxionRayError as exc:
+            summary.failures[path.name] = str(exc).replace(f"{path}: ", "").replace(str(path), path.name)
+            continue
+        missing = [k for k in REQUIRED_KEYS[stage] if k not in tile.arrays]
+        if missing:
+            summary.failures[path.name] = f"stage {stage} needs {', '.join(missing)}; file has {', '.join(tile.arrays)}"
+            continue
+        groups[next(iter(tile.arrays.values())).shape[1:]].append(tile)
+
+    work_root = output_dir / ".axion_ray_work"
+    run_cfg = dataclasses.replace(cfg, stages=(stage,), skip_existing=True)
+    for (h, w), tiles in sorted(groups.items()):
+        work = work_root / f"{h}x{w}.zarr"
+        store = TileStore.create(work, len(tiles), (h, w), overwrite=True)
+        store.set_tile_meta(month=[t.month for t in tiles], biome_code=[t.biome_code for t in tiles],
+                            tile_id=[t.tile_id for t in tiles], tile_row=np.arange(len(tiles)),
+                            tile_col=np.zeros(len(tiles)))
+        store.set_sidecar_extra([t.extra for t in tiles])
+        store.set_sidecar_sources([str(t.path) for t in tiles])
+        for name in ("s1", "opt_v1", "opt_v2"):
+            idx = [i for i, t in enumerate(tiles) if name in t.arrays]
+            if idx:
+                store.write(name, idx, np.stack([tiles[i].arrays[name] for i in idx]))
+        say(f"{len(tiles)} tiles of {h}x{w} px")
+        result = run_pipeline(store.path, run_cfg, say=say)
+        done_store = TileStore.open(store.path, mode="r")
+        export_npz_dir(done_store, output_dir, f"opt_v{stage}")
+        stats = result.per_stage[stage]
+        summary.done += stats["done"]
+        summary.cpu_fallbacks += stats["cpu_fallbacks"]
+        summary.devices = sorted(set(summary.devices) | set(stats["devices"]))
+        for tile_index, reason in done_store.failures(f"opt_v{stage}").items():
+            summary.failures[Path(tiles[tile_index].path).name] = reason
+    shutil.rmtree(work_root, ignore_errors=True)
+    summary.elapsed_s = time.time() - start
+    return summary
