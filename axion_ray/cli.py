@@ -164,6 +164,26 @@ def cmd_infer_npz(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from axion_ray.store.geotiff import ingest_geotiff
+
+    store = ingest_geotiff(args.scene, args.out, tile_size=args.tile_size, overlap=args.overlap, units=args.units,
+                           month=args.month, biome_code=args.biome, overwrite=args.overwrite)
+    rows, cols = store.grid_shape
+    print(f"cut {args.scene} into {store.n_tiles} tiles ({rows}x{cols} grid of {store.tile_size} px, "
+          f"overlap {store.overlap}) in {store.path}")
+    return EXIT_OK
+
+
+def cmd_mosaic(args: argparse.Namespace) -> int:
+    from axion_ray.store.geotiff import mosaic
+    from axion_ray.store.tile_store import TileStore
+
+    out = mosaic(TileStore.open(args.store, mode="r"), args.array, args.out)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options every command that builds a model takes."""
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])
@@ -196,6 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prior", action="store_true", help="leave opt_v1 empty (pending)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("ingest", help="cut a georeferenced S1 GeoTIFF (VV, VH) into a tile store")
+    p.add_argument("scene")
+    p.add_argument("out", help="new store path (OUT.zarr)")
+    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--overlap", type=int, default=32)
+    p.add_argument("--units", default="auto", choices=["auto", "db", "linear"])
+    p.add_argument("--month", type=int, default=0, help="acquisition month 1-12 (0 = unknown)")
+    p.add_argument("--biome", type=int, default=0, help="biome code 0-15")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("mosaic", help="blend a store's tiles into one GeoTIFF or Zarr")
+    p.add_argument("store")
+    p.add_argument("--array", default="opt_v3")
+    p.add_argument("--out", required=True, help="OUT.tif or OUT.zarr")
+    p.set_defaults(func=cmd_mosaic)
 
     p = sub.add_parser("status", help="per-array pending/done/failed counts and failure reasons")
     p.add_argument("store")
