@@ -20,10 +20,10 @@ class StagePreset:
 
 
 PRESETS: dict[str, StagePreset] = {
-    "tiny": StagePreset("terramind_v1_tiny", "prithvi_eo_tiny", head_dim=48, head_blocks=2),
-    "small": StagePreset("terramind_v1_small", "prithvi_eo_v2_tiny_tl", head_dim=64, head_blocks=2),
-    "base": StagePreset("terramind_v1_base", "prithvi_eo_v2_100_tl", head_dim=96, head_blocks=3),
-    "large": StagePreset("terramind_v1_large", "prithvi_eo_v2_300_tl", head_dim=128, head_blocks=3),
+    "tiny": StagePreset("terramind_v1_tiny", "prithvi_eo_tiny", head_dim=32, head_blocks=2),
+    "small": StagePreset("terramind_v1_small", "prithvi_eo_v2_tiny_tl", head_dim=48, head_blocks=2),
+    "base": StagePreset("terramind_v1_base", "prithvi_eo_v2_100_tl", head_dim=64, head_blocks=3),
+    "large": StagePreset("terramind_v1_large", "prithvi_eo_v2_300_tl", head_dim=96, head_blocks=3),
 }
 
 #: Prithvi backbones a user may pick for Stage 2 directly (`prithvi=` option), smallest first.

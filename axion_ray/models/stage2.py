@@ -36,13 +36,14 @@ def month_features(month: torch.Tensor) -> torch.Tensor:
 class ConvNeXtFiLMBlock(nn.Module):
     """ConvNeXt block (7x7 depthwise, LayerNorm, inverted MLP) with FiLM on the normalised features."""
 
-    def __init__(self, dim: int, cond_dim: int):
+    def __init__(self, dim: int, cond_dim: int, mlp_ratio: int = 2):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.norm = nn.GroupNorm(1, dim)  # LayerNorm over channels and space, channels-first
         self.film = nn.Linear(cond_dim, 2 * dim)
-        self.pw1 = nn.Conv2d(dim, 4 * dim, 1)
-        self.pw2 = nn.Conv2d(4 * dim, dim, 1)
+        # MLP ratio 2, not ConvNeXt's 4: the head runs at full resolution and dominates CPU time.
+        self.pw1 = nn.Conv2d(dim, mlp_ratio * dim, 1)
+        self.pw2 = nn.Conv2d(mlp_ratio * dim, dim, 1)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
 
@@ -60,7 +61,7 @@ class RefinerHead(nn.Module):
         self.month_proj = nn.Linear(2, _COND_DIM)
         self.biome_embed = nn.Embedding(N_BIOMES, _COND_DIM)
         self.token_proj = nn.Conv2d(embed_dim, dim, 1)
-        self.stem = nn.Conv2d(dim + 4, dim, 3, padding=1)
+        self.stem = nn.Conv2d(dim + 4, dim, 1)  # per-pixel mix; spatial context comes from the blocks
         self.blocks = nn.ModuleList(ConvNeXtFiLMBlock(dim, _COND_DIM) for _ in range(blocks))
         self.out = nn.Conv2d(dim, 4, 1)
         nn.init.zeros_(self.out.weight)
@@ -69,10 +70,11 @@ class RefinerHead(nn.Module):
     def forward(self, tokens: torch.Tensor, image: torch.Tensor, month: torch.Tensor, biome: torch.Tensor) -> torch.Tensor:
         cond = F.gelu(self.month_proj(month_features(month)) + self.biome_embed(biome.long().clamp(0, N_BIOMES - 1)))
         feats = F.interpolate(self.token_proj(tokens), size=image.shape[-2:], mode="bilinear", align_corners=False)
-        h = self.stem(torch.cat([feats, image], dim=1))
+        # channels-last: ~2x faster convolutions on CPU (oneDNN), and what GPUs' tensor cores prefer.
+        h = self.stem(torch.cat([feats, image], dim=1).contiguous(memory_format=torch.channels_last))
         for block in self.blocks:
             h = block(h, cond)
-        return self.out(h)
+        return self.out(h).contiguous()
 
 
 class PrithviRefiner(nn.Module):
