@@ -28,10 +28,10 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """AMP on CUDA when enabled; CPU inference stays fp32 (CPU autocast is slower for these models)."""
+def autocast(device: torch.device, enabled: bool = True, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
+    """AMP on CUDA when enabled (bf16 by default, or `dtype`); CPU inference stays fp32."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=amp_dtype(device))
+        return torch.autocast("cuda", dtype=dtype or amp_dtype(device))
     return contextlib.nullcontext()
 
 

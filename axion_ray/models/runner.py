@@ -31,8 +31,11 @@ class RunnerStats:
 class StageRunner:
     """`runner(inputs)` → output batch as float32 NumPy ((B, 4, H, W), or (B, 12, H, W) for `generate`)."""
 
-    def __init__(self, model: nn.Module, device: torch.device, amp: bool = True, method: str = "forward"):
+    def __init__(self, model: nn.Module, device: torch.device, amp: bool = True, method: str = "forward",
+                 amp_dtype: torch.dtype | None = None):
         self.model = model.to(device).eval()
+        # Per-stage default measured on an H100 (bench/RESULTS.md): fp16 for the conv refiner, bf16 for TerraMind.
+        self.amp_dtype = amp_dtype or getattr(model, "AMP_DTYPE", None)
         self.method = method  # "generate" for a TerraMind stage whose full 12-band output is wanted
         self.device = device
         self.amp = bool(amp) and device.type == "cuda"
@@ -54,7 +57,7 @@ class StageRunner:
 
     def _run(self, model: nn.Module, inputs: dict[str, np.ndarray], device: torch.device, amp: bool) -> np.ndarray:
         call = model if self.method == "forward" else getattr(model, self.method)
-        with torch.inference_mode(), autocast(device, amp):
+        with torch.inference_mode(), autocast(device, amp, self.amp_dtype):
             out = call(**self._tensors(inputs, device))
         self.stats.devices.add(str(device))
         return out.float().cpu().numpy()

@@ -13,6 +13,7 @@ from torch import nn
 
 from axion_ray.bands import S2_DN_SCALE, TERRAMIND_S2L2A_INDEX
 from axion_ray.models.common import pad_to_multiple, seeded
+from axion_ray.models.terramind import TerraMindStageBase
 
 # TerraMind: 16-px patches on a square grid, and the S2L2A tokenizer's UNet halves the token grid, so
 # the padded side must be a multiple of 32 (measured: 32, 64, 96, 128 run; 16, 48, 80 fail).
@@ -24,16 +25,12 @@ def s2l2a_dn_to_opt(s2l2a: torch.Tensor) -> torch.Tensor:
     return (s2l2a[:, list(TERRAMIND_S2L2A_INDEX)] / S2_DN_SCALE).clamp(0.0, 1.0)
 
 
-class TerraMindStage1(nn.Module):
+class TerraMindStage1(TerraMindStageBase):
     INPUTS = ("s1",)
     OUTPUT = "opt_v1"
 
     def __init__(self, generator: nn.Module, *, timesteps: int = 10, standardize: bool = True, seed: int | None = 0):
-        super().__init__()
-        self.generator = generator
-        self.timesteps = int(timesteps)
-        self.standardize = bool(standardize)
-        self.seed = seed
+        super().__init__(generator, timesteps=timesteps, standardize=standardize, seed=seed)
 
     def generate(self, s1: torch.Tensor, timesteps: int | None = None) -> torch.Tensor:
         """(B, 2, H, W) dB → (B, 12, H, W) S2L2A DN."""

@@ -22,6 +22,7 @@ from torch import nn
 
 from axion_ray.bands import S2_DN_SCALE, S2L2A_PRETRAIN_MEAN_DN, TERRAMIND_S2L2A_INDEX
 from axion_ray.models.common import pad_to_multiple, seeded
+from axion_ray.models.terramind import TerraMindStageBase
 from axion_ray.models.stage1 import TERRAMIND_MULTIPLE, s2l2a_dn_to_opt
 
 # Red-edge position between B04 (665 nm) and B08 (842 nm) for RE1 705, RE2 740, RE3 783 nm: the
@@ -48,17 +49,13 @@ def assemble_s2l2a(opt_v2: torch.Tensor, s2l2a_v1: torch.Tensor | None = None) -
     return out
 
 
-class TerraMindStage3(nn.Module):
+class TerraMindStage3(TerraMindStageBase):
     INPUTS = ("s1", "opt_v2")
     OPTIONAL_INPUTS = ("s2l2a_v1",)
     OUTPUT = "opt_v3"
 
     def __init__(self, generator: nn.Module, *, timesteps: int = 10, standardize: bool = True, seed: int | None = 0):
-        super().__init__()
-        self.generator = generator
-        self.timesteps = int(timesteps)
-        self.standardize = bool(standardize)
-        self.seed = seed
+        super().__init__(generator, timesteps=timesteps, standardize=standardize, seed=seed)
 
     def generate(self, s1: torch.Tensor, opt_v2: torch.Tensor, s2l2a_v1: torch.Tensor | None = None,
                  timesteps: int | None = None) -> torch.Tensor:

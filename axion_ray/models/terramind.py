@@ -11,6 +11,32 @@ TOKENIZER_S2L2A = "terramind_v1_tokenizer_s2l2a"
 TOKENIZER_KEY = "tok_sen2l2a@224"
 
 
+class TerraMindStageBase(torch.nn.Module):
+    """Shared plumbing of the TerraMind stages (1 and 3).
+
+    terratorch keeps the standardisation statistics in plain dicts moved only by
+    `TerraMindGeneration.to()`; `model.to("cuda")` on a wrapper never calls that, so a wrapped generator
+    would standardise CUDA inputs with CPU statistics. `_apply` moves (and casts) them with the weights.
+    """
+
+    AMP_DTYPE = torch.bfloat16  # H100: bf16 fastest at batch 1-4 (bench/RESULTS.md); no fp16 overflow risk
+
+    def __init__(self, generator: torch.nn.Module, *, timesteps: int, standardize: bool, seed: int | None):
+        super().__init__()
+        self.generator = generator
+        self.timesteps = int(timesteps)
+        self.standardize = bool(standardize)
+        self.seed = seed
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        for attr in ("pretraining_mean", "pretraining_std"):
+            stats = getattr(self.generator, attr, None)
+            if isinstance(stats, dict):
+                setattr(self.generator, attr, {k: fn(v) for k, v in stats.items()})
+        return self
+
+
 def build_terramind_generator(variant: str, modalities: list[str], *, timesteps: int, standardize: bool,
                               weights: str | None, allow_random_init: bool,
                               need_pretrained: bool = True) -> tuple[torch.nn.Module, WeightsRecord]:

