@@ -117,3 +117,36 @@ class InferConfig:
     tiles_per_read_task: int = 16
     address: str | None = None
     progress_interval_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One Ray Train run (`axion-ray train stage2`). Loss weights map onto `train.losses.stage2_loss`.
+
+    `lora_rank` > 0 adapts a pretrained backbone with LoRA (only adapters + head train); 0 fine-tunes
+    everything, which is what a preset without published weights (`prithvi_eo_tiny`) needs.
+    """
+
+    stage: int = 2
+    preset: str = "tiny"
+    weights: str | None = None
+    allow_random_init: bool = False
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    lora_rank: int = 0
+    lora_alpha: int = 16
+    workers: int = 2
+    min_workers: int | None = None
+    use_gpu: bool = False
+    val_every_steps: int = 50
+    keep_top_k: int = 3
+    max_failures: int = 3
+    w_l1: float = 1.0
+    w_sam: float = 0.5
+    w_ndvi: float = 0.5
+    w_evi: float = 0.25
+    w_edge: float = 0.5
+    seed: int = 0
+    max_val_tiles: int = 256

@@ -49,6 +49,7 @@ def serial_loop(store_path: str, checkpoint: Path, batch_size: int) -> dict[str,
     meta = store.tile_meta()
     first_done = None
     n = store.n_tiles
+    marks = []
     for begin in range(0, n, batch_size):
         idx = np.arange(begin, min(n, begin + batch_size))
         opt_v1 = torch.from_numpy(store.read("opt_v1", idx))
@@ -56,12 +57,13 @@ def serial_loop(store_path: str, checkpoint: Path, batch_size: int) -> dict[str,
             out = model(opt_v1, torch.from_numpy(meta["month"][idx].astype(np.int64)),
                         torch.from_numpy(meta["biome_code"][idx].astype(np.int64))).numpy()
         store.write("opt_v2", idx, out)
+        marks.append((time.perf_counter(), begin + idx.size))
         if first_done is None:
             first_done = time.perf_counter()
-            first_tiles = idx.size
     end = time.perf_counter()
-    return {"startup_s": first_done - start, "total_s": end - start,
-            "steady_tiles_per_s": (n - first_tiles) / (end - first_done)}
+    # Same definition as the pipeline's: after the first 10 % of tiles.
+    t0, n0 = next((t, k) for t, k in marks if k >= 0.1 * n)
+    return {"startup_s": first_done - start, "total_s": end - start, "steady_tiles_per_s": (n - n0) / (end - t0)}
 
 
 def ray_pipeline(store_path: str, checkpoint: Path, batch_size: int) -> dict[str, float]:
@@ -73,11 +75,9 @@ def ray_pipeline(store_path: str, checkpoint: Path, batch_size: int) -> dict[str
     start = time.perf_counter()
     summary = run_pipeline(store_path, cfg, say=lambda _: None)
     total = time.perf_counter() - start
-    done = summary.per_stage[2]["done"]
-    # Steady state: tiles after the first finished block, over the time after it.
-    steady = (done - batch_size) / max(summary.elapsed_s - summary.startup_s, 1e-9)
+    # Steady state: after the first 10 % of tiles (blocks queued behind the starting pool excluded).
     return {"startup_s": summary.startup_s + (total - summary.elapsed_s), "total_s": total,
-            "steady_tiles_per_s": steady}
+            "steady_tiles_per_s": summary.steady_tiles_per_s}
 
 
 def main() -> None:

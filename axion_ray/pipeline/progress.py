@@ -20,11 +20,13 @@ class ProgressTracker:
         self.per_stage: dict[int, dict[str, Any]] = {
             s: {"done": 0, "failed": 0, "failures": {}, "devices": set(), "cpu_fallbacks": 0} for s in stages}
         self.actors: dict[int, list[Any]] = {s: [] for s in stages}
+        self.timeline: list[tuple[float, int]] = []  # (time, tiles written so far)
 
     def report(self, tiles: int, per_stage: dict[int, dict[str, Any]]) -> None:
         if self.first_tile_at is None and tiles:
             self.first_tile_at = time.time()
         self.tiles += tiles
+        self.timeline.append((time.time(), self.tiles))
         for stage, r in per_stage.items():
             acc = self.per_stage[stage]
             acc["done"] += r["done"]
@@ -40,7 +42,7 @@ class ProgressTracker:
         return list(self.actors[stage])
 
     def snapshot(self) -> dict[str, Any]:
-        return {"tiles": self.tiles, "first_tile_at": self.first_tile_at,
+        return {"tiles": self.tiles, "first_tile_at": self.first_tile_at, "timeline": list(self.timeline),
                 "per_stage": {s: {**v, "devices": sorted(v["devices"])} for s, v in self.per_stage.items()}}
 
 
@@ -52,3 +54,14 @@ def progress_line(done: int, total: int, elapsed_s: float, first_tile_s: float |
         eta = (total - done) / rate if rate > 0 else float("inf")
         return f"{done}/{total} tiles ({pct:.0f}%), {rate:.2f} tiles/s, ETA {eta:.0f}s"
     return f"{done}/{total} tiles ({pct:.0f}%), starting up ({elapsed_s:.0f}s)"
+
+
+def steady_rate(timeline: list[tuple[float, int]], warmup_fraction: float = 0.1) -> float | None:
+    """Tiles/s after the first `warmup_fraction` of tiles: blocks that queued up behind a starting
+    actor pool would otherwise inflate a rate measured from the first finished tile."""
+    if len(timeline) < 2:
+        return None
+    total = timeline[-1][1]
+    t0, n0 = next((t, n) for t, n in timeline if n >= warmup_fraction * total)
+    t1, n1 = timeline[-1]
+    return (n1 - n0) / (t1 - t0) if t1 > t0 and n1 > n0 else None

@@ -53,6 +53,7 @@ class RunSummary:
     elapsed_s: float
     startup_s: float | None
     per_stage: dict[int, dict[str, Any]] = field(default_factory=dict)
+    steady_tiles_per_s: float | None = None  # after the first 10 % of tiles (see progress.steady_rate)
 
     @property
     def failed(self) -> int:
@@ -66,7 +67,8 @@ class RunSummary:
 
     def to_text(self) -> str:
         lines = [f"{self.store}: {self.scheduled_tiles} of {self.total_tiles} tiles scheduled, "
-                 f"{self.elapsed_s:.1f}s" + (f" (first tile after {self.startup_s:.1f}s)" if self.startup_s else "")]
+                 f"{self.elapsed_s:.1f}s" + (f" (first tile after {self.startup_s:.1f}s)" if self.startup_s else "")
+                 + (f", steady {self.steady_tiles_per_s:.1f} tiles/s" if self.steady_tiles_per_s else "")]
         lines.append(f"{'stage':6s} {'done':>6s} {'failed':>7s} {'skipped':>8s} {'tiles/s':>8s} {'cpu-fallback':>13s}  device")
         for stage, s in self.per_stage.items():
             rate = f"{s['tiles_per_s']:.2f}" if s["tiles_per_s"] else "-"
@@ -119,7 +121,7 @@ def plan_stages(cfg: InferConfig, resources: dict[str, float]) -> list[StagePlan
             num_cpus = cfg.num_cpus if cfg.num_cpus is not None else 1.0
         else:
             num_gpus = 0.0
-            num_cpus = cfg.num_cpus if cfg.num_cpus is not None else max(0.25, (cpus - 0.5) / len(cfg.stages))
+            num_cpus = cfg.num_cpus if cfg.num_cpus is not None else max(0.25, (cpus - 0.25) / len(cfg.stages))
         plans.append(StagePlan(stage, cfg.batch_size, num_cpus, num_gpus, lo, hi,
                                threads=max(1, int(round(num_cpus))), device="cuda" if use_gpu else "cpu"))
     return plans
@@ -173,7 +175,7 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     from axion_ray.pipeline._datasink import _TileStoreDatasink
     from axion_ray.pipeline._datasource import _TileStoreDatasource
     from axion_ray.pipeline.actor import StageActor
-    from axion_ray.pipeline.progress import ProgressTracker, progress_line
+    from axion_ray.pipeline.progress import ProgressTracker, progress_line, steady_rate
 
     _init_ray(cfg.address)
     plans = plan_stages(cfg, ray.cluster_resources())
@@ -201,7 +203,9 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
 
     def write() -> None:
         try:
-            ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.25, "max_retries": -1})
+            # Zero reserved CPUs: read tasks fill whatever the actors leave, and a sink that had to wait
+            # for a CPU slot would only start after the reads (measured: writes piled up to the end).
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": 0, "max_retries": -1})
         except BaseException as exc:  # re-raised in the driver thread below
             errors.append(exc)
 
@@ -221,6 +225,7 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     snap = ray.get(tracker.snapshot.remote())
     summary.elapsed_s = time.time() - start
     summary.startup_s = snap["first_tile_at"] - start if snap["first_tile_at"] else None
+    summary.steady_tiles_per_s = steady_rate(snap["timeline"])
     steady = summary.elapsed_s - (summary.startup_s or 0.0)
     for plan in plans:
         s = snap["per_stage"][plan.stage]

@@ -1,0 +1,56 @@
+"""Stage 2 training loss: spectral fidelity to the truth, geometry fidelity to Stage 1.
+
+L = w_l1·|pred − truth| + w_sam·SAM(pred, truth) + w_ndvi·|NDVI(pred) − NDVI(truth)|
+  + w_evi·|EVI(pred) − EVI(truth)| + w_edge·|∇pred − ∇opt_v1|   (Sobel gradients of every band)
+
+The last term is what keeps Stage 2 from moving Stage 1's edges: it asks the refinement to change
+values, not shapes. All terms are means over pixels; weights come from `TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from axion_ray.bands import BLUE, NIR, RED
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def ndvi_t(x: torch.Tensor) -> torch.Tensor:
+    return (x[:, NIR] - x[:, RED]) / (x[:, NIR] + x[:, RED] + 1e-8)
+
+
+def evi_t(x: torch.Tensor) -> torch.Tensor:
+    # Denominator kept away from zero: EVI's is ~1 on reflectance data but not on arbitrary outputs.
+    den = x[:, NIR] + 6.0 * x[:, RED] - 7.5 * x[:, BLUE] + 1.0
+    return 2.5 * (x[:, NIR] - x[:, RED]) / torch.where(den.abs() < 0.1, torch.full_like(den, 0.1), den)
+
+
+def spectral_angle_t(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+
+
+def sobel(x: torch.Tensor) -> torch.Tensor:
+    """Per-band Sobel gradients (B, 2C, H, W)."""
+    c = x.shape[1]
+    kx = _SOBEL_X.to(x)
+    weight = torch.stack([kx, kx.t()]).unsqueeze(1).repeat(c, 1, 1, 1)  # (2C, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, groups=c)
+
+
+def stage2_loss(pred: torch.Tensor, truth: torch.Tensor, opt_v1: torch.Tensor, *, w_l1: float = 1.0,
+                w_sam: float = 0.5, w_ndvi: float = 0.5, w_evi: float = 0.25, w_edge: float = 0.5
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and its terms (floats, for logging)."""
+    terms = {
+        "l1": (pred - truth).abs().mean(),
+        "sam": spectral_angle_t(pred, truth).mean(),
+        "ndvi": (ndvi_t(pred) - ndvi_t(truth)).abs().mean(),
+        "evi": (evi_t(pred) - evi_t(truth)).abs().mean(),
+        "edge": (sobel(pred) - sobel(opt_v1)).abs().mean(),
+    }
+    weights = {"l1": w_l1, "sam": w_sam, "ndvi": w_ndvi, "evi": w_evi, "edge": w_edge}
+    total = sum(weights[k] * v for k, v in terms.items())
+    return total, {k: float(v.detach()) for k, v in terms.items()}
