@@ -184,6 +184,31 @@ def cmd_mosaic(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from axion_ray.config import TrainConfig
+    from axion_ray.train import train_stage2
+
+    cfg = TrainConfig(preset=args.preset, weights=args.weights, allow_random_init=args.allow_random_init,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora_rank=args.lora_rank,
+                      workers=args.workers, use_gpu=args.gpu, val_every_steps=args.val_every, seed=args.seed)
+    summary = train_stage2(args.train, args.val, args.out, cfg, say=lambda line: print(line, flush=True))
+    for c in summary["checkpoints"]:
+        print(f"step {c['step']}: composite {c['composite_score']:+.4f} ({'PASS' if c['constraints_pass'] else 'FAIL'}) "
+              f"ndvi_rmse={c['ndvi_rmse']:.4f} evi_rmse={c['evi_rmse']:.4f} sam_rad={c['sam_rad']:.4f}")
+    print(f"run directory: {summary['run_dir']} (next: axion-ray select {args.out} --export best.pt)")
+    return EXIT_OK
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from axion_ray.train.select import select_and_export
+
+    meta = select_and_export(args.run, args.export, fp16=args.fp16, warn=lambda line: print(line, file=sys.stderr))
+    best = meta["selected"]
+    print(f"selected step {best['step']} (composite {best['composite_score']:+.4f}, "
+          f"constraints {'PASS' if best['constraints_pass'] else 'FAIL'}) → {args.export}")
+    return EXIT_OK
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options every command that builds a model takes."""
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])
@@ -280,6 +305,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-random-init", "--allow_random_init", dest="allow_random_init", action="store_true")
     p.add_argument("--address", help="Ray cluster address")
     p.set_defaults(func=cmd_infer_npz)
+
+    p = sub.add_parser("train", help="train a stage on Ray Train (DDP, LoRA), keeping checkpoints by composite score")
+    p.add_argument("stage", choices=["stage2"])
+    p.add_argument("--train", required=True, help="training store (opt_v1 + s2_truth)")
+    p.add_argument("--val", required=True, help="validation store (opt_v1 + s2_truth)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])
+    p.add_argument("--weights", help="pretrained backbone weights file or directory")
+    p.add_argument("--allow-random-init", action="store_true")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lora-rank", type=int, default=0, help="0 = full fine-tuning")
+    p.add_argument("--val-every", type=int, default=50, help="validate and checkpoint every N steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("select", help="export the best checkpoint of a run (composite score, hard constraints)")
+    p.add_argument("run")
+    p.add_argument("--export", required=True, help="OUT.pt")
+    p.add_argument("--fp16", action="store_true", help="store weights in fp16 (quantization_info)")
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("import-npz", help="Axion-Sat NPZ tile directory → tile store")
     p.add_argument("input_dir")

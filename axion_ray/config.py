@@ -145,8 +145,8 @@ class TrainConfig:
     max_failures: int = 3
     w_l1: float = 1.0
     w_sam: float = 0.5
-    w_ndvi: float = 0.5
-    w_evi: float = 0.25
+    w_ndvi: float = 2.0
+    w_evi: float = 1.0
     w_edge: float = 0.5
     seed: int = 0
     max_val_tiles: int = 256

@@ -60,6 +60,7 @@ class RefinerHead(nn.Module):
         super().__init__()
         self.month_proj = nn.Linear(2, _COND_DIM)
         self.biome_embed = nn.Embedding(N_BIOMES, _COND_DIM)
+        nn.init.zeros_(self.biome_embed.weight)  # a biome never seen in training stays neutral
         self.token_proj = nn.Conv2d(embed_dim, dim, 1)
         self.stem = nn.Conv2d(dim + 4, dim, 1)  # per-pixel mix; spatial context comes from the blocks
         self.blocks = nn.ModuleList(ConvNeXtFiLMBlock(dim, _COND_DIM) for _ in range(blocks))

@@ -1,8 +1,9 @@
-"""Ray Data datasource over a tile store: reads only the tiles some requested stage still has to do.
+"""Ray Data datasource over a tile store: reads the given tiles' arrays, a group of tiles per task.
 
-The driver decides per tile which stages run (`todo`, from the store's status arrays); each read task
-reads a group of tiles (one Zarr chunk per tile and array) and yields one block with the inputs the
-stages need plus `run_<k>` flags. Private: use `pipeline.run_pipeline`.
+The caller decides which tiles (the pipeline: those some requested stage still has to do; training:
+those with a Stage 1 output and a truth) and which arrays; each read task reads its tiles (one Zarr
+chunk per tile and array) and yields one block with `tile`, `month`, `biome_code`, the arrays and any
+per-tile flag columns (the pipeline's `run_<k>`). Private: use `pipeline.run_pipeline` or `train`.
 """
 
 from __future__ import annotations
@@ -26,23 +27,22 @@ def stage_inputs(stages: tuple[int, ...]) -> list[str]:
 
 
 class _TileStoreDatasource(Datasource):
-    def __init__(self, store_path: str, stages: tuple[int, ...], tiles: np.ndarray, todo: np.ndarray,
-                 tile_shape: tuple[int, int], tiles_per_task: int = 16):
+    def __init__(self, store_path: str, tiles: np.ndarray, arrays: list[str], tile_shape: tuple[int, int], *,
+                 flags: dict[str, np.ndarray] | None = None, tiles_per_task: int = 16):
         super().__init__()
         self._store_path = store_path
-        self._stages = tuple(stages)
         self._tiles = np.asarray(tiles, dtype=np.int64)
-        self._todo = np.asarray(todo, dtype=bool)  # (len(tiles), len(stages))
+        self._arrays = list(arrays)
+        self._flags = {k: np.asarray(v, dtype=bool) for k, v in (flags or {}).items()}  # per-tile columns
         self._tile_shape = tile_shape
         self._tiles_per_task = max(1, int(tiles_per_task))
-        self._arrays = stage_inputs(self._stages)
 
     def get_name(self) -> str:
         return "AxionRayTileStore"
 
     def _row_bytes(self) -> int:
         h, w = self._tile_shape
-        channels = sum(2 if a == "s1" else 4 for a in self._arrays)
+        channels = sum(2 if a == "s1" else 12 if a == "s2l2a_v1" else 4 for a in self._arrays)
         return channels * h * w * 4 + 64
 
     def estimate_inmemory_data_size(self) -> int:
@@ -52,15 +52,16 @@ class _TileStoreDatasource(Datasource):
                        data_context=None) -> list[ReadTask]:
         tasks = []
         for start in range(0, self._tiles.size, self._tiles_per_task):
-            tiles = self._tiles[start:start + self._tiles_per_task]
-            todo = self._todo[start:start + self._tiles_per_task]
+            part = slice(start, start + self._tiles_per_task)
+            tiles = self._tiles[part]
+            flags = {k: v[part] for k, v in self._flags.items()}
             meta = BlockMetadata(num_rows=int(tiles.size), size_bytes=int(tiles.size * self._row_bytes()),
                                  input_files=None, exec_stats=None)
-            tasks.append(ReadTask(self._reader(tiles, todo), meta))
+            tasks.append(ReadTask(self._reader(tiles, flags), meta))
         return tasks
 
-    def _reader(self, tiles: np.ndarray, todo: np.ndarray):
-        path, stages, arrays = self._store_path, self._stages, self._arrays
+    def _reader(self, tiles: np.ndarray, flags: dict[str, np.ndarray]):
+        path, arrays = self._store_path, self._arrays
 
         def read():
             from axion_ray.store.tile_store import TileStore
@@ -69,8 +70,7 @@ class _TileStoreDatasource(Datasource):
             meta = store.tile_meta(tiles)
             batch = {"tile": tiles, "month": meta["month"].astype(np.int64),
                      "biome_code": meta["biome_code"].astype(np.int64)}
-            for j, stage in enumerate(stages):
-                batch[f"run_{stage}"] = todo[:, j].copy()
+            batch.update({k: v.copy() for k, v in flags.items()})
             for name in arrays:
                 batch[name] = store.read(name, tiles)
             yield BlockAccessor.batch_to_block(batch)

@@ -173,7 +173,7 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     from ray.data import ActorPoolStrategy, DataContext
 
     from axion_ray.pipeline._datasink import _TileStoreDatasink
-    from axion_ray.pipeline._datasource import _TileStoreDatasource
+    from axion_ray.pipeline._datasource import _TileStoreDatasource, stage_inputs
     from axion_ray.pipeline.actor import StageActor
     from axion_ray.pipeline.progress import ProgressTracker, progress_line, steady_rate
 
@@ -182,8 +182,10 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     DataContext.get_current().enable_progress_bars = False
     global _CURRENT_TRACKER
     tracker = _CURRENT_TRACKER = ProgressTracker.remote(list(cfg.stages))
+    flags = {f"run_{stage}": todo[:, j] for j, stage in enumerate(cfg.stages)}
     ds = ray.data.read_datasource(
-        _TileStoreDatasource(store.path, cfg.stages, tiles, todo, (store.height, store.width), cfg.tiles_per_read_task),
+        _TileStoreDatasource(store.path, tiles, stage_inputs(cfg.stages), (store.height, store.width),
+                             flags=flags, tiles_per_task=cfg.tiles_per_read_task),
         num_cpus=0.25)
     for plan in plans:
         ds = ds.map_batches(

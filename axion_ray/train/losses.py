@@ -1,7 +1,11 @@
 """Stage 2 training loss: spectral fidelity to the truth, geometry fidelity to Stage 1.
 
-L = w_l1·|pred − truth| + w_sam·SAM(pred, truth) + w_ndvi·|NDVI(pred) − NDVI(truth)|
-  + w_evi·|EVI(pred) − EVI(truth)| + w_edge·|∇pred − ∇opt_v1|   (Sobel gradients of every band)
+L = w_l1·|pred − truth| + w_sam·SAM(pred, truth) + w_ndvi·(NDVI(pred) − NDVI(truth))²
+  + w_evi·(EVI(pred) − EVI(truth))² + w_edge·|∇pred − ∇opt_v1|   (Sobel gradients of every band)
+
+The index terms are squared because checkpoints are judged by index RMSE, which outliers dominate
+(dark water pixels, where NDVI is unstable); an L1 term let them grow (measured: NDVI RMSE 0.078 →
+0.090 while EVI and SAM halved).
 
 The last term is what keeps Stage 2 from moving Stage 1's edges: it asks the refinement to change
 values, not shapes. All terms are means over pixels; weights come from `TrainConfig`.
@@ -41,14 +45,14 @@ def sobel(x: torch.Tensor) -> torch.Tensor:
 
 
 def stage2_loss(pred: torch.Tensor, truth: torch.Tensor, opt_v1: torch.Tensor, *, w_l1: float = 1.0,
-                w_sam: float = 0.5, w_ndvi: float = 0.5, w_evi: float = 0.25, w_edge: float = 0.5
+                w_sam: float = 0.5, w_ndvi: float = 2.0, w_evi: float = 1.0, w_edge: float = 0.5
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its terms (floats, for logging)."""
     terms = {
         "l1": (pred - truth).abs().mean(),
         "sam": spectral_angle_t(pred, truth).mean(),
-        "ndvi": (ndvi_t(pred) - ndvi_t(truth)).abs().mean(),
-        "evi": (evi_t(pred) - evi_t(truth)).abs().mean(),
+        "ndvi": ((ndvi_t(pred) - ndvi_t(truth)) ** 2).mean(),
+        "evi": ((evi_t(pred) - evi_t(truth)) ** 2).mean(),
         "edge": (sobel(pred) - sobel(opt_v1)).abs().mean(),
     }
     weights = {"l1": w_l1, "sam": w_sam, "ndvi": w_ndvi, "evi": w_evi, "edge": w_edge}

