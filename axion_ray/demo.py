@@ -1,7 +1,9 @@
 """`axion-ray demo`: what the product does, end to end on a synthetic AOI, with embedded defaults.
 
-synthesise an AOI (with a Stage-1-like prior in opt_v1) → Stages 2 and 3 on Ray Data (local Ray) →
-metrics of every stage against the truth → quicklook PNG → blended GeoTIFF mosaics → NPZ export.
+synthesise an AOI (with a Stage-1-like prior in opt_v1) → a short Stage 2 training on Ray Train (on
+separate synthetic train/validation AOIs) → select/export the best checkpoint → Stages 2 and 3 on Ray
+Data (local Ray) → metrics of every stage against the truth → quicklook PNG → blended GeoTIFF mosaics
+→ NPZ export.
 Without pretrained TerraMind weights on disk, Stage 3 (and Stage 1) run with random weights: allowed
 here, printed loudly and recorded in the outputs' provenance. With weights found locally, Stage 1 runs
 too, on a second copy of the AOI. Each later capability (training) adds its step here.
@@ -35,7 +37,28 @@ def _terramind_available() -> bool:
         return False
 
 
-def run_demo(out_dir: str | Path, say: Callable[[str], None] = print, timesteps: int = 1) -> dict[str, Path]:
+def train_demo_refiner(out: Path, say: Callable[[str], None], epochs: int = 8) -> Path:
+    """A short Stage 2 training on synthetic train/validation AOIs; returns the exported checkpoint."""
+    from axion_ray.config import TrainConfig
+    from axion_ray.train import train_stage2
+    from axion_ray.train.select import select_and_export
+
+    train = synthesize_aoi(out / "train.zarr", SynthConfig(rows=8, cols=8, tile_size=64, seed=101,
+                                                           months=tuple(range(1, 13)), biomes=(1, 4, 6, 7, 8, 12, 13, 15)),
+                           overwrite=True)
+    val = synthesize_aoi(out / "val.zarr", SynthConfig(rows=3, cols=3, tile_size=64, seed=202), overwrite=True)
+    cfg = TrainConfig(allow_random_init=True, epochs=epochs, batch_size=16, val_every_steps=8, workers=2)
+    train_stage2(train.path, val.path, out / "run_stage2", cfg, say=lambda line: say("      " + line))
+    export = out / "stage2_best.pt"
+    meta = select_and_export(out / "run_stage2", export, warn=lambda line: say("      " + line))
+    best = meta["selected"]
+    say(f"      selected step {best['step']}: composite {best['composite_score']:+.4f} "
+        f"({'PASS' if best['constraints_pass'] else 'FAIL'}); report {out / 'stage2_best_REPORT.md'}")
+    return export
+
+
+def run_demo(out_dir: str | Path, say: Callable[[str], None] = print, timesteps: int = 1,
+             train_epochs: int = 8) -> dict[str, Path]:
     """Run the demo into `out_dir` (replacing an earlier demo there) and return its outputs."""
     from axion_ray.pipeline import run_pipeline
 
@@ -51,11 +74,15 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print, timesteps:
     if not pretrained:
         say("      NOTE: no TerraMind weights on this machine — Stage 3 runs with RANDOM weights (a placeholder "
             "output, recorded as random_init in its provenance). Put weights in $AXION_RAY_WEIGHTS for real output.")
-    say("[2/6] Stages 2 and 3 on Ray Data (local Ray); Stage 2 untrained until a checkpoint is given")
-    cfg = InferConfig(stages=(2, 3), allow_random_init=True, timesteps=timesteps, batch_size=4, progress_interval_s=5)
+    say("[2/6] a short Stage 2 training on Ray Train (2 workers), then select/export the best checkpoint")
+    checkpoint = train_demo_refiner(out, say, epochs=train_epochs)
+    say("      Stages 2 and 3 on Ray Data (local Ray) with that checkpoint")
+    cfg = InferConfig(stages=(2, 3), allow_random_init=True, timesteps=timesteps, batch_size=4, progress_interval_s=5,
+                      stage2_checkpoint=str(checkpoint))
     summary = run_pipeline(store.path, cfg, say=lambda line: say("      " + line))
     say("      " + summary.to_text().replace("\n", "\n      "))
-    outputs: dict[str, Path] = {"store": out / "aoi.zarr"}
+    outputs: dict[str, Path] = {"store": out / "aoi.zarr", "checkpoint": checkpoint,
+                                "checkpoint_report": out / "stage2_best_REPORT.md"}
     if pretrained:
         say("      TerraMind weights found: Stage 1 on a copy of the AOI without the prior")
         s1_store = synthesize_aoi(out / "aoi_stage1.zarr", dataclasses.replace(DEMO_AOI, with_prior=False),

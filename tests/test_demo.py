@@ -9,7 +9,7 @@ from axion_ray.store import TileStore
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_says_where_outputs_are(tmp_path):
     lines = []
-    outputs = run_demo(tmp_path / "demo", say=lines.append)
+    outputs = run_demo(tmp_path / "demo", say=lines.append, train_epochs=2)
     for path in outputs.values():
         assert path.exists()
     assert any(str(outputs["quicklook"]) in line for line in lines)
@@ -19,4 +19,5 @@ def test_demo_runs_end_to_end_and_says_where_outputs_are(tmp_path):
     store = TileStore.open(outputs["store"])
     assert store.counts("opt_v2").done == 16 and store.counts("opt_v3").done == 16
     assert store.provenance("opt_v3")["random_init"] is True
+    assert store.provenance("opt_v2")["checkpoint"] == str(outputs["checkpoint"])  # the trained refiner ran
     assert len(list(outputs["npz"].glob("*.npz"))) == 16

@@ -135,9 +135,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             }, Path(d) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
+    # After a restart, skip the part of the interrupted epoch that the checkpoint already covers.
+    skip = max(0, step - start_epoch * config["steps_per_epoch"])
     for epoch in range(start_epoch, config["epochs"]):
         for batch in shard.iter_torch_batches(batch_size=config["batch_size"], local_shuffle_buffer_size=256,
                                               device=str(device)):
+            if skip:
+                skip -= 1
+                continue
             opt_v1, truth = batch["opt_v1"].float(), batch["s2_truth"].float()
             with autocast(device, True):
                 pred = ddp_model(opt_v1, batch["month"].long(), batch["biome_code"].long())
