@@ -71,8 +71,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     return cls(**data)
 
 
-def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
-    """Load `cls` from a YAML file (optionally one top-level `section` of it)."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping, with a clear error for a missing file or bad YAML."""
     import yaml
 
     path = Path(path)
@@ -82,10 +82,18 @@ def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
+    """Load `cls` from a YAML file (optionally one top-level `section` of it)."""
+    data = read_yaml_mapping(path)
     if section is not None:
         data = data.get(section, {})
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+        raise ConfigError(f"config file {path}: section {section!r} must hold a mapping of option: value")
     return from_dict(cls, data)
 
 

@@ -13,3 +13,14 @@ def small_aoi(tmp_path_factory):
     """A 3x3 AOI of 32-px tiles with 4 px overlap; treat as read-only."""
     path = tmp_path_factory.mktemp("aoi") / "small.zarr"
     return synthesize_aoi(path, SynthConfig(rows=3, cols=3, tile_size=32, overlap=4, seed=7))
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the pipeline and training tests (never a cluster a previous run left behind)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()

@@ -38,6 +38,21 @@ def build_prithvi_backbone(name: str, weights: str | None, allow_random_init: bo
     return BACKBONE_REGISTRY.build(name, **kwargs), record
 
 
+def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None
+                           ) -> tuple[Checkpoint | None, dict[str, Any], str]:
+    """Validate stage and preset; a checkpoint's own config (stage, preset) wins over the arguments."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be 1, 2 or 3, got {stage!r}")
+    ckpt = load_checkpoint(checkpoint) if checkpoint else None
+    cfg = dict(ckpt.config) if ckpt else {}
+    if ckpt and cfg.get("stage") not in (None, stage):
+        raise CheckpointError(f"checkpoint {checkpoint} is a stage {cfg['stage']} checkpoint, not stage {stage}")
+    preset = cfg.get("preset", preset)
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return ckpt, cfg, preset
+
+
 def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None, checkpoint: str | None = None,
                 allow_random_init: bool = False, timesteps: int = 10, standardize: bool = True,
                 seed: int | None = 0, prithvi: str | None = None, lora: LoraSettings | None = None,
@@ -59,15 +74,7 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
         ConfigError: unknown stage or preset. WeightsNotFoundError: no weights and no random init.
         CheckpointError: a checkpoint for another stage or architecture.
     """
-    if stage not in STAGES:
-        raise ConfigError(f"stage must be 1, 2 or 3, got {stage!r}")
-    ckpt: Checkpoint | None = load_checkpoint(checkpoint) if checkpoint else None
-    cfg = dict(ckpt.config) if ckpt else {}
-    if ckpt and cfg.get("stage") not in (None, stage):
-        raise CheckpointError(f"checkpoint {checkpoint} is a stage {cfg['stage']} checkpoint, not stage {stage}")
-    preset = cfg.get("preset", preset)
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    ckpt, cfg, preset = _checkpoint_and_preset(stage, preset, checkpoint)
     spec = PRESETS[preset]
     need_pretrained = ckpt is None
 
@@ -129,15 +136,7 @@ def stage_provenance(stage: int, preset: str = "tiny", *, weights: str | None = 
     The pipeline's driver calls it before starting Ray, so missing weights or a wrong checkpoint are
     reported at once (exit 2), and it writes the result into the output arrays' attrs.
     """
-    if stage not in STAGES:
-        raise ConfigError(f"stage must be 1, 2 or 3, got {stage!r}")
-    ckpt = load_checkpoint(checkpoint) if checkpoint else None
-    cfg = dict(ckpt.config) if ckpt else {}
-    if ckpt and cfg.get("stage") not in (None, stage):
-        raise CheckpointError(f"checkpoint {checkpoint} is a stage {cfg['stage']} checkpoint, not stage {stage}")
-    preset = cfg.get("preset", preset)
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    ckpt, cfg, preset = _checkpoint_and_preset(stage, preset, checkpoint)
     spec = PRESETS[preset]
     if stage == 2:
         model_name = cfg.get("prithvi", prithvi or spec.prithvi)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from axion_ray.config import InferConfig
+from axion_ray.config import InferConfig, read_yaml_mapping
 from axion_ray.errors import AxionRayError, ConfigError, NpzFormatError
 from axion_ray.store.npz import NpzTile, export_npz_dir, read_npz_tile
 from axion_ray.store.tile_store import TileStore
@@ -51,17 +51,7 @@ def load_infer_config(path: str | Path | None, **overrides: Any) -> InferConfig:
     """InferConfig from a YAML file (its `infer:` section, or its top-level keys that InferConfig knows)."""
     data: dict[str, Any] = {}
     if path is not None:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping")
+        raw = read_yaml_mapping(path)
         known = {f.name for f in dataclasses.fields(InferConfig)}
         section = raw.get("infer", raw)
         # Axion-Sat hardware configs carry unrelated keys: take the ones we know, leave the rest.

@@ -63,3 +63,17 @@ def test_missing_checkpoint_and_no_gpu_are_user_errors(tmp_path, capsys):
     code = main(["infer-npz", "--checkpoint", str(tmp_path / "nope.pt"), "--input_dir", str(src),
                  "--output_dir", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 2 and "nope.pt does not exist" in capsys.readouterr().err
+
+
+def test_config_yaml_maps_known_keys(tmp_path):
+    from axion_ray.errors import ConfigError
+    from axion_ray.pipeline.npz_job import load_infer_config
+
+    (tmp_path / "hw.yaml").write_text("batch_size: 8\ntimesteps: 5\ngpu_memory_gb: 12\n")  # Axion-Sat style
+    cfg = load_infer_config(tmp_path / "hw.yaml", batch_size=2)
+    assert cfg.timesteps == 5 and cfg.batch_size == 2  # command-line options win over the file
+    (tmp_path / "sec.yaml").write_text("infer:\n  preset: small\n  actors: [1, 3]\n")
+    assert load_infer_config(tmp_path / "sec.yaml").actors == (1, 3)
+    (tmp_path / "bad.yaml").write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_infer_config(tmp_path / "bad.yaml")
