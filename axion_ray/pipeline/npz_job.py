@@ -20,7 +20,7 @@ import numpy as np
 
 from axion_ray.config import InferConfig, read_yaml_mapping
 from axion_ray.errors import AxionRayError, ConfigError, NpzFormatError
-from axion_ray.store.npz import NpzTile, export_npz_dir, read_npz_tile
+from axion_ray.store.npz import NpzTile, export_npz_dir, list_npz_tiles, read_npz_tile
 from axion_ray.store.tile_store import TileStore
 
 #: What each stage reads from a tile.
@@ -69,11 +69,7 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if stage not in REQUIRED_KEYS:
         raise ConfigError(f"--stage must be 1, 2 or 3, got {stage}")
-    if not input_dir.is_dir():
-        raise NpzFormatError(f"input directory {input_dir} does not exist")
-    files = sorted(input_dir.glob("*.npz"))
-    if not files:
-        raise NpzFormatError(f"No NPZ tiles found in {input_dir}")
+    files = list_npz_tiles(input_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = NpzRunSummary(stage, len(files))
     start = time.time()

@@ -150,7 +150,8 @@ class ImportReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _list_npz(directory: Path) -> list[Path]:
+def list_npz_tiles(directory: Path) -> list[Path]:
+    """The `.npz` tiles of a directory, sorted; a clear error when there are none."""
     if not directory.exists():
         raise NpzFormatError(f"input directory {directory} does not exist")
     if not directory.is_dir():
@@ -172,7 +173,7 @@ def import_npz_dir(directory: str | Path, store_path: str | Path, *, overwrite: 
         StoreExistsError: `store_path` exists and `overwrite` is False.
     """
     directory = Path(directory)
-    files = _list_npz(directory)
+    files = list_npz_tiles(directory)
     if Path(store_path).exists() and not overwrite:
         raise StoreExistsError(f"{store_path} already exists; choose another path or remove it first")
     tiles = [read_npz_tile(f) for f in files]
