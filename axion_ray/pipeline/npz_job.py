@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from axion_ray.config import InferConfig, read_yaml_mapping
-from axion_ray.errors import AxionRayError, ConfigError, NpzFormatError
+from axion_ray.errors import AxionRayError, ConfigError
 from axion_ray.store.npz import NpzTile, export_npz_dir, list_npz_tiles, read_npz_tile
 from axion_ray.store.tile_store import TileStore
 
