@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -144,8 +145,12 @@ def _validate(cfg: InferConfig, store: TileStore) -> None:
 
 
 def _build_kwargs(cfg: InferConfig, stage: int) -> dict[str, Any]:
-    return {"preset": cfg.preset, "weights": cfg.weights, "allow_random_init": cfg.allow_random_init,
-            "checkpoint": getattr(cfg, f"stage{stage}_checkpoint"), "timesteps": cfg.timesteps, "seed": cfg.seed}
+    def absolute(path: str | None) -> str | None:  # actors do not share the driver's working directory
+        return str(Path(path).resolve()) if path else None
+
+    return {"preset": cfg.preset, "weights": absolute(cfg.weights), "allow_random_init": cfg.allow_random_init,
+            "checkpoint": absolute(getattr(cfg, f"stage{stage}_checkpoint")), "timesteps": cfg.timesteps,
+            "seed": cfg.seed}
 
 
 def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),

@@ -123,7 +123,8 @@ class TileStore:
             StoreExistsError: `path` exists and `overwrite` is False.
             TileDataError: sizes that cannot make a store.
         """
-        path = str(path)
+        # Absolute: Ray workers (Train workers especially) do not share the driver's working directory.
+        path = str(Path(path).resolve())
         h, w = (tile_size, tile_size) if isinstance(tile_size, int) else tuple(tile_size)
         if n_tiles < 1 or h < 1 or w < 1:
             raise TileDataError(f"a store needs at least one tile of at least 1x1 px, got N={n_tiles}, {h}x{w}")
@@ -187,7 +188,7 @@ class TileStore:
             StoreNotFoundError: nothing at `path`.
             StoreLayoutError: `path` is not an Axion-Ray tile store (e.g. Zarr v2, or missing arrays).
         """
-        path = str(path)
+        path = str(Path(path).resolve())  # absolute: see `create`
         if not Path(path).exists():
             raise StoreNotFoundError(f"no tile store at {path}; create one with `axion-ray synth`, "
                                      "`axion-ray import-npz` or `axion-ray ingest`")

@@ -51,6 +51,8 @@ def train_stage2(train_store: str, val_store: str, out_dir: str | Path, cfg: Tra
         raise ConfigError("only Stage 2 trains through this loop so far")
     if cfg.workers < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError("workers, epochs and batch size must be at least 1")
+    if cfg.weights:  # workers do not share the driver's working directory
+        cfg = dataclasses.replace(cfg, weights=str(Path(cfg.weights).resolve()))
     stage_provenance(2, cfg.preset, weights=cfg.weights, allow_random_init=cfg.allow_random_init)  # fail fast
     train = TileStore.open(train_store, mode="r")
     val = TileStore.open(val_store, mode="r")
