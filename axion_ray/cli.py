@@ -186,12 +186,15 @@ def cmd_mosaic(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from axion_ray.config import TrainConfig
-    from axion_ray.train import train_stage2
+    from axion_ray.train import train_stage
 
-    cfg = TrainConfig(preset=args.preset, weights=args.weights, allow_random_init=args.allow_random_init,
-                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora_rank=args.lora_rank,
-                      workers=args.workers, use_gpu=args.gpu, val_every_steps=args.val_every, seed=args.seed)
-    summary = train_stage2(args.train, args.val, args.out, cfg, say=lambda line: print(line, flush=True))
+    cfg = TrainConfig(stage=int(args.stage[-1]), preset=args.preset, weights=args.weights,
+                      allow_random_init=args.allow_random_init, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, workers=args.workers,
+                      min_workers=args.min_workers, use_gpu=args.gpu, val_every_steps=args.val_every,
+                      seed=args.seed, timesteps=args.timesteps, condition=args.condition,
+                      max_val_tiles=args.max_val_tiles)
+    summary = train_stage(args.train, args.val, args.out, cfg, say=lambda line: print(line, flush=True))
     for c in summary["checkpoints"]:
         print(f"step {c['step']}: composite {c['composite_score']:+.4f} ({'PASS' if c['constraints_pass'] else 'FAIL'}) "
               f"ndvi_rmse={c['ndvi_rmse']:.4f} evi_rmse={c['evi_rmse']:.4f} sam_rad={c['sam_rad']:.4f}")
@@ -307,20 +310,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_infer_npz)
 
     p = sub.add_parser("train", help="train a stage on Ray Train (DDP, LoRA), keeping checkpoints by composite score")
-    p.add_argument("stage", choices=["stage2"])
-    p.add_argument("--train", required=True, help="training store (opt_v1 + s2_truth)")
-    p.add_argument("--val", required=True, help="validation store (opt_v1 + s2_truth)")
+    p.add_argument("stage", choices=["stage1", "stage2", "stage3"],
+                   help="stage2: the Prithvi refiner; stage1/stage3: LoRA on TerraMind (token objective)")
+    p.add_argument("--train", required=True, help="training store (s1, opt_v1[, opt_v2] + s2_truth)")
+    p.add_argument("--val", required=True, help="validation store (same arrays)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])
     p.add_argument("--weights", help="pretrained backbone weights file or directory")
     p.add_argument("--allow-random-init", action="store_true")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--min-workers", type=int, help="elastic: start with as few as this many workers")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--lora-rank", type=int, default=0, help="0 = full fine-tuning")
+    p.add_argument("--lora-rank", type=int, default=0,
+                   help="0 = full fine-tuning (stage 2); TerraMind stages use rank 8 when 0")
+    p.add_argument("--lora-alpha", type=int, default=16)
     p.add_argument("--val-every", type=int, default=50, help="validate and checkpoint every N steps")
+    p.add_argument("--max-val-tiles", type=int, default=256)
+    p.add_argument("--timesteps", type=int, default=1, help="TerraMind diffusion steps used in validation")
+    p.add_argument("--condition", default="opt_v2", choices=["opt_v1", "opt_v2"],
+                   help="stage 3: the optical array it grounds")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 

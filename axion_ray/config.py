@@ -129,10 +129,14 @@ class InferConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One Ray Train run (`axion-ray train stage2`). Loss weights map onto `train.losses.stage2_loss`.
+    """One Ray Train run (`axion-ray train stage1|stage2|stage3`). Loss weights map onto
+    `train.losses.stage2_loss` (Stage 2 only; TerraMind trains on its token objective).
 
     `lora_rank` > 0 adapts a pretrained backbone with LoRA (only adapters + head train); 0 fine-tunes
-    everything, which is what a preset without published weights (`prithvi_eo_tiny`) needs.
+    everything, which is what a preset without published weights (`prithvi_eo_tiny`) needs. TerraMind
+    (stages 1 and 3) is LoRA-only: a rank of 0 there means the default `TERRAMIND_LORA_RANK`.
+    `timesteps` is the diffusion steps TerraMind validation generates with; `condition` is the array
+    Stage 3 grounds (`opt_v2`, or `opt_v1` to train on Stage 1 output directly).
     """
 
     stage: int = 2
@@ -146,7 +150,8 @@ class TrainConfig:
     lora_rank: int = 0
     lora_alpha: int = 16
     workers: int = 2
-    min_workers: int | None = None
+    min_workers: int | None = None     # elastic: start with as few as this many workers (Ray Train V2)
+    cpus_per_worker: float | None = None  # default: share the node's CPUs, or 1 beside each GPU
     use_gpu: bool = False
     val_every_steps: int = 50
     keep_top_k: int = 3
@@ -158,3 +163,5 @@ class TrainConfig:
     w_edge: float = 0.5
     seed: int = 0
     max_val_tiles: int = 256
+    timesteps: int = 1
+    condition: str = "opt_v2"

@@ -40,7 +40,7 @@ def _terramind_available() -> bool:
 def train_demo_refiner(out: Path, say: Callable[[str], None], epochs: int = 8) -> Path:
     """A short Stage 2 training on synthetic train/validation AOIs; returns the exported checkpoint."""
     from axion_ray.config import TrainConfig
-    from axion_ray.train import train_stage2
+    from axion_ray.train import train_stage
     from axion_ray.train.select import select_and_export
 
     train = synthesize_aoi(out / "train.zarr", SynthConfig(rows=8, cols=8, tile_size=64, seed=101,
@@ -48,7 +48,7 @@ def train_demo_refiner(out: Path, say: Callable[[str], None], epochs: int = 8) -
                            overwrite=True)
     val = synthesize_aoi(out / "val.zarr", SynthConfig(rows=3, cols=3, tile_size=64, seed=202), overwrite=True)
     cfg = TrainConfig(allow_random_init=True, epochs=epochs, batch_size=16, val_every_steps=8, workers=2)
-    train_stage2(train.path, val.path, out / "run_stage2", cfg, say=lambda line: say("      " + line))
+    train_stage(train.path, val.path, out / "run_stage2", cfg, say=lambda line: say("      " + line))
     export = out / "stage2_best.pt"
     meta = select_and_export(out / "run_stage2", export, warn=lambda line: say("      " + line))
     best = meta["selected"]

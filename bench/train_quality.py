@@ -29,7 +29,7 @@ def main() -> None:
 
     from axion_ray.config import SynthConfig, TrainConfig
     from axion_ray.store.synth import synthesize_aoi
-    from axion_ray.train import train_stage2
+    from axion_ray.train import train_stage
     from axion_ray.train.select import select_and_export
 
     work = Path(tempfile.mkdtemp(prefix="axion-train-"))
@@ -46,7 +46,7 @@ def main() -> None:
         start = time.time()
         cfg = TrainConfig(allow_random_init=True, epochs=args.epochs, batch_size=args.batch_size,
                           val_every_steps=args.val_every, workers=2)
-        train_stage2(train.path, val.path, work / "run", cfg, say=print)
+        train_stage(train.path, val.path, work / "run", cfg, say=print)
         elapsed = time.time() - start
         meta = select_and_export(work / "run", work / "best.pt")
         m = meta["selected"]["metrics"]

@@ -1,9 +1,9 @@
 """Ray job entry point: Stage 2 training on Ray Train.
 
     RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python jobs/train_stage2.py stage2 --train /data/train.zarr --val /data/val.zarr --out /runs/s2 --workers 4 --gpu
+        python jobs/train_stage2.py --train /data/train.zarr --val /data/val.zarr --out /runs/s2 --workers 4 --gpu
 
-Takes exactly the options of `axion-ray train`.
+Takes the options of `axion-ray train stage2`.
 """
 
 import sys
@@ -14,4 +14,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from axion_ray.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(main(["train", "stage2", *sys.argv[1:]]))

@@ -15,7 +15,7 @@ from torch import nn
 from axion_ray.bands import PRITHVI_BANDS
 from axion_ray.errors import CheckpointError, ConfigError
 from axion_ray.models.common import resolve_device
-from axion_ray.models.lora import LoraSettings, apply_lora
+from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
 from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES
 from axion_ray.models.weights import Checkpoint, WeightsRecord, load_checkpoint, resolve_weights
 
@@ -76,7 +76,9 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
     """
     ckpt, cfg, preset = _checkpoint_and_preset(stage, preset, checkpoint)
     spec = PRESETS[preset]
-    need_pretrained = ckpt is None
+    need_pretrained = ckpt is None or _needs_base_weights(cfg)
+    if ckpt is not None:  # the checkpoint says what base it needs; never substitute a random one
+        allow_random_init = False
 
     model: nn.Module
     if stage == 2:
@@ -104,12 +106,24 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
     lora_cfg = LoraSettings(**cfg["lora"]) if cfg.get("lora") else lora
     if lora_cfg is not None:
         model = apply_lora(model, lora_cfg)
-    if ckpt is not None:
+    if ckpt is not None and cfg.get("adapter_only"):
+        _check_same_base(checkpoint, cfg, record)
+        if not need_pretrained:  # trained on (and rebuilt as) the seeded random base: say so
+            record = WeightsRecord(random_init=True)
+        missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+        lost = [k for k in missing if "lora_" in k]
+        if lost or unexpected:
+            raise CheckpointError(
+                f"adapter checkpoint {checkpoint} does not fit stage {stage} ({preset}, {model_name}): "
+                f"{len(lost)} adapters missing (e.g. {lost[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+    elif ckpt is not None:
         missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
         if missing or unexpected:
             raise CheckpointError(
                 f"checkpoint {checkpoint} does not fit stage {stage} ({preset}, {model_name}): "
                 f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    if ckpt is not None and lora_cfg is not None:
+        model = merge_lora(model)  # a trained checkpoint is for inference: fold the adapters in
     target = resolve_device(device)
     model = model.to(target).eval()
     model.provenance = _provenance(stage, model_name, preset, ckpt.path if ckpt else None,
@@ -117,12 +131,26 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
     return model
 
 
+def _needs_base_weights(cfg: dict[str, Any]) -> bool:
+    """An adapter-only checkpoint (TerraMind LoRA) needs its base: the published weights it was trained
+    on, or — when it was trained on a random base — the same seeded random init, built without lookup."""
+    return bool(cfg.get("adapter_only")) and not cfg.get("base_weights", {}).get("random_init", False)
+
+
+def _check_same_base(checkpoint: str | None, cfg: dict[str, Any], record: WeightsRecord) -> None:
+    trained_on = cfg.get("base_weights", {}).get("sha256", {})
+    differ = [v for v, digest in trained_on.items() if record.sha256.get(v) not in (None, digest)]
+    if differ:
+        raise CheckpointError(f"adapter checkpoint {checkpoint} was trained on other base weights for {', '.join(differ)} "
+                              f"(sha256 differs); pass the weights it was trained on with --weights")
+
+
 def _provenance(stage: int, model_name: str, preset: str, checkpoint: str | None, checkpoint_sha256: str | None,
                 record: WeightsRecord, timesteps: int, seed: int | None, lora: LoraSettings | None) -> dict[str, Any]:
     return {
         "stage": f"stage{stage}", "model": model_name, "preset": preset,
         "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
-        "weights": record.to_dict(), "random_init": record.random_init and checkpoint is None,
+        "weights": record.to_dict(), "random_init": record.random_init,
         "timesteps": timesteps if stage != 2 else None, "seed": seed if stage != 2 else None,
         "lora": lora.to_dict() if lora else None,
     }
@@ -145,7 +173,10 @@ def stage_provenance(stage: int, preset: str = "tiny", *, weights: str | None = 
         from axion_ray.models.terramind import TOKENIZER_S2L2A
 
         model_name, variants = f"{spec.terramind}_generate", [spec.terramind, TOKENIZER_S2L2A]
-    record = WeightsRecord(random_init=False) if ckpt else resolve_weights(variants, weights, allow_random_init)
+    if ckpt is None or _needs_base_weights(cfg):
+        record = resolve_weights(variants, weights, allow_random_init and ckpt is None)
+    else:  # a full checkpoint, or adapters on the seeded random base
+        record = WeightsRecord(random_init=bool(cfg.get("adapter_only")))
     lora = LoraSettings(**cfg["lora"]) if cfg.get("lora") else None
     return _provenance(stage, model_name, preset, ckpt.path if ckpt else None, ckpt.sha256 if ckpt else None,
                        record, timesteps, seed, lora)

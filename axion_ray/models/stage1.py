@@ -42,3 +42,9 @@ class TerraMindStage1(TerraMindStageBase):
 
     def forward(self, s1: torch.Tensor) -> torch.Tensor:
         return s2l2a_dn_to_opt(self.generate(s1))
+
+    def training_loss(self, s1: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """Token objective (see `token_loss`) for S1 → the reference image `truth` (B, 4, H, W) in [0, 1]."""
+        from axion_ray.models.stage3 import assemble_s2l2a
+
+        return self.token_loss({"S1GRD": s1}, assemble_s2l2a(truth))

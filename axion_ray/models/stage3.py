@@ -72,6 +72,10 @@ class TerraMindStage3(TerraMindStageBase):
                 timesteps: int | None = None) -> torch.Tensor:
         return s2l2a_dn_to_opt(self.generate(s1, opt_v2, s2l2a_v1, timesteps))
 
+    def training_loss(self, s1: torch.Tensor, opt_v2: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """Token objective (see `token_loss`) for S1 + `opt_v2` → the reference image `truth` in [0, 1]."""
+        return self.token_loss({"S1GRD": s1, "S2L2A": assemble_s2l2a(opt_v2)}, assemble_s2l2a(truth))
+
 
 # ----------------------------------------------------------------------------- Axion-Sat API
 def build_stage3_model(timesteps: int = 10, standardize: bool = True, pretrained: bool = True, *,

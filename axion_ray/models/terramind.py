@@ -36,6 +36,50 @@ class TerraMindStageBase(torch.nn.Module):
                 setattr(self.generator, attr, {k: fn(v) for k, v in stats.items()})
         return self
 
+    def _standardized(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.generator.pretraining_mean.get(key), self.generator.pretraining_std.get(key)
+        if not self.standardize or mean is None:
+            return x
+        return (x - mean.to(x)) / std.to(x)
+
+    def token_loss(self, inputs: dict[str, torch.Tensor], target_s2l2a_dn: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced fine-tuning objective: cross-entropy of the S2L2A token logits against the truth's tokens.
+
+        TerraMind generates S2L2A as discrete tokens of its FSQ tokenizer and then decodes them with a
+        diffusion decoder. Training the generation through the sampler and the decoder would need
+        gradients through both; instead (TerraMind's own pre-training objective) the frozen tokenizer
+        encodes the reference image to its tokens and the transformer learns to predict them from the
+        inputs in one pass. `inputs` maps TerraMind modality names (`S1GRD`, `S2L2A`) to raw (B, C, H, W)
+        tensors; the target is a (B, 12, H, W) S2L2A image in DN. Padded to the square TerraMind needs.
+        """
+        from axion_ray.models.common import pad_to_multiple
+        from axion_ray.models.stage1 import TERRAMIND_MULTIPLE
+
+        g = self.generator
+        names = list(inputs)
+        both = torch.cat([inputs[n].float() for n in names] + [target_s2l2a_dn.float()], dim=1)
+        padded, _ = pad_to_multiple(both, TERRAMIND_MULTIPLE, square=True)
+        target_key = g.output_modalities[0]
+        mod_dict: dict[str, dict[str, torch.Tensor]] = {}
+        start = 0
+        for name in names:
+            key = g.mod_name_mapping[name]
+            part = padded[:, start:start + inputs[name].shape[1]]
+            start += inputs[name].shape[1]
+            mod_dict[key] = {"tensor": self._standardized(key, part)}
+        with torch.no_grad():  # the tokenizer is frozen: it only names the tokens to predict
+            ids = g.tokenizer[target_key].encode(self._standardized(target_key, padded[:, start:]), padded.device)[-1]
+        ids = ids.flatten(1).long()
+        batch, n_tokens = ids.shape
+        ones = torch.ones(batch, n_tokens, dtype=torch.bool, device=ids.device)
+        for entry in mod_dict.values():  # inputs: every patch visible to the encoder, none a target
+            entry.update(input_mask=~ones, target_mask=ones.clone(), decoder_attention_mask=~ones)
+        mod_dict[target_key] = {"tensor": ids, "input_mask": ones.clone(), "target_mask": ~ones,
+                                "decoder_attention_mask": ~ones}
+        loss, _ = g.sampler.model(mod_dict, num_encoder_tokens=n_tokens * len(names), num_decoder_tokens=n_tokens,
+                                  loss_type="mod")
+        return loss
+
 
 def build_terramind_generator(variant: str, modalities: list[str], *, timesteps: int, standardize: bool,
                               weights: str | None, allow_random_init: bool,
@@ -52,10 +96,14 @@ def build_terramind_generator(variant: str, modalities: list[str], *, timesteps:
 
     record = (resolve_weights([variant, TOKENIZER_S2L2A], weights, allow_random_init)
               if need_pretrained else WeightsRecord(random_init=False))
-    model = FULL_MODEL_REGISTRY.build(
-        f"{variant}_generate", pretrained=False, modalities=modalities, output_modalities=["S2L2A"],
-        timesteps=timesteps, standardize=standardize,
-    )
+    # A fixed seed makes a randomly initialised model reproducible, so a checkpoint that stores only
+    # LoRA adapters (TerraMind fine-tuning) rebuilds the same base whether or not weights exist.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = FULL_MODEL_REGISTRY.build(
+            f"{variant}_generate", pretrained=False, modalities=modalities, output_modalities=["S2L2A"],
+            timesteps=timesteps, standardize=standardize,
+        )
     if record.files:
         state = checkpoint_filter_fn_generate(load_state_dict(record.files[variant]), model)
         model.load_state_dict(state, strict=True)

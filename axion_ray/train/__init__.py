@@ -1,5 +1,5 @@
 """Ray Train training of the stage models, checkpoint selection by composite score, export."""
 
-from axion_ray.train.run import train_stage2
+from axion_ray.train.run import train_stage
 
-__all__ = ["train_stage2"]
+__all__ = ["train_stage"]

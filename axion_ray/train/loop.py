@@ -1,7 +1,14 @@
-"""The per-worker Ray Train loop for Stage 2: DDP, AMP on GPU, validation with the composite score.
+"""The per-worker Ray Train loop for every stage: DDP, AMP on GPU, validation with the composite score.
+
+What differs between stages is kept in one `StageTask` each:
+
+- Stage 2 (Prithvi refiner) trains on `stage2_loss` against the truth and Stage 1's edges; all of it
+  (or LoRA adapters + head) trains, and checkpoints hold the whole state.
+- Stages 1 and 3 (TerraMind) fine-tune LoRA adapters on TerraMind's token objective (`token_loss`);
+  checkpoints hold only the adapters (the ~300 M-parameter base is rebuilt from its recorded weights).
 
 Every `val_every_steps` steps (and at the end) rank 0 measures the full metric set on the validation
-store — the refiner against the Stage 1 baseline and the truth — and reports it with a checkpoint
+store — the model against the stage's baseline and the truth — and reports it with a checkpoint
 (ARCHITECTURE §4 `.pt`, plus optimizer state so a restarted worker group resumes where it was).
 Other ranks report the same step without a checkpoint.
 """
@@ -20,35 +27,153 @@ import torch
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-def model_config(cfg: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
-    """What `build_stage` needs to rebuild this model from a checkpoint."""
-    from axion_ray.models.presets import PRESETS
+class StageTask:
+    """How one stage trains: the store arrays it reads, its model, objective and validation inputs."""
 
-    spec = PRESETS[cfg["preset"]]
-    lora = None
-    if cfg["lora_rank"] > 0:
-        lora = {"rank": cfg["lora_rank"], "alpha": cfg["lora_alpha"], "dropout": 0.05,
-                "targets": ["qkv", "proj", "fc1", "fc2"], "trainable": ["head"]}
-    return {"stage": 2, "preset": cfg["preset"], "prithvi": model.provenance["model"], "head_dim": spec.head_dim,
-            "head_blocks": spec.head_blocks, "lora": lora}
+    stage = 2
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    # -- data
+    @property
+    def baseline_array(self) -> str:
+        """The array the trained model must beat (and, for stages 2 and 3, keep the edges of)."""
+        return "opt_v1"
+
+    def train_arrays(self) -> list[str]:
+        return ["opt_v1", "s2_truth"]
+
+    # -- model
+    def build(self) -> torch.nn.Module:
+        from axion_ray.models import apply_lora, build_stage
+
+        c = self.config
+        model = build_stage(self.stage, c["preset"], weights=c["weights"], allow_random_init=c["allow_random_init"],
+                            timesteps=c["timesteps"])
+        provenance = model.provenance
+        if c["lora_rank"] > 0:
+            model = apply_lora(model, self.lora_settings())
+        model.provenance = provenance
+        return model
+
+    def lora_settings(self):
+        from axion_ray.models import LoraSettings
+
+        return LoraSettings(rank=self.config["lora_rank"], alpha=self.config["lora_alpha"])
+
+    def model_config(self, model: torch.nn.Module) -> dict[str, Any]:
+        """What `build_stage` needs to rebuild this model from a checkpoint."""
+        from axion_ray.models.presets import PRESETS
+
+        spec = PRESETS[self.config["preset"]]
+        lora = self.lora_settings().to_dict() if self.config["lora_rank"] > 0 else None
+        return {"stage": 2, "preset": self.config["preset"], "prithvi": model.provenance["model"],
+                "head_dim": spec.head_dim, "head_blocks": spec.head_blocks, "lora": lora}
+
+    def checkpoint_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    # -- objective and validation
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        from axion_ray.models.common import autocast
+        from axion_ray.train.losses import stage2_loss
+
+        opt_v1, truth = batch["opt_v1"].float(), batch["s2_truth"].float()
+        with autocast(device, True, dtype=torch.float16):
+            pred = model(opt_v1, batch["month"].long(), batch["biome_code"].long())
+        weights = {k: self.config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
+        return stage2_loss(pred.float(), truth, opt_v1, **weights)
+
+    def predict(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(inputs["opt_v1"], inputs["month"], inputs["biome_code"])
+
+    def validation_inputs(self) -> list[str]:
+        return ["opt_v1"]
+
+
+class TerraMindTask(StageTask):
+    """Stages 1 and 3: LoRA on TerraMind, token objective, adapter-only checkpoints."""
+
+    def __init__(self, config: dict[str, Any], stage: int):
+        super().__init__(config)
+        self.stage = stage
+
+    @property
+    def baseline_array(self) -> str:
+        # Stage 1 must beat the store's existing Stage 1 output; Stage 3 the input it grounds.
+        return "opt_v1" if self.stage == 1 else self.config["condition"]
+
+    def train_arrays(self) -> list[str]:
+        return ["s1", "s2_truth"] if self.stage == 1 else ["s1", self.config["condition"], "s2_truth"]
+
+    def validation_inputs(self) -> list[str]:
+        return ["s1"] if self.stage == 1 else ["s1", self.config["condition"]]
+
+    def lora_settings(self):
+        from axion_ray.models import LoraSettings
+
+        return LoraSettings(rank=self.config["lora_rank"], alpha=self.config["lora_alpha"], trainable=())
+
+    def model_config(self, model: torch.nn.Module) -> dict[str, Any]:
+        return {"stage": self.stage, "preset": self.config["preset"], "lora": self.lora_settings().to_dict(),
+                "adapter_only": True, "base_weights": model.provenance["weights"]}
+
+    def checkpoint_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in trainable}
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        from axion_ray.models.common import autocast
+
+        with autocast(device, True, dtype=torch.bfloat16):
+            loss = model(*[batch[name].float() for name in self.train_arrays()])
+        return loss, {"tokens": float(loss.detach())}
+
+    def predict(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(*[inputs[name] for name in self.validation_inputs()])
+
+
+class TokenObjective(torch.nn.Module):
+    """A TerraMind stage whose `forward` is its training loss, so DDP's gradient hooks see the call."""
+
+    def __init__(self, stage_model: torch.nn.Module):
+        super().__init__()
+        self.stage_model = stage_model
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.stage_model.training_loss(*tensors)
+
+
+def stage_task(config: dict[str, Any]) -> StageTask:
+    return StageTask(config) if config["stage"] == 2 else TerraMindTask(config, config["stage"])
 
 
 class Validator:
-    """Holds the validation tiles and the Stage 1 baseline figures; scores a model on them."""
+    """Holds the validation tiles and the baseline figures; scores a model on them.
 
-    def __init__(self, store_path: str, max_tiles: int, batch_size: int = 32):
+    Geometry is measured against the stage's optical input (Stage 2: `opt_v1`, Stage 3: its
+    condition) — the edges it must not move; Stage 1 has no optical input, so against the truth.
+    """
+
+    def __init__(self, store_path: str, task: StageTask, max_tiles: int, batch_size: int = 32):
         from axion_ray.metrics.spectral import SpectralAccumulator
         from axion_ray.store.tile_store import TileStatus, TileStore
 
         store = TileStore.open(store_path, mode="r")
-        tiles = np.flatnonzero(store.status("opt_v1") == TileStatus.DONE)[:max_tiles]
-        self.opt_v1 = store.read("opt_v1", tiles)
-        self.truth = store.read("s2_truth", tiles)
+        tiles = np.flatnonzero(store.status(task.baseline_array) == TileStatus.DONE)[:max_tiles]
+        self.task = task
+        self.inputs = {name: store.read(name, tiles) for name in task.validation_inputs()}
         meta = store.tile_meta(tiles)
-        self.month, self.biome = meta["month"].astype(np.int64), meta["biome_code"].astype(np.int64)
-        self.batch_size = batch_size
+        self.inputs.update(month=meta["month"].astype(np.int64), biome_code=meta["biome_code"].astype(np.int64))
+        self.truth = store.read("s2_truth", tiles)
+        baseline = store.read(task.baseline_array, tiles)
+        self.edges_of = self.truth if task.stage == 1 else baseline
+        self.batch_size = batch_size if task.stage == 2 else 4
         acc = SpectralAccumulator()
-        acc.update(self.opt_v1, self.truth)
+        acc.update(baseline, self.truth)
         self.baseline = acc.compute()
 
     @torch.no_grad()
@@ -60,12 +185,12 @@ class Validator:
         was_training = model.training
         model.eval()
         spectral, geometry = SpectralAccumulator(), GeometryAccumulator()
-        for start in range(0, len(self.opt_v1), self.batch_size):
+        for start in range(0, len(self.truth), self.batch_size):
             part = slice(start, start + self.batch_size)
-            pred = model(torch.from_numpy(self.opt_v1[part]).to(device), torch.from_numpy(self.month[part]).to(device),
-                         torch.from_numpy(self.biome[part]).to(device)).float().cpu().numpy()
+            batch = {k: torch.from_numpy(v[part]).to(device) for k, v in self.inputs.items()}
+            pred = self.task.predict(model, batch).float().cpu().numpy()
             spectral.update(pred, self.truth[part])
-            geometry.update(pred, self.opt_v1[part])
+            geometry.update(pred, self.edges_of[part])
         model.train(was_training)
         pred_m, geo = spectral.compute(), geometry.compute()
         comp = composite_score(pred_m, self.baseline, geo)
@@ -76,49 +201,51 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from axion_ray.models import LoraSettings, apply_lora, build_stage
-    from axion_ray.models.common import autocast
-    from axion_ray.train.losses import stage2_loss
-
     ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    # An elastic run may start with fewer workers than asked: each shard, and so each epoch, is longer.
+    config = {**config, "steps_per_epoch": math.ceil(config["train_tiles"] / world_size / config["batch_size"])}
     torch.manual_seed(config["seed"] + rank)
     if config.get("torch_threads"):
         torch.set_num_threads(config["torch_threads"])
 
-    model = build_stage(2, config["preset"], weights=config["weights"], allow_random_init=config["allow_random_init"])
+    task = stage_task(config)
+    model = task.build()
     provenance = model.provenance
-    if config["lora_rank"] > 0:
-        model = apply_lora(model, LoraSettings(rank=config["lora_rank"], alpha=config["lora_alpha"]))
     model.train()
-    ddp_model = ray.train.torch.prepare_model(model)
-    core = ddp_model.module if hasattr(ddp_model, "module") else ddp_model
+    trained = model if task.stage == 2 else TokenObjective(model)
+    ddp_model = ray.train.torch.prepare_model(trained)
+    core_trained = ddp_model.module if hasattr(ddp_model, "module") else ddp_model
+    core = core_trained if task.stage == 2 else core_trained.stage_model
     device = next(core.parameters()).device
     params = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"])
     total_steps = max(1, config["epochs"] * config["steps_per_epoch"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    # Loss scaling for the fp16 refiner on GPU; TerraMind trains in bf16, which needs none.
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and task.stage == 2)
 
     step, start_epoch, resumed_from = 0, 0, None
     resumed = ray.train.get_checkpoint()
     if resumed:
         with resumed.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-        core.load_state_dict(state["model_state_dict"])
+        missing, unexpected = core.load_state_dict(state["model_state_dict"], strict=False)
+        if unexpected or (task.stage == 2 and missing):
+            raise RuntimeError(f"checkpoint does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         optimizer.load_state_dict(state["optimizer_state_dict"])
         scheduler.load_state_dict(state["scheduler_state_dict"])
         step, start_epoch = int(state["step"]), int(state["epoch"])
         resumed_from = step
 
-    validator = Validator(config["val_store"], config["max_val_tiles"]) if rank == 0 else None
+    validator = Validator(config["val_store"], task, config["max_val_tiles"]) if rank == 0 else None
     shard = ray.train.get_dataset_shard("train")
-    weights = {k: config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
     last_loss: dict[str, float] = {}
 
     def report(epoch: int) -> None:
-        metrics: dict[str, Any] = {"step": step, "epoch": epoch, **{f"loss_{k}": v for k, v in last_loss.items()}}
+        metrics: dict[str, Any] = {"step": step, "epoch": epoch, "world_size": world_size,
+                                   **{f"loss_{k}": v for k, v in last_loss.items()}}
         if rank != 0:
             ray.train.report(metrics)
             return
@@ -127,9 +254,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         "constraints_pass": result["constraints_pass"]})
         with tempfile.TemporaryDirectory() as d:
             torch.save({
-                "model_state_dict": {k: v.detach().cpu() for k, v in core.state_dict().items()},
+                "model_state_dict": task.checkpoint_state(core),
                 "optimizer_state_dict": optimizer.state_dict(), "scheduler_state_dict": scheduler.state_dict(),
-                "config": model_config(config, core), "provenance": provenance,
+                "config": task.model_config(core), "provenance": provenance,
                 "step": step, "epoch": epoch, "metrics": result, "composite_score": result["composite_score"],
                 "resumed_from_step": resumed_from,
             }, Path(d) / CHECKPOINT_FILE)
@@ -143,10 +270,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if skip:
                 skip -= 1
                 continue
-            opt_v1, truth = batch["opt_v1"].float(), batch["s2_truth"].float()
-            with autocast(device, True):
-                pred = ddp_model(opt_v1, batch["month"].long(), batch["biome_code"].long())
-            loss, last_loss = stage2_loss(pred.float(), truth, opt_v1, **weights)
+            loss, last_loss = task.loss(ddp_model, batch, device)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -155,7 +279,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             step += 1
             if step % config["val_every_steps"] == 0:
                 report(epoch)
-            if resumed is None and config.get("fault_exit_at_step") == step and rank == config["workers"] - 1:
+            if resumed is None and config.get("fault_exit_at_step") == step and rank == world_size - 1:
                 os._exit(1)  # fault injection (tests, bench/faults): a worker process dies mid-run
     if step % config["val_every_steps"] != 0 or step == 0:
         report(config["epochs"])

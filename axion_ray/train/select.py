@@ -82,9 +82,18 @@ def _check(ok: bool) -> str:
     return "✓ PASS" if ok else "✗ FAIL"
 
 
+_REPORT_LABELS = {  # stage -> (baseline column, model column, what the geometry is measured against)
+    1: ("Prior (opt_v1)", "Stage 1 (trained)", "the truth's edges"),
+    2: ("Stage 1 (v1)", "Stage 2 (v2)", "Stage 1 geometry"),
+    3: ("Stage 2 input", "Stage 3 (v3)", "the grounded input's geometry"),
+}
+
+
 def report_markdown(export: Path, best: dict[str, Any], fp16: bool, fallback: bool) -> str:
-    """The Axion-Sat "Stage 2 Best Checkpoint" report, from measured figures only."""
+    """The Axion-Sat "Stage 2 Best Checkpoint" report (any stage), from measured figures only."""
     m, cfg = best["metrics"], CompositeConfig()
+    stage = int(best["_state"]["config"].get("stage", 2))
+    base_label, model_label, geometry_of = _REPORT_LABELS[stage]
     pred, base, geo = m["pred"], m["baseline"], m["geometry"]
     rows = [("NDVI RMSE", "ndvi_rmse"), ("EVI RMSE", "evi_rmse"), ("SAM (rad)", "sam_rad")]
     spectral = "\n".join(
@@ -98,7 +107,7 @@ def report_markdown(export: Path, best: dict[str, Any], fp16: bool, fallback: bo
     ])
     warning = ("\n> **WARNING**: no checkpoint passed every hard constraint; this is the best composite score "
                "overall. Review before use.\n" if fallback else "")
-    return f"""# Stage 2 Best Checkpoint
+    return f"""# Stage {stage} Best Checkpoint
 
 **Export Date:** {_dt.datetime.now():%Y-%m-%d %H:%M:%S}
 {warning}
@@ -112,8 +121,8 @@ def report_markdown(export: Path, best: dict[str, Any], fp16: bool, fallback: bo
 ## Selection Criteria
 
 This checkpoint was selected based on:
-1. **Spectral Plausibility Improvement** (vs Stage 1 baseline)
-2. **Minimal Edge Movement Penalty** (vs Stage 1 geometry)
+1. **Spectral Plausibility Improvement** (vs the {base_label} baseline)
+2. **Minimal Edge Movement Penalty** (vs {geometry_of})
 
 ### Hard Constraints
 - Mean edge displacement < {cfg.mean_disp_limit_px:g} pixels: {_check(geo['edge_disp_mean_px'] < cfg.mean_disp_limit_px)}
@@ -124,7 +133,7 @@ This checkpoint was selected based on:
 
 ### Spectral Improvements
 
-| Metric | Stage 1 (v1) | Stage 2 (v2) | Improvement | Target |
+| Metric | {base_label} | {model_label} | Improvement | Target |
 |--------|--------------|--------------|-------------|--------|
 {spectral}
 
@@ -138,14 +147,14 @@ This checkpoint was selected based on:
 
 ```python
 from axion_ray.models import build_stage
-model = build_stage(2, checkpoint="{export}")   # rebuilds the architecture from the checkpoint's config
+model = build_stage({stage}, checkpoint="{export}")   # rebuilds the architecture from the checkpoint's config
 ```
 
 or on a whole store / an NPZ directory:
 
 ```bash
-axion-ray infer STORE.zarr --stages 2 --stage2-checkpoint {export}
-axion-ray infer-npz --stage 2 --checkpoint {export} --input_dir DIR --output_dir OUT
+axion-ray infer STORE.zarr --stages {stage} --stage{stage}-checkpoint {export}
+axion-ray infer-npz --stage {stage} --checkpoint {export} --input_dir DIR --output_dir OUT
 ```
 {"" if not fp16 else '''
 ### FP16

@@ -6,12 +6,12 @@ import torch
 
 from axion_ray.cli import main
 from axion_ray.config import SynthConfig, TrainConfig
-from axion_ray.errors import CheckpointError, TileDataError
+from axion_ray.errors import CheckpointError, ConfigError, TileDataError
 from axion_ray.models import build_stage
 from axion_ray.models.runner import StageRunner
 from axion_ray.store import TileStore
 from axion_ray.store.synth import synthesize_aoi
-from axion_ray.train import train_stage2
+from axion_ray.train import train_stage
 from axion_ray.train.select import select_and_export
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def stores(tmp_path_factory):
 def test_a_short_run_improves_on_the_prior_and_exports(local_ray, stores, tmp_path, capsys):
     train, val = stores
     cfg = TrainConfig(allow_random_init=True, epochs=4, batch_size=6, val_every_steps=6, workers=2)
-    summary = train_stage2(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None)
+    summary = train_stage(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None)
     best = max(summary["checkpoints"], key=lambda c: c["composite_score"])
     assert best["composite_score"] > 0 and best["constraints_pass"]
     assert (tmp_path / "run" / "training_summary.json").exists()
@@ -56,12 +56,23 @@ def test_a_short_run_improves_on_the_prior_and_exports(local_ray, stores, tmp_pa
 def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, stores, tmp_path):
     train, val = stores
     cfg = TrainConfig(allow_random_init=True, epochs=4, batch_size=6, val_every_steps=3, workers=2, max_failures=2)
-    summary = train_stage2(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None, fault_exit_at_step=8)
+    summary = train_stage(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None, fault_exit_at_step=8)
     final = max(summary["checkpoints"], key=lambda c: c["step"])
     state = torch.load(final["path"], map_location="cpu", weights_only=True)
     # Restarted from a checkpoint reported before the crash (the latest one Ray had registered), not zero.
     assert state["resumed_from_step"] in (3, 6)
     assert state["step"] == 4 * 3  # and finished every step
+
+
+def test_an_elastic_run_starts_with_the_workers_that_fit(local_ray, stores, tmp_path):
+    train, val = stores
+    # Four workers of 0.8 CPU asked for on 2 CPUs: Ray Train V2 starts with what fits (1 or 2).
+    cfg = TrainConfig(allow_random_init=True, epochs=1, batch_size=6, val_every_steps=100, workers=4,
+                      min_workers=1, cpus_per_worker=0.8)
+    summary = train_stage(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None)
+    world = summary["final_metrics"]["world_size"]
+    assert 1 <= world <= 2
+    assert summary["final_metrics"]["step"] == -(-train.n_tiles // world // 6)  # every tile of its shard seen once
 
 
 def test_select_falls_back_loudly(tmp_path):
@@ -96,6 +107,11 @@ def test_training_user_errors(tmp_path, capsys):
         select_and_export(tmp_path / "nope", tmp_path / "x.pt")
     bare = TileStore.create(tmp_path / "bare.zarr", 2, 16)
     with pytest.raises(TileDataError, match="no s2_truth"):
-        train_stage2(bare.path, bare.path, tmp_path / "run", TrainConfig(allow_random_init=True))
+        train_stage(bare.path, bare.path, tmp_path / "run", TrainConfig(allow_random_init=True))
     assert main(["train", "stage2", "--train", bare.path, "--val", bare.path, "--out", str(tmp_path / "r")]) == 2
-    assert "--stage2-checkpoint" in capsys.readouterr().err or True
+    assert "pretrained weights not found" in capsys.readouterr().err
+    assert main(["train", "stage2", "--train", bare.path, "--val", bare.path, "--out", str(tmp_path / "r"),
+                 "--allow-random-init"]) == 2
+    assert "no s2_truth" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="min workers"):
+        train_stage(bare.path, bare.path, tmp_path / "run", TrainConfig(workers=2, min_workers=3))
