@@ -60,6 +60,8 @@ def train_stage(train_store: str, val_store: str, out_dir: str | Path, cfg: Trai
         raise ConfigError(f"the Stage 3 condition must be opt_v1 or opt_v2, got {cfg.condition!r}")
     if cfg.workers < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError("workers, epochs and batch size must be at least 1")
+    if cfg.min_workers is not None and not 1 <= cfg.min_workers <= cfg.workers:
+        raise ConfigError(f"min workers must be between 1 and workers ({cfg.workers}), got {cfg.min_workers}")
     if cfg.weights:  # workers do not share the driver's working directory
         cfg = dataclasses.replace(cfg, weights=str(Path(cfg.weights).resolve()))
     stage_provenance(cfg.stage, cfg.preset, weights=cfg.weights, allow_random_init=cfg.allow_random_init)  # fail fast
@@ -86,8 +88,6 @@ def train_stage(train_store: str, val_store: str, out_dir: str | Path, cfg: Trai
     loop_config = {**dataclasses.asdict(cfg), "val_store": val.path, "train_tiles": int(tiles.size),
                    "fault_exit_at_step": fault_exit_at_step,
                    "torch_threads": max(1, int(round(worker_cpus))) if not cfg.use_gpu else None}
-    if cfg.min_workers is not None and not 1 <= cfg.min_workers <= cfg.workers:
-        raise ConfigError(f"min workers must be between 1 and workers ({cfg.workers}), got {cfg.min_workers}")
     workers = (cfg.min_workers, cfg.workers) if cfg.min_workers else cfg.workers
     trainer = TorchTrainer(
         train_loop_per_worker,
