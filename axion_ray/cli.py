@@ -335,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 
+    from axion_ray.classify.cli import add_classify_parser
+
+    add_classify_parser(sub)
+
     p = sub.add_parser("select", help="export the best checkpoint of a run (composite score, hard constraints)")
     p.add_argument("run")
     p.add_argument("--export", required=True, help="OUT.pt")

@@ -165,3 +165,35 @@ class TrainConfig:
     max_val_tiles: int = 256
     timesteps: int = 1
     condition: str = "opt_v2"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    """One inspection-classifier training (`axion-ray classify train|two-stage`).
+
+    `select_metric` picks the best epoch (`accuracy`, `macro_f1` or `<class>_recall`); `normalize`
+    applies the backbone's mean/std (False reproduces the team's un-normalised production inputs).
+    """
+
+    model: str = "convnextv2_tiny"
+    mode: str | None = None                # finetune | linear_probe; None = the preset's
+    weights: str | None = None
+    allow_random_init: bool = False
+    classes: tuple[str, ...] = ("clean", "pit")
+    image_size: int = 224
+    epochs: int = 10
+    head_epochs: int = 5                   # the 3-class head fine-tuning of the two-stage workflow
+    batch_size: int = 32
+    lr: float = 1e-3
+    head_lr: float = 3e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.0
+    augment: str = "light"                 # none | light | heavy (field simulator)
+    normalize: bool = True
+    select_metric: str = "accuracy"
+    workers: int = 2
+    use_gpu: bool = False
+    seed: int = 0
+    maybe_low: float = 0.35                # mining: relabel as maybe if wrong or low < p(pit) < high
+    maybe_high: float = 0.65
+    recall_floor: float = 0.95             # thresholds: pit recall at least this on validation

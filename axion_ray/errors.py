@@ -48,3 +48,7 @@ class CheckpointError(AxionRayError, ValueError):
 
 class DeviceError(AxionRayError, RuntimeError):
     """A device was asked for that this machine does not have."""
+
+
+class ImageDataError(AxionRayError, ValueError):
+    """An image-folder dataset that cannot be used: a missing split, an empty or unknown class."""

@@ -54,3 +54,13 @@ WEIGHT_FILES: dict[str, WeightFile] = {
     "prithvi_eo_v2_600": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-600M", "Prithvi_EO_V2_600M.pt"),
     "prithvi_eo_v2_600_tl": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-600M-TL", "Prithvi_EO_V2_600M_TL.pt"),
 }
+
+
+def weight_file(variant: str) -> WeightFile | None:
+    """The published file of `variant`: the table above, or for a timm `name.tag` (the inspection
+    classifiers) the `model.safetensors` of its `timm/name.tag` repository, as timm itself fetches it."""
+    if variant in WEIGHT_FILES:
+        return WEIGHT_FILES[variant]
+    if "." in variant:
+        return WeightFile(f"timm/{variant}", "model.safetensors")
+    return None

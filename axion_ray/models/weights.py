@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from axion_ray.errors import CheckpointError, WeightsNotFoundError
-from axion_ray.models.presets import WEIGHT_FILES, WeightFile
+from axion_ray.models.presets import WeightFile, weight_file
 
 WEIGHTS_ENV = "AXION_RAY_WEIGHTS"
 
@@ -60,7 +60,7 @@ def find_weight_file(variant: str, weights: str | Path | None = None, *, main: b
 
     `main` marks the model's own weights: only those may be given as a bare file path.
     """
-    wf = WEIGHT_FILES.get(variant)
+    wf = weight_file(variant)
     if wf is None:
         return None, [f"{variant} has no published weights"]
     looked: list[str] = []
@@ -103,7 +103,7 @@ def resolve_weights(variants: list[str], weights: str | Path | None, allow_rando
     for i, variant in enumerate(variants):
         path, looked = find_weight_file(variant, weights, main=(i == 0))
         if path is None:
-            wf = WEIGHT_FILES.get(variant)
+            wf = weight_file(variant)
             what = f"{wf.filename} from {wf.repo_id}" if wf else "no published weights exist"
             missing.append(f"{variant} ({what}); looked in: {'; '.join(looked)}")
         else:
