@@ -194,7 +194,7 @@ def train_classifier(train: ImageSet, val: ImageSet, out_dir: str | Path, cfg: C
                              checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=cfg.select_metric,
                                                                 checkpoint_score_order="max")),
         datasets={"train": ds})
-    say(f"training {cfg.model} ({'head only' if head_only else cfg.mode or 'preset mode'}) on {len(train)} images "
+    say(f"training {cfg.model} ({'head only' if head_only else cfg.mode or 'its preset mode'}) on {len(train)} images "
         f"({', '.join(train.class_names)}), {loop_config['epochs']} epochs, {cfg.workers} worker(s)")
     result = trainer.fit()
     history = json.loads(result.metrics.get("history_json", "[]"))
