@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -239,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, default=64)
     p.add_argument("--overlap", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--months", type=_int_list, default=(), help="acquisition months of the swaths, e.g. 4,7")
-    p.add_argument("--biomes", type=_int_list, default=(), help="biome codes of the AOI's zones, e.g. 4,15")
+    p.add_argument("--months", type=int_list, default=(), help="acquisition months of the swaths, e.g. 4,7")
+    p.add_argument("--biomes", type=int_list, default=(), help="biome codes of the AOI's zones, e.g. 4,15")
     p.add_argument("--no-prior", action="store_true", help="leave opt_v1 empty (pending)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.set_defaults(func=cmd_synth)
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("infer", help="run stages 1-3 over every pending tile on Ray Data")
     p.add_argument("store")
-    p.add_argument("--stages", type=_int_list, default=(1, 2, 3), help="e.g. 1,2,3 or 2")
+    p.add_argument("--stages", type=int_list, default=(1, 2, 3), help="e.g. 1,2,3 or 2")
     add_model_options(p)
     p.add_argument("--stage1-checkpoint")
     p.add_argument("--stage2-checkpoint")
@@ -338,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     from axion_ray.classify.cli import add_classify_parser
 
     add_classify_parser(sub)
+    from axion_ray.tune.cli import add_tune_parser
+
+    add_tune_parser(sub)
 
     p = sub.add_parser("select", help="export the best checkpoint of a run (composite score, hard constraints)")
     p.add_argument("run")

@@ -192,6 +192,7 @@ class ClassifierConfig:
     normalize: bool = True
     select_metric: str = "accuracy"
     workers: int = 2
+    cpus_per_worker: float | None = None   # default: share the node's CPUs, or 1 beside each GPU
     use_gpu: bool = False
     seed: int = 0
     maybe_low: float = 0.35                # mining: relabel as maybe if wrong or low < p(pit) < high

@@ -9,18 +9,12 @@ from pathlib import Path
 EXIT_OK = 0
 
 
+
 def _classes(text: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in text.split(",") if v.strip())
     if len(names) < 2 or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"expected two or more distinct class names, got {text!r}")
     return names
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def config_from_args(args: argparse.Namespace):
@@ -155,6 +149,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_classify_parser(sub) -> None:
+    from axion_ray.cli import int_list
     group = sub.add_parser("classify", help="inspection classifiers: two-stage training, thresholds, latency, inference")
     csub = group.add_subparsers(dest="classify_command", required=True, parser_class=type(group))
 
@@ -189,7 +184,7 @@ def add_classify_parser(sub) -> None:
 
     p = csub.add_parser("latency", help="measure p50/p95 latency and throughput of a model")
     p.add_argument("--model", required=True)
-    p.add_argument("--batch-sizes", type=_ints, default=(1, 8, 32))
+    p.add_argument("--batch-sizes", type=int_list, default=(1, 8, 32))
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--fp16", action="store_true")
     p.add_argument("--image-size", type=int, default=224)

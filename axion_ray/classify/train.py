@@ -73,6 +73,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     from axion_ray.classify.augment import augment_batch, field_simulator
     from axion_ray.classify.models import build_classifier, replace_head, set_mode
     from axion_ray.metrics.classification import classification_metrics
+    from axion_ray.metrics.composite import rank_score
 
     cfg = ClassifierConfig(**{k: v for k, v in config["cfg"].items()})
     ctx = ray.train.get_context()
@@ -133,7 +134,9 @@ def _train_loop(config: dict[str, Any]) -> None:
             continue
         probs = predict_proba(core, val_images, model_config, device)
         m = classification_metrics(val_labels, probs.argmax(1), class_names)
-        metrics.update(accuracy=m["accuracy"], macro_f1=m["macro_f1"],
+        floor_ok = "pit" not in class_names or m["per_class"]["pit"]["recall"] >= cfg.recall_floor
+        metrics.update(accuracy=m["accuracy"], macro_f1=m["macro_f1"], recall_floor_met=floor_ok,
+                       rank_score=rank_score(m["accuracy"], floor_ok),
                        val_loss=float(-np.log(np.clip(probs[np.arange(len(val_labels)), val_labels], 1e-12, 1)).mean()),
                        **{f"{c}_{k}": v[k] for c, v in m["per_class"].items() for k in ("precision", "recall", "f1")})
         history.append(dict(metrics))
@@ -146,7 +149,8 @@ def _train_loop(config: dict[str, Any]) -> None:
 
 
 def train_classifier(train: ImageSet, val: ImageSet, out_dir: str | Path, cfg: ClassifierConfig = ClassifierConfig(),
-                     *, init_from: str | Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+                     *, init_from: str | Path | None = None, say: Callable[[str], None] = print,
+                     callbacks: list | None = None) -> dict[str, Any]:
     """Train on `train`, pick the best epoch on `val`; writes `OUT/model_best.pt` and `OUT/history.json`.
 
     `init_from` (a classifier checkpoint) starts from that model with a new head for `train`'s classes
@@ -177,7 +181,7 @@ def train_classifier(train: ImageSet, val: ImageSet, out_dir: str | Path, cfg: C
     out.mkdir(parents=True, exist_ok=True)
     _init_ray(None)
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    worker_cpus = 1.0 if cfg.use_gpu else max(0.25, (cpus - 0.25) / cfg.workers)
+    worker_cpus = cfg.cpus_per_worker or (1.0 if cfg.use_gpu else max(0.25, (cpus - 0.25) / cfg.workers))
     ds = ray.data.from_items([{"image": img, "label": int(lab)} for img, lab in zip(train.images, train.labels)])
     head_only = init_from is not None
     loop_config = {
@@ -190,7 +194,7 @@ def train_classifier(train: ImageSet, val: ImageSet, out_dir: str | Path, cfg: C
         _train_loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": worker_cpus}),
-        run_config=RunConfig(name="classifier", storage_path=str(out / "ray"),
+        run_config=RunConfig(name="classifier", storage_path=str(out / "ray"), callbacks=callbacks,
                              checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=cfg.select_metric,
                                                                 checkpoint_score_order="max")),
         datasets={"train": ds})

@@ -43,3 +43,13 @@ def composite_score(candidate: Mapping[str, float], baseline: Mapping[str, float
     }
     return CompositeResult(float(gain), float(penalty), float(gain - penalty), improvements, constraints,
                            all(constraints.values()))
+
+
+#: How far below every passing trial a constraint-failing one ranks (scores are O(1); penalties O(10)).
+CONSTRAINT_FAIL_OFFSET = 1.0e6
+
+
+def rank_score(score: float, passes: bool) -> float:
+    """A single number to maximise in which any result that fails its hard constraints (or floor)
+    ranks below every result that passes, and results are ordered by `score` within each group."""
+    return float(score) if passes else float(score) - CONSTRAINT_FAIL_OFFSET

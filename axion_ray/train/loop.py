@@ -201,6 +201,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from axion_ray.metrics.composite import rank_score
+
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     # An elastic run may start with fewer workers than asked: each shard, and so each epoch, is longer.
@@ -251,7 +253,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             return
         result = validator(core, device)
         metrics.update({**result["pred"], **result["geometry"], "composite_score": result["composite_score"],
-                        "constraints_pass": result["constraints_pass"]})
+                        "constraints_pass": result["constraints_pass"],
+                        "rank_score": rank_score(result["composite_score"], result["constraints_pass"])})
         with tempfile.TemporaryDirectory() as d:
             torch.save({
                 "model_state_dict": task.checkpoint_state(core),

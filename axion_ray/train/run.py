@@ -37,9 +37,11 @@ def _usable_tiles(store: TileStore, role: str, cfg: TrainConfig) -> np.ndarray:
 
 
 def train_stage(train_store: str, val_store: str, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
-                say: Callable[[str], None] = print, fault_exit_at_step: int | None = None) -> dict[str, Any]:
+                say: Callable[[str], None] = print, fault_exit_at_step: int | None = None,
+                callbacks: list | None = None) -> dict[str, Any]:
     """Train a stage; returns the summary also written to `OUT/training_summary.json`.
 
+    `callbacks` are Ray Train callbacks (a Tune sweep passes `TuneReportCallback`).
     `fault_exit_at_step` kills one worker process at that step of the first attempt (fault injection
     for tests and `bench/`): `FailureConfig` must bring the run back from the last checkpoint.
     """
@@ -95,7 +97,7 @@ def train_stage(train_store: str, val_store: str, out_dir: str | Path, cfg: Trai
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": worker_cpus}),
         run_config=RunConfig(
-            name=f"stage{cfg.stage}", storage_path=str(out),
+            name=f"stage{cfg.stage}", storage_path=str(out), callbacks=callbacks,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_top_k, checkpoint_score_attribute="composite_score",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.max_failures)),

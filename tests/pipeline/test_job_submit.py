@@ -70,13 +70,23 @@ def stop_session(head: subprocess.Popen) -> None:
             continue
 
 
+def submit(address: str, env: dict, entrypoint: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the head's job agent is still starting (the dashboard answers
+    `job list` a little before its agent accepts jobs: "No available agent to submit job")."""
+    deadline = time.time() + 90
+    while True:
+        result = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+                                 "--", *entrypoint], env=env, capture_output=True, text=True, timeout=timeout)
+        if result.returncode == 0 or "No available agent" not in result.stderr or time.time() > deadline:
+            return result
+        time.sleep(3)
+
+
 def test_infer_job_runs_on_a_submitted_cluster(ray_head, tmp_path):
     address, env = ray_head
     store = synthesize_aoi(tmp_path / "aoi.zarr", SynthConfig(rows=2, cols=3, tile_size=32, seed=4))
-    result = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-         "python", "jobs/infer_aoi.py", str(store.path), "--stages", "2", "--allow-random-init"],
-        env=env, capture_output=True, text=True, timeout=600)
+    result = submit(address, env, ["python", "jobs/infer_aoi.py", str(store.path), "--stages", "2",
+                                   "--allow-random-init"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout
     done = TileStore.open(store.path, mode="r")
