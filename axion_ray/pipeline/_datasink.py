@@ -49,6 +49,8 @@ class _TileStoreDatasink(Datasink):
                     "failures": {int(t): str(r) for t, r in zip(tiles[failed], np.asarray(batch[f"reason_{stage}"])[failed])},
                     "devices": sorted({str(d) for d in np.asarray(batch[f"device_{stage}"])[done | failed] if d}),
                     "cpu_fallbacks": int(np.asarray(batch[f"fallback_{stage}"]).sum()),
+                    "nodes": {str(n): int(c) for n, c in zip(*np.unique(np.asarray(batch[f"node_{stage}"])[done],
+                                                                        return_counts=True)) if n},
                 }
             written += int(tiles.size)
             self._tracker.report.remote(int(tiles.size), report)

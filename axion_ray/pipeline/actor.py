@@ -3,7 +3,7 @@
 For each batch it picks the rows its stage must run (`run_<k>`), checks their inputs (a bad tile fails
 with a reason and the rest of the batch goes on), runs the model through `StageRunner` (AMP, OOM split,
 CPU fallback) and adds the result columns the datasink writes: `opt_v<k>`, `status_<k>`, `reason_<k>`,
-`ms_<k>`, `device_<k>`, `fallback_<k>`. Stage 1 also passes its full 12-band S2L2A on to Stage 3.
+`ms_<k>`, `device_<k>`, `node_<k>`, `fallback_<k>`. Stage 1 also passes its full 12-band S2L2A on to Stage 3.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class StageActor:
         target = resolve_device(device)
         model = build_stage(stage, device=str(target), **build_kwargs)
         self.runner = StageRunner(model, target, amp=amp, method="generate" if self.carry_s2l2a else "forward")
+        self.node_id = ray.get_runtime_context().get_node_id()  # per-node tile counts in the run summary
         if tracker is not None:  # lets operators (and tests) find which actor serves which stage
             tracker.register_actor.remote(stage, ray.get_runtime_context().current_actor)
 
@@ -113,6 +114,7 @@ class StageActor:
         batch[f"reason_{k}"] = reasons.astype(str)
         batch[f"ms_{k}"] = ms
         batch[f"device_{k}"] = np.array([str(self.runner.device) if s else "" for s in status])
+        batch[f"node_{k}"] = np.array([self.node_id if s else "" for s in status])
         fallback = np.zeros(n, np.int32)
         if self.runner.stats.cpu_fallback_tiles > fallbacks_before and rows.any():
             fallback[np.flatnonzero(rows)[0]] = self.runner.stats.cpu_fallback_tiles - fallbacks_before

@@ -18,7 +18,8 @@ class ProgressTracker:
         self.tiles = 0
         self.first_tile_at: float | None = None
         self.per_stage: dict[int, dict[str, Any]] = {
-            s: {"done": 0, "failed": 0, "failures": {}, "devices": set(), "cpu_fallbacks": 0} for s in stages}
+            s: {"done": 0, "failed": 0, "failures": {}, "devices": set(), "cpu_fallbacks": 0, "nodes": {}}
+            for s in stages}
         self.actors: dict[int, list[Any]] = {s: [] for s in stages}
         self.timeline: list[tuple[float, int]] = []  # (time, tiles written so far)
 
@@ -34,6 +35,8 @@ class ProgressTracker:
             acc["failures"].update(r["failures"])
             acc["devices"].update(r["devices"])
             acc["cpu_fallbacks"] += r["cpu_fallbacks"]
+            for node, count in r.get("nodes", {}).items():  # tiles written per Ray node
+                acc["nodes"][node] = acc["nodes"].get(node, 0) + count
 
     def register_actor(self, stage: int, handle: Any) -> None:
         self.actors[stage].append(handle)

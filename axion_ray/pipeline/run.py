@@ -108,9 +108,15 @@ def _init_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, logging_level="WARNING")
 
 
-def plan_stages(cfg: InferConfig, resources: dict[str, float]) -> list[StagePlan]:
-    """Per-stage resources: fractional CPUs on a CPU-only machine so pools never starve the reader."""
+def plan_stages(cfg: InferConfig, resources: dict[str, float], node_cpus: list[float] | None = None) -> list[StagePlan]:
+    """Per-stage resources: fractional CPUs on a CPU-only cluster so pools never starve the reader.
+
+    The CPUs (less a quarter for read tasks) are shared by every stage's minimum pool, and no actor may
+    take more than its node can spare beside one read task — on two 1-CPU nodes, two 0.875-CPU actors
+    left no node room for a 0.25-CPU read and the run hung (measured in the multi-node test).
+    """
     cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    per_node = min(node_cpus) if node_cpus else cpus
     if cfg.device.startswith("cuda") and gpus == 0:
         raise DeviceError("--device cuda asked for, but the Ray cluster has no GPU; use --device auto or cpu")
     use_gpu = cfg.device != "cpu" and gpus > 0
@@ -122,7 +128,8 @@ def plan_stages(cfg: InferConfig, resources: dict[str, float]) -> list[StagePlan
             num_cpus = cfg.num_cpus if cfg.num_cpus is not None else 1.0
         else:
             num_gpus = 0.0
-            num_cpus = cfg.num_cpus if cfg.num_cpus is not None else max(0.25, (cpus - 0.25) / len(cfg.stages))
+            share = min((cpus - 0.25) / (len(cfg.stages) * lo), per_node - 0.25)
+            num_cpus = cfg.num_cpus if cfg.num_cpus is not None else max(0.25, round(share, 3))
         plans.append(StagePlan(stage, cfg.batch_size, num_cpus, num_gpus, lo, hi,
                                threads=max(1, int(round(num_cpus))), device="cuda" if use_gpu else "cpu"))
     return plans
@@ -168,7 +175,8 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     tiles, todo = plan_todo(store, cfg.stages, cfg.skip_existing)
     summary = RunSummary(store.path, list(cfg.stages), store.n_tiles, int(tiles.size), 0.0, None)
     skipped = {stage: int(store.n_tiles - todo[:, j].sum()) for j, stage in enumerate(cfg.stages)}
-    empty = {"done": 0, "failed": 0, "failures": {}, "devices": [], "cpu_fallbacks": 0, "tiles_per_s": None}
+    empty = {"done": 0, "failed": 0, "failures": {}, "devices": [], "cpu_fallbacks": 0, "nodes": {},
+             "tiles_per_s": None}
     if tiles.size == 0:
         summary.per_stage = {s: {**empty, "skipped": skipped[s]} for s in cfg.stages}
         say(f"nothing to do: every tile of {store.path} is done for stages {','.join(map(str, cfg.stages))}")
@@ -183,7 +191,8 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     from axion_ray.pipeline.progress import ProgressTracker, progress_line, steady_rate
 
     _init_ray(cfg.address)
-    plans = plan_stages(cfg, ray.cluster_resources())
+    plans = plan_stages(cfg, ray.cluster_resources(),
+                        [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")])
     DataContext.get_current().enable_progress_bars = False
     global _CURRENT_TRACKER
     tracker = _CURRENT_TRACKER = ProgressTracker.remote(list(cfg.stages))
@@ -199,7 +208,10 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
                                    "device": plan.device, "amp": cfg.amp, "num_threads": plan.threads,
                                    "carry_s2l2a": 1 in cfg.stages and 3 in cfg.stages, "tracker": tracker},
             compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
-            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None)
+            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None,
+            # Spread a stage's actors over the nodes (soft): more nodes share the load, and losing one
+            # node costs a fraction of a pool, not all of it.
+            scheduling_strategy="SPREAD")
         # Ray Data's actor pools restart dead actors and retry their tasks by default (max_restarts=-1).
     sink = _TileStoreDatasink(store.path, cfg.stages, tracker)
 

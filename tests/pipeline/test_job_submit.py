@@ -1,73 +1,34 @@
 """`ray job submit` against a real local head started (and stopped) by this test."""
 
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from ray_processes import BIN, free_port, ray_env, start_ray, stop_session, wait_for
 
 from axion_ray.config import SynthConfig
 from axion_ray.store import TileStore
 from axion_ray.store.synth import synthesize_aoi
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def ray_head(tmp_path):
     port, dashboard = free_port(), free_port()
-    # Jobs inherit the head's environment: put this venv's python first on PATH.
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2",
-         "--include-dashboard", "true", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = ray_env()
+    head = start_ray(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--dashboard-host",
+                      "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2", "--include-dashboard", "true"],
+                     env)
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
-                                   capture_output=True, text=True)
-            if probe.returncode == 0:
-                break
-            time.sleep(2)
-        else:
-            pytest.fail(f"the Ray head did not come up: {probe.stderr[-500:]}")
+        wait_for(lambda: subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
+                                        capture_output=True).returncode == 0, "the Ray head's dashboard")
         yield address, env
     finally:
         stop_session(head)
-
-
-def stop_session(head: subprocess.Popen) -> None:
-    """Stop exactly what this test started: every process of the head's session (not `ray stop`)."""
-    def members():
-        out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.split("\n")
-        return [int(p) for p, s in (line.split() for line in out if line.strip()) if int(s) == head.pid]
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in members():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            head.wait(timeout=20)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def submit(address: str, env: dict, entrypoint: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

@@ -58,6 +58,9 @@ def test_plan_todo_cascades_to_later_stages(aoi):
 def test_resources_leave_room_for_the_reader_on_two_cpus():
     plans = plan_stages(InferConfig(stages=(1, 2, 3)), {"CPU": 2.0})
     assert sum(p.num_cpus for p in plans) <= 1.75 and all(p.num_gpus == 0 and p.device == "cpu" for p in plans)
+    # Two 1-CPU nodes, a minimum pool of two: each actor leaves its node room for a 0.25-CPU read task.
+    two_nodes = plan_stages(InferConfig(stages=(2,), actors=(2, 2)), {"CPU": 2.0}, node_cpus=[1.0, 1.0])
+    assert two_nodes[0].num_cpus <= 0.75
     gpu = plan_stages(InferConfig(stages=(1, 2, 3), actors=(1, 4)), {"CPU": 16.0, "GPU": 2.0})
     assert [p.num_gpus for p in gpu] == [1.0, 0.5, 1.0] and all(p.max_actors == 4 for p in gpu)
 

@@ -1,0 +1,81 @@
+"""Real multi-node on one machine: a Ray head and a second raylet (both on 127.0.0.1, distinct custom
+resources). A pipeline run places stage actors on both nodes; losing the second node mid-run still
+finishes every tile exactly once on the head."""
+
+import json
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from ray_processes import BIN, free_port, ray_env, start_ray, stop_session, wait_for
+
+from axion_ray.config import SynthConfig
+from axion_ray.store import TileStore
+from axion_ray.store.synth import synthesize_aoi
+from axion_ray.store.tile_store import TileStatus
+
+pytestmark = pytest.mark.slow
+
+
+def _nodes_alive(address: str, env: dict) -> int:
+    out = subprocess.run([str(BIN / "python"), "-c",
+                          "import ray; ray.init(address=%r, logging_level='ERROR'); "
+                          "print(sum(n['Alive'] for n in ray.nodes()))" % address],
+                         env=env, capture_output=True, text=True, timeout=120)
+    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
+
+
+@pytest.fixture
+def two_nodes():
+    env = ray_env()
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    head = start_ray(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                      "--resources", '{"head_node": 1}', "--include-dashboard", "false"], env)
+    second = None
+    try:
+        wait_for(lambda: _nodes_alive(address, env) == 1, "the head")
+        second = start_ray(["--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                            "--resources", '{"second_node": 1}'], env)
+        wait_for(lambda: _nodes_alive(address, env) == 2, "the second node joining")
+        yield address, env, second
+    finally:
+        if second is not None:
+            stop_session(second)
+        stop_session(head)
+
+
+def _infer(store, address, env, summary):
+    return subprocess.Popen(
+        [str(BIN / "axion-ray"), "infer", str(store), "--stages", "2", "--allow-random-init", "--address", address,
+         "--actors", "2:2", "--batch-size", "2", "--json", str(summary)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_stage_actors_run_on_both_nodes_and_survive_losing_one(two_nodes, tmp_path):
+    address, env, second = two_nodes
+    store = synthesize_aoi(tmp_path / "aoi.zarr", SynthConfig(rows=4, cols=6, tile_size=32, seed=6))
+    run = _infer(store.path, address, env, tmp_path / "s1.json")
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out[-3000:]
+    nodes = json.loads((tmp_path / "s1.json").read_text())["per_stage"]["2"]["nodes"]
+    assert len(nodes) == 2 and sum(nodes.values()) == store.n_tiles      # both nodes did work, each tile once
+
+    # Second run, on a bigger store: kill the second node once a few tiles are written.
+    big = synthesize_aoi(tmp_path / "big.zarr", SynthConfig(rows=12, cols=12, tile_size=64, seed=7))
+    run = _infer(big.path, address, env, tmp_path / "s2.json")
+    reader = TileStore.open(big.path, mode="r")
+    wait_for(lambda: (reader.status("opt_v2") == TileStatus.DONE).sum() >= 8 or run.poll() is not None,
+             "the first tiles", timeout=300, every=0.5)
+    assert run.poll() is None, "the run finished before the node could be stopped; make the store bigger"
+    stop_session(second)
+    killed_at = time.time()
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out[-3000:]
+    summary = json.loads((tmp_path / "s2.json").read_text())["per_stage"]["2"]
+    status = TileStore.open(big.path, mode="r").status("opt_v2")
+    assert (status == TileStatus.DONE).all()                              # none lost
+    assert summary["done"] == big.n_tiles and sum(summary["nodes"].values()) == big.n_tiles  # each written once
+    assert summary["failed"] == 0 and time.time() - killed_at < 600
+    assert np.isfinite(TileStore.open(big.path, mode="r").read("opt_v2", np.arange(big.n_tiles))).all()
