@@ -59,6 +59,8 @@ def parameter_effects(rows: list[dict[str, Any]], params: list[str]) -> dict[str
         scores = [r["score"] for r in scored]
         if len(set(map(str, values))) < 2:
             effects[p] = "not varied among the scored trials"
+        elif len(set(scores)) < 2:
+            effects[p] = "no effect measured (every scored trial has the same score)"
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             rho = spearmanr(values, scores).statistic
             direction = "higher is better" if rho > 0.3 else "lower is better" if rho < -0.3 else "no clear trend"
