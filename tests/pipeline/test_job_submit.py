@@ -19,9 +19,13 @@ pytestmark = pytest.mark.slow
 def ray_head(tmp_path):
     port, dashboard = free_port(), free_port()
     env = ray_env()
+    # The job agent's ports are fixed by default (52365, ...): a Ray already running in this test
+    # session holds them, and the head's agent then never serves jobs ("No available agent").
+    agent_ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                        "metrics-export-port", "runtime-env-agent-port")]
     head = start_ray(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--dashboard-host",
-                      "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2", "--include-dashboard", "true"],
-                     env)
+                      "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2", "--include-dashboard", "true",
+                      *agent_ports], env)
     address = f"http://127.0.0.1:{dashboard}"
     try:
         wait_for(lambda: subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
