@@ -195,7 +195,12 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
                         [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")])
     DataContext.get_current().enable_progress_bars = False
     global _CURRENT_TRACKER
-    tracker = _CURRENT_TRACKER = ProgressTracker.remote(list(cfg.stages))
+    # The tracker lives on the driver's node: if it sat on a worker node that dies, its counts would
+    # restart from zero and the driver's progress calls fail (seen in the node-loss test).
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    tracker = _CURRENT_TRACKER = ProgressTracker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False)).remote(list(cfg.stages))
     flags = {f"run_{stage}": todo[:, j] for j, stage in enumerate(cfg.stages)}
     ds = ray.data.read_datasource(
         _TileStoreDatasource(store.path, tiles, stage_inputs(cfg.stages), (store.height, store.width),
