@@ -153,7 +153,7 @@ def report(data_dir: str | Path, run: str | Path, cfg: ClassifierConfig, say: Ca
         "mining": mined["stats"], "mining_bounds": [mined["low"], mined["high"]],
         "thresholds": {k: th[k] for k in ("pit", "maybe", "recall_floor", "recall_floor_met", "rule")},
         "three_class_best_epoch": three_hist["best_epoch"],
-        "random_init": bool(three_hist.get("random_init", False)) or _was_random(run),
+        "random_init": _was_random(run),
     }
     _write_json(run / "metrics.json", metrics)
     (run / "REPORT.md").write_text(report_markdown(run, metrics, cfg))

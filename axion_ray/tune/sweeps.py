@@ -159,6 +159,11 @@ def _rows(grid, params: list[str], metrics: list[str], score_key: str, passes_ke
 TRIAL_CPU = 0.01  # a trial only drives its trainer, whose workers reserve the real resources (Tune needs > 0)
 
 
+def _best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trial with the highest rank_score, or None if no trial produced one."""
+    return max((r for r in rows if np.isfinite(r["rank_score"])), key=lambda r: r["rank_score"], default=None)
+
+
 def _trial_resources(trainable):
     from ray import tune
 
@@ -216,14 +221,12 @@ def tune_stage2(train_store: str, val_store: str, out: str | Path, base: TrainCo
     grid = _run_tuner(trainable, space, out, sweep, max_t)
     params = swept(raw)
     rows = _rows(grid, params, STAGE2_METRICS, "composite_score", "constraints_pass", max_t)
-    best_config = {**dataclasses.asdict(base)}
-    ranked = rows and sorted(rows, key=lambda r: -r["rank_score"] if np.isfinite(r["rank_score"]) else math.inf)
-    if ranked and np.isfinite(ranked[0]["rank_score"]):
-        best_config.update(ranked[0]["config"])
+    best = _best_row(rows)
+    best_config = {**dataclasses.asdict(base), **(best["config"] if best else {})}
     ranked = write_outputs(out, "Stage 2 sweep", rows, params, STAGE2_METRICS, "composite_score", best_config)
     summary: dict[str, Any] = {"out": str(out), "trials": len(rows), "best": _public(ranked[0]) if ranked else None}
-    if ranked and np.isfinite(ranked[0]["rank_score"]):
-        meta = select_and_export(Path(ranked[0]["path"]) / "train", out / "best.pt", warn=say)
+    if best is not None:
+        meta = select_and_export(Path(best["path"]) / "train", out / "best.pt", warn=say)
         summary["export"] = meta["export"]
     return summary
 
@@ -298,7 +301,7 @@ def tune_stage3(store_path: str, out: str | Path, *, timesteps: tuple[int, ...] 
     grid = _run_tuner(trainable, space, out, grid_sweep, 1)
     params = swept(raw)
     rows = _rows(grid, params, STAGE3_METRICS, "composite_score", "constraints_pass", 1)
-    best = max((r for r in rows if np.isfinite(r["rank_score"])), key=lambda r: r["rank_score"], default=None)
+    best = _best_row(rows)
     best_config = {**dataclasses.asdict(Stage3Knobs()), **(best["config"] if best else {})}
     notes = ("\nTimesteps trade quality for time: read `tiles_per_s` beside the quality columns. Random-init "
              "TerraMind scores say nothing about real quality.\n" if allow_random_init else
@@ -353,7 +356,7 @@ def tune_classifier(data_dir: str | Path, out: str | Path, base: ClassifierConfi
     grid = _run_tuner(trainable, space, out, sweep, base.epochs)
     params = swept(raw)
     rows = _rows(grid, params, CLASSIFIER_METRICS, "accuracy", "recall_floor_met", base.epochs)
-    best = max((r for r in rows if np.isfinite(r["rank_score"])), key=lambda r: r["rank_score"], default=None)
+    best = _best_row(rows)
     best_config = {**dataclasses.asdict(base), **(best["config"] if best else {})}
     best_config["classes"] = list(best_config["classes"])
     ranked = write_outputs(out, "Classifier sweep", rows, params, CLASSIFIER_METRICS, "accuracy", best_config,
