@@ -45,7 +45,9 @@ class ClassifierActor:
         self.device, self.thresholds = dev, thresholds
         self.names = tuple(self.cfg["class_names"])
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> "pa.Table":
+        import pyarrow as pa
+
         from axion_ray.classify.data import decode_images
         from axion_ray.classify.mining import decide
         from axion_ray.classify.train import predict_proba
@@ -65,10 +67,12 @@ class ClassifierActor:
             else:
                 labels = p.argmax(1)
             classes[ok] = [self.names[i] for i in labels]
-        out = {"path": np.array(paths, dtype=object), "class": classes,
-               **{f"p_{c}": probs[:, i] for i, c in enumerate(self.names)},
-               "maybe": np.array([c == MAYBE for c in classes]), "error": errors}
-        return out
+        # Typed columns: a batch with no unreadable image must not infer a null-typed `error` column.
+        columns = {"path": pa.array(paths, pa.string()), "class": pa.array(list(classes), pa.string()),
+                   **{f"p_{c}": pa.array(probs[:, i], pa.float32()) for i, c in enumerate(self.names)},
+                   "maybe": pa.array([c == MAYBE for c in classes], pa.bool_()),
+                   "error": pa.array(list(errors), pa.string())}
+        return pa.table(columns)
 
 
 def classify_images(run: str | Path, images_dir: str | Path, out: str | Path, *, batch_size: int = 32,

@@ -38,18 +38,37 @@ def wait_for(check, what: str, timeout: float = 120, every: float = 2):
     raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
 
 
+def session_members(proc: subprocess.Popen) -> list[int]:
+    """Every live process of `proc`'s session: Ray's workers sit in their own process groups, not `proc`'s."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout.split("\n")
+    rows = (line.split() for line in out if line.strip())
+    return [int(p) for p, s, stat in rows if int(s) == proc.pid and not stat.startswith("Z")]
+
+
+def signal_session(proc: subprocess.Popen, sig: int) -> None:
+    for pid in session_members(proc):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def kill_session(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGKILL the whole session (a crash, not a shutdown) and wait until none of it can still write."""
+    deadline = time.time() + timeout
+    while True:
+        signal_session(proc, signal.SIGKILL)
+        if proc.poll() is not None and not session_members(proc):
+            return
+        if time.time() > deadline:
+            raise TimeoutError(f"processes of session {proc.pid} outlived SIGKILL: {session_members(proc)}")
+        time.sleep(0.1)
+
+
 def stop_session(proc: subprocess.Popen) -> None:
     """Stop every process of `proc`'s session (not `ray stop`, which would stop other tests' Ray too)."""
-    def members():
-        out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.split("\n")
-        return [int(p) for p, s in (line.split() for line in out if line.strip()) if int(s) == proc.pid]
-
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in members():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        signal_session(proc, sig)
         try:
             proc.wait(timeout=20)
             break

@@ -1,7 +1,5 @@
 """A run survives a killed stage actor; a killed driver's run resumes without redoing finished tiles."""
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +13,8 @@ from axion_ray.pipeline import run_pipeline
 from axion_ray.pipeline.run import current_tracker
 from axion_ray.store import TileStatus, TileStore
 from axion_ray.store.synth import synthesize_aoi
+
+from ray_processes import kill_session
 
 pytestmark = pytest.mark.slow
 
@@ -56,9 +56,8 @@ def test_a_killed_driver_resumes_without_redoing_done_tiles(tmp_path):
             if done >= 5:
                 break
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
     finally:
-        proc.wait(timeout=60)
+        kill_session(proc)  # the driver and every process of the local Ray it started
     before = TileStore.open(store.path, mode="r")
     done_before = before.indices_with_status("opt_v2", TileStatus.DONE)
     assert 5 <= done_before.size < store.n_tiles, "kill the driver mid-run"
