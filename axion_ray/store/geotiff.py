@@ -11,13 +11,17 @@ image puts it back exactly.
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 import numpy as np
 
 from axion_ray.bands import OPTICAL_BANDS, S1_BANDS
 from axion_ray.errors import StoreLayoutError, TileDataError, TileMetadataError
+from axion_ray.store.location import is_url, resolve_location, zarr_store
 from axion_ray.store.tile_store import OUTPUT_ARRAYS, TileStatus, TileStore
 
 OVERVIEW_LEVELS = (2, 4, 8, 16)
@@ -99,17 +103,20 @@ def feather_weights(tile: int, overlap: int) -> np.ndarray:
 
 
 def mosaic(store: TileStore, array: str, out: str | Path, *,
-           progress: Callable[[int, int], None] | None = None) -> Path:
+           progress: Callable[[int, int], None] | None = None) -> str:
     """Blend every produced tile of `array` into `out` (.tif/.tiff GeoTIFF or .zarr), keeping CRS and transform.
 
+    `out` may be an object-store URL: a Zarr mosaic is written there directly; a GeoTIFF (whose overviews
+    need a seekable file) is built in a local temporary file and uploaded as one object.
     Pixels no produced tile covers are NaN (the GeoTIFF's nodata).
     """
     if not store.has(array):
         raise TileDataError(f"store {store.path} has no array {array!r}")
-    out = Path(out)
-    suffix = out.suffix.lower()
+    out = resolve_location(out)
+    name = PurePosixPath(urlparse(out).path).name if is_url(out) else Path(out).name
+    suffix = PurePosixPath(name).suffix.lower()
     if suffix not in (".tif", ".tiff", ".zarr"):
-        raise TileMetadataError(f"--out must end in .tif, .tiff or .zarr, got {out.name}")
+        raise TileMetadataError(f"--out must end in .tif, .tiff or .zarr, got {name}")
     rows, cols = store.grid_shape
     tile, overlap = store.height, store.overlap
     if store.width != tile:
@@ -157,26 +164,28 @@ def mosaic(store: TileStore, array: str, out: str | Path, *,
     return out
 
 
-def _writer(out: Path, suffix: str, count: int, height: int, width: int, store: TileStore, bands: list[str], tile: int):
+def _writer(out: str, suffix: str, count: int, height: int, width: int, store: TileStore, bands: list[str], tile: int):
     if suffix == ".zarr":
         return _ZarrWriter(out, count, height, width, store, bands, tile)
     return _GeoTiffWriter(out, count, height, width, store, bands)
 
 
 class _GeoTiffWriter:
-    def __init__(self, out: Path, count: int, height: int, width: int, store: TileStore, bands: list[str]):
+    def __init__(self, out: str, count: int, height: int, width: int, store: TileStore, bands: list[str]):
         import rasterio
         from affine import Affine
 
-        out.parent.mkdir(parents=True, exist_ok=True)
+        self._url = out if is_url(out) else None
+        local = Path(tempfile.mkdtemp(prefix="axion-mosaic-")) / "mosaic.tif" if self._url else Path(out)
+        local.parent.mkdir(parents=True, exist_ok=True)
         profile = {
             "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": "float32",
             "crs": store.crs, "transform": Affine.from_gdal(*store.transform) if store.transform else None,
             "nodata": float("nan"), "tiled": True, "blockxsize": 256, "blockysize": 256,
             "compress": "deflate", "predictor": 3, "BIGTIFF": "IF_SAFER",
         }
-        self._tmp = out.with_name(f".{out.name}.partial")
-        self._out = out
+        self._tmp = local.with_name(f".{local.name}.partial")
+        self._out = local
         self._dst = rasterio.open(self._tmp, "w", **profile)
         for i, name in enumerate(bands, start=1):
             self._dst.set_band_description(i, name)
@@ -195,14 +204,20 @@ class _GeoTiffWriter:
             self._dst.update_tags(ns="rio_overview", resampling="average")
         self._dst.close()
         self._tmp.replace(self._out)  # atomic: a reader never sees half a mosaic
+        if self._url:  # one PUT: atomic in an object store too
+            import fsspec
+
+            fs, path = fsspec.url_to_fs(self._url)
+            fs.put_file(str(self._out), path)
+            shutil.rmtree(self._out.parent, ignore_errors=True)
 
 
 class _ZarrWriter:
-    def __init__(self, out: Path, count: int, height: int, width: int, store: TileStore, bands: list[str], tile: int):
+    def __init__(self, out: str, count: int, height: int, width: int, store: TileStore, bands: list[str], tile: int):
         import zarr
 
         self._array = zarr.create_array(
-            str(out), shape=(count, height, width), chunks=(count, tile, tile), dtype="float32",
+            zarr_store(out), shape=(count, height, width), chunks=(count, tile, tile), dtype="float32",
             fill_value=np.nan, dimension_names=("band", "y", "x"), overwrite=True, zarr_format=3)
         self._array.attrs.update({"crs": store.crs, "transform": list(store.transform) if store.transform else None,
                                   "bands": bands, "source_store": store.path})

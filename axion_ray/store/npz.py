@@ -23,6 +23,7 @@ import numpy as np
 
 from axion_ray.bands import DEFAULT_MONTH, MONTH_NAMES, N_BIOMES
 from axion_ray.errors import NpzFormatError, StoreExistsError, TileMetadataError
+from axion_ray.store.location import location_exists, resolve_location
 from axion_ray.store.tile_store import IMAGE_ARRAYS, OUTPUT_ARRAYS, TileStatus, TileStore
 
 #: Sidecar keys we interpret; every other key is carried through untouched.
@@ -174,7 +175,7 @@ def import_npz_dir(directory: str | Path, store_path: str | Path, *, overwrite: 
     """
     directory = Path(directory)
     files = list_npz_tiles(directory)
-    if Path(store_path).exists() and not overwrite:
+    if not overwrite and location_exists(resolve_location(store_path)):
         raise StoreExistsError(f"{store_path} already exists; choose another path or remove it first")
     tiles = [read_npz_tile(f) for f in files]
     sizes = {next(iter(t.arrays.values())).shape[1:] for t in tiles}

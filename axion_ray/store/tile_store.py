@@ -13,7 +13,8 @@ Layout (contract)::
 
 Every data array is chunked one tile per chunk, and every per-tile 1-D array one element per chunk,
 so concurrent writers never share a chunk. Data is written before status: a crash leaves a tile pending,
-never "done" with missing data. Zarr's LocalStore writes each chunk atomically (temp file + rename).
+never "done" with missing data. Zarr's LocalStore writes each chunk atomically (temp file + rename); in an object store
+(`s3://…`, store/location.py) each chunk is one object PUT, atomic by the store's semantics.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ from axion_ray.errors import (
     StoreNotFoundError,
     TileDataError,
     TileMetadataError,
+)
+from axion_ray.store.location import (
+    location_exists,
+    location_has,
+    location_is_file,
+    resolve_location,
+    zarr_store,
 )
 
 FORMAT_VERSION = 1
@@ -75,7 +83,7 @@ class ArrayCounts:
 
 
 class TileStore:
-    """A tile store on disk. Create with `TileStore.create`, open with `TileStore.open`."""
+    """A tile store on disk or in object storage. Create with `TileStore.create`, open with `TileStore.open`."""
 
     def __init__(self, group: zarr.Group, path: str, read_only: bool):
         self._group = group
@@ -109,7 +117,7 @@ class TileStore:
         """Create an empty store for `n_tiles` tiles of `tile_size` pixels.
 
         Args:
-            path: directory of the new Zarr v3 group.
+            path: directory of the new Zarr v3 group, or an object-store URL (`s3://bucket/aoi.zarr`).
             n_tiles: number of tiles N.
             tile_size: H (square) or (H, W).
             crs: CRS of the AOI mosaic ("EPSG:32633" or WKT); None when unknown (NPZ imports).
@@ -123,17 +131,16 @@ class TileStore:
             StoreExistsError: `path` exists and `overwrite` is False.
             TileDataError: sizes that cannot make a store.
         """
-        # Absolute: Ray workers (Train workers especially) do not share the driver's working directory.
-        path = str(Path(path).resolve())
+        path = resolve_location(path)
         h, w = (tile_size, tile_size) if isinstance(tile_size, int) else tuple(tile_size)
         if n_tiles < 1 or h < 1 or w < 1:
             raise TileDataError(f"a store needs at least one tile of at least 1x1 px, got N={n_tiles}, {h}x{w}")
-        if Path(path).exists() and not overwrite:
+        if not overwrite and location_exists(path):
             raise StoreExistsError(f"{path} already exists; choose another path or remove it first")
         if transform is not None and len(transform) != 6:
             raise TileDataError(f"transform must be 6 GDAL-order floats, got {len(transform)}")
         grid_shape = tuple(grid_shape or (n_tiles, 1))
-        group = zarr.open_group(path, mode="w", zarr_format=3)
+        group = zarr.open_group(zarr_store(path), mode="w", zarr_format=3)
         names = ["s1", *OUTPUT_ARRAYS] + (["s2_truth"] if with_truth else [])
         for name in names:
             group.create_array(
@@ -188,17 +195,18 @@ class TileStore:
             StoreNotFoundError: nothing at `path`.
             StoreLayoutError: `path` is not an Axion-Ray tile store (e.g. Zarr v2, or missing arrays).
         """
-        path = str(Path(path).resolve())  # absolute: see `create`
-        if not Path(path).exists():
+        path = resolve_location(path)
+        if not location_exists(path):
             raise StoreNotFoundError(f"no tile store at {path}; create one with `axion-ray synth`, "
                                      "`axion-ray import-npz` or `axion-ray ingest`")
-        if not Path(path).is_dir():
+        if location_is_file(path):
             raise StoreLayoutError(f"{path} is a file, not a Zarr tile store directory")
-        if not (Path(path) / "zarr.json").exists():
-            hint = " (it looks like Zarr v2; Axion-Ray stores are Zarr v3)" if (Path(path) / ".zgroup").exists() else ""
+        if not location_has(path, "zarr.json"):
+            hint = " (it looks like Zarr v2; Axion-Ray stores are Zarr v3)" if location_has(path, ".zgroup") else ""
             raise StoreLayoutError(f"{path} is not a Zarr v3 group{hint}")
         try:
-            group = zarr.open_group(path, mode=mode, zarr_format=3, use_consolidated=False)
+            group = zarr.open_group(zarr_store(path, read_only=(mode == "r")), mode=mode, zarr_format=3,
+                                    use_consolidated=False)
         except Exception as exc:  # zarr raises several types for unreadable metadata
             raise StoreLayoutError(f"{path} cannot be opened as a Zarr v3 group: {exc}") from exc
         missing_attrs = [a for a in _REQUIRED_ROOT_ATTRS if a not in group.attrs]
@@ -301,7 +309,7 @@ class TileStore:
         """
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata")
-            zarr.consolidate_metadata(self.path, zarr_format=3)
+            zarr.consolidate_metadata(self._group.store, zarr_format=3)
 
     # ------------------------------------------------------------------ tiles
     def read(self, array: str, indices: Sequence[int] | np.ndarray) -> np.ndarray:
