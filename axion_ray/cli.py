@@ -133,7 +133,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         allow_random_init=args.allow_random_init, timesteps=args.timesteps, seed=args.seed,
         batch_size=args.batch_size, device=args.device, amp=not args.no_amp,
         skip_existing=not args.no_skip_existing, actors=args.actors, num_cpus=args.num_cpus,
-        num_gpus=args.num_gpus, address=args.address)
+        num_gpus=args.num_gpus, address=args.address, tiles_per_read_task=args.tiles_per_read_task)
     summary = run_pipeline(args.store, cfg, say=lambda line: print(line, flush=True))
     print(summary.to_text())
     if args.json:
@@ -289,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=_actors, default=(1, 1), metavar="MIN:MAX", help="elastic actor pool per stage")
     p.add_argument("--num-cpus", type=float, help="CPUs per stage actor (default: shared fairly)")
     p.add_argument("--num-gpus", type=float, help="GPUs per stage actor (fractions allowed)")
+    p.add_argument("--tiles-per-read-task", type=int, default=16,
+                   help="tiles per read task (a block): smaller spreads reads over more tasks and nodes")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--json", metavar="OUT", help="write the run summary as JSON")
     p.set_defaults(func=cmd_infer)

@@ -141,8 +141,8 @@ def _validate(cfg: InferConfig, store: TileStore) -> None:
     lo, hi = cfg.actors
     if lo < 1 or hi < lo:
         raise ConfigError(f"--actors MIN:MAX needs 1 <= MIN <= MAX, got {lo}:{hi}")
-    if cfg.batch_size < 1 or cfg.timesteps < 1:
-        raise ConfigError("batch size and timesteps must be at least 1")
+    if cfg.batch_size < 1 or cfg.timesteps < 1 or cfg.tiles_per_read_task < 1:
+        raise ConfigError("batch size, timesteps and tiles per read task must be at least 1")
     if 2 in cfg.stages and cfg.stage2_checkpoint is None and not cfg.allow_random_init:
         from axion_ray.models.presets import PRESETS, WEIGHT_FILES
 

@@ -1,4 +1,11 @@
-"""Helpers for tests that start their own Ray processes (a head, a second raylet) bound to 127.0.0.1."""
+"""Ray processes on one machine: start a head and extra raylets on 127.0.0.1, find them, kill them.
+
+For the multi-node and job-submission tests, the fault-injection bench (`bench/faults.py`) and laptop
+experiments with a real multi-node cluster. Every process started here runs in its own session, so a
+caller stops exactly what it started (never `ray stop`, which would stop every Ray on the machine).
+"""
+
+from __future__ import annotations
 
 import os
 import signal
@@ -26,6 +33,14 @@ def start_ray(args: list[str], env: dict) -> subprocess.Popen:
     """`ray start --block …` in its own session, so the test can stop exactly what it started."""
     return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def processes_titled(prefix: str) -> list[int]:
+    """PIDs whose command line starts with `prefix`: Ray titles a worker `ray::<task or actor>` while
+    it runs one (e.g. "ray::ReadAxionRayTileStore", "ray::MapWorker(MapBatches(StageActor))")."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout.splitlines()
+    rows = (line.strip().split(None, 1) for line in out)
+    return [int(r[0]) for r in rows if len(r) == 2 and r[1].startswith(prefix)]
 
 
 def wait_for(check, what: str, timeout: float = 120, every: float = 2):

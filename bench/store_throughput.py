@@ -1,0 +1,133 @@
+"""Tile-store I/O on its own, and the Ray object store's share of a pipeline run (docs/SCALING.md inputs).
+
+1. Zarr write and read throughput of output tiles, the way the datasink writes them (one tile's data
+   chunk, then its proc_ms and status), with 1 and 2 writer threads: to a local store, and to an `s3://`
+   store on moto's S3 server on 127.0.0.1. moto is a single Python process holding objects in memory on
+   the same cores as the client, so its figure bounds the client path from below; it is not S3's.
+2. Peak Ray object-store memory in use during a Stage 2 run (sampled from the cluster's resources), set
+   against the bytes of the tiles in flight.
+
+    python bench/store_throughput.py [--tiles 256] [--tile-size 64] [--no-s3] [--no-pipeline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def write_read(location: str, n: int, tile: int, writers: int) -> dict[str, float]:
+    from axion_ray.store import TileStore
+
+    store = TileStore.create(location, n, tile, overwrite=True)
+    data = np.random.default_rng(0).random((n, 4, tile, tile), dtype=np.float32)
+    chunks = np.array_split(np.arange(n), writers)
+
+    def write(idx: np.ndarray) -> None:
+        for i in idx:  # one tile per call, as the datasink's writes land
+            store.write("opt_v2", [int(i)], data[i:i + 1], proc_ms=1.0)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(write, chunks))
+    write_s = time.perf_counter() - start
+    start = time.perf_counter()
+    back = TileStore.open(location, mode="r").read("opt_v2", np.arange(n))
+    read_s = time.perf_counter() - start
+    assert np.array_equal(back, data), "read back differs from what was written"
+    mb = data.nbytes / 1e6
+    return {"tiles_per_s_write": n / write_s, "mb_per_s_write": mb / write_s,
+            "tiles_per_s_read": n / read_s, "mb_per_s_read": mb / read_s}
+
+
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}"})
+    import s3fs
+
+    s3fs.S3FileSystem().mkdir("bench")
+    return server
+
+
+def object_store_peak(n: int, tile: int, work: Path) -> dict[str, float]:
+    import ray
+
+    from axion_ray.config import InferConfig
+    from axion_ray.pipeline import run_pipeline
+    from pipeline_vs_loop import make_checkpoint, make_store
+
+    store = make_store(work / "pipe.zarr", n, tile)
+    ckpt = make_checkpoint(work / "stage2.pt")
+    ray.init(address="local", logging_level="ERROR", include_dashboard=False)
+    total = ray.cluster_resources()["object_store_memory"]
+    peak, stop = [0.0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            used = total - ray.available_resources().get("object_store_memory", total)
+            peak[0] = max(peak[0], used)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    summary = run_pipeline(store.path, InferConfig(stages=(2,), stage2_checkpoint=str(ckpt), batch_size=8),
+                           say=lambda _: None)
+    stop.set()
+    sampler.join()
+    ray.shutdown()
+    # A block in flight carries each tile's inputs (s1, opt_v1) and its output (opt_v2) as float32.
+    per_tile = (2 + 4 + 4) * 4 * tile * tile
+    return {"object_store_total_mb": total / 1e6, "peak_used_mb": peak[0] / 1e6, "bytes_per_tile": per_tile,
+            "peak_tiles_equivalent": peak[0] / per_tile, "tiles_per_s": summary.steady_tiles_per_s or 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, default=256)
+    parser.add_argument("--tile-size", type=int, default=64)
+    parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--no-pipeline", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="axion-io-"))
+    mb_tile = 4 * 4 * args.tile_size ** 2 / 1e6
+    print(f"{args.tiles} tiles of {args.tile_size} px, {mb_tile:.3f} MB per opt_v* tile (float32)")
+    targets = [("local", str(work / "io.zarr"))]
+    server = None
+    if not args.no_s3:
+        server = moto_server()
+        targets.append(("s3 (moto, loopback)", "s3://bench/io.zarr"))
+    print("| store | writers | write tiles/s | write MB/s | read tiles/s | read MB/s |")
+    print("|---|---|---|---|---|---|")
+    try:
+        for name, location in targets:
+            for writers in (1, 2):
+                r = write_read(location, args.tiles, args.tile_size, writers)
+                print(f"| {name} | {writers} | {r['tiles_per_s_write']:.0f} | {r['mb_per_s_write']:.1f} | "
+                      f"{r['tiles_per_s_read']:.0f} | {r['mb_per_s_read']:.1f} |", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    if not args.no_pipeline:
+        r = object_store_peak(args.tiles, args.tile_size, work)
+        print(f"\nRay object store during a Stage 2 run ({args.tiles} tiles, {r['tiles_per_s']:.1f} tiles/s steady): "
+              f"peak {r['peak_used_mb']:.1f} MB in use of {r['object_store_total_mb']:.0f} MB "
+              f"(= {r['peak_tiles_equivalent']:.0f} tiles in flight at {r['bytes_per_tile'] / 1e3:.0f} KB each)")
+
+
+if __name__ == "__main__":
+    main()
