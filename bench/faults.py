@@ -233,9 +233,47 @@ def training_fault(address: str, work: Path) -> dict:
     return out
 
 
+def pipeline_rounds(cluster: Cluster, rounds: int, n_tiles: int, rng: random.Random, work: Path
+                    ) -> tuple[float, list[dict]]:
+    store = make_store(work / "aoi.zarr", n_tiles, 32).path
+    checkpoint = make_checkpoint(work / "stage2.pt")
+    finish(start_driver(cluster, store, checkpoint, work / "truth.json"), "clean run")
+    s = TileStore.open(store, mode="r")
+    truth = s.read("opt_v2", np.arange(s.n_tiles))
+    assert np.isfinite(truth).all() and not np.array_equal(truth, s.read("opt_v1", np.arange(s.n_tiles)))
+    # The baseline is a second clean run: the first one pays for cold caches (imports, page cache).
+    clear_outputs(store)
+    start = time.time()
+    finish(start_driver(cluster, store, checkpoint, work / "clean.json"), "clean run")
+    baseline_s = time.time() - start
+    assert score(store, truth)[0] == 0, "two clean runs disagree: the truth is not reproducible"
+    print(f"clean run: {s.n_tiles} tiles in {baseline_s:.1f}s (baseline; the first clean run is the truth)",
+          flush=True)
+    faults = [FAULTS[i % len(FAULTS)] for i in range(rounds)]  # each kind, in random order
+    rng.shuffle(faults)
+    rows = []
+    for i, fault in enumerate(faults, start=1):
+        row = run_round(i, fault, cluster, store, checkpoint, truth, baseline_s, work, rng)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return baseline_s, rows
+
+
+def report(baseline_s: float, rows: list[dict]) -> None:
+    injected = [r for r in rows if r["killed"]]
+    survived = [r for r in injected if r["lost"] == 0 and r["finished_redone"] == 0]
+    print("\n| round | fault | killed at | lost | re-written | finished redone | wall s | recovery s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['round']} | {r['fault']} | {r['at_tiles']}/{r['tiles']} | {r['lost']} | {r['rewritten']} | "
+              f"{r['finished_redone']} | {r['wall_s']} | {r['recovery_s'] if r['killed'] else 'not injected'} |")
+    print(f"\nrounds survived: {len(survived)}/{len(injected)} injected ({len(rows)} run); tiles lost: "
+          f"{sum(r['lost'] for r in rows)}; baseline {baseline_s:.1f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=8, help="pipeline rounds (0: training only)")
     parser.add_argument("--tiles", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-training", action="store_true", help="skip the training fault")
@@ -243,42 +281,19 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="axion-faults-"))
-    store = make_store(work / "aoi.zarr", args.tiles, 32).path
-    checkpoint = make_checkpoint(work / "stage2.pt")
+    os.environ.update(ray_env())  # this process connects to the token-auth cluster too (training)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on `kill` too
     cluster = Cluster()
+    baseline_s, rows, training = None, [], None
     try:
-        finish(start_driver(cluster, store, checkpoint, work / "truth.json"), "clean run")
-        s = TileStore.open(store, mode="r")
-        truth = s.read("opt_v2", np.arange(s.n_tiles))
-        assert np.isfinite(truth).all() and not np.array_equal(truth, s.read("opt_v1", np.arange(s.n_tiles)))
-        # The baseline is a second clean run: the first one pays for cold caches (imports, page cache).
-        clear_outputs(store)
-        start = time.time()
-        finish(start_driver(cluster, store, checkpoint, work / "clean.json"), "clean run")
-        baseline_s = time.time() - start
-        assert score(store, truth)[0] == 0, "two clean runs disagree: the truth is not reproducible"
-        print(f"clean run: {s.n_tiles} tiles in {baseline_s:.1f}s (baseline; the first clean run is the truth)",
-              flush=True)
-        faults = [FAULTS[i % len(FAULTS)] for i in range(args.rounds)]  # each kind, in random order
-        rng.shuffle(faults)
-        rows = []
-        for i, fault in enumerate(faults, start=1):
-            row = run_round(i, fault, cluster, store, checkpoint, truth, baseline_s, work, rng)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        training = None if args.no_training else training_fault(cluster.address, work)
+        if args.rounds:
+            baseline_s, rows = pipeline_rounds(cluster, args.rounds, args.tiles, rng, work)
+        if not args.no_training:
+            training = training_fault(cluster.address, work)
     finally:
         cluster.stop()
-    injected = [r for r in rows if r["killed"]]
-    survived = [r for r in injected if r["lost"] == 0 and r["finished_redone"] == 0]
-    print(f"\n| round | fault | killed at | lost | re-written | finished redone | wall s | recovery s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['round']} | {r['fault']} | {r['at_tiles']}/{r['tiles']} | {r['lost']} | {r['rewritten']} | "
-              f"{r['finished_redone']} | {r['wall_s']} | {r['recovery_s'] if r['killed'] else 'not injected'} |")
-    print(f"\nrounds survived: {len(survived)}/{len(injected)} injected ({len(rows)} run); tiles lost: "
-          f"{sum(r['lost'] for r in rows)}; baseline {baseline_s:.1f}s")
+    if rows:
+        report(baseline_s, rows)
     if training:
         print(f"training: worker killed at step {training['killed_at_step']}, resumed from step "
               f"{training['killed']['resumed_from_step']}, finished step {training['killed']['final_step']} "

@@ -1,13 +1,14 @@
 """Tile-store I/O on its own, and the Ray object store's share of a pipeline run (docs/SCALING.md inputs).
 
-1. Zarr write and read throughput of output tiles, the way the datasink writes them (one tile's data
-   chunk, then its proc_ms and status), with 1 and 2 writer threads: to a local store, and to an `s3://`
+1. Zarr write and read throughput of output tiles, the way the datasink writes them (the tiles' data
+   chunks, then their proc_ms and status), one tile per call and a 16-tile block per call, with 1 and 2
+   writer threads: to a local store, and to an `s3://`
    store on moto's S3 server on 127.0.0.1. moto is a single Python process holding objects in memory on
    the same cores as the client, so its figure bounds the client path from below; it is not S3's.
 2. Peak Ray object-store memory in use during a Stage 2 run (sampled from the cluster's resources), set
    against the bytes of the tiles in flight.
 
-    python bench/store_throughput.py [--tiles 256] [--tile-size 64] [--no-s3] [--no-pipeline]
+    python bench/store_throughput.py [--tiles 256] [--tile-size 64] [--no-s3 | --s3-url URL] [--no-pipeline]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def write_read(location: str, n: int, tile: int, writers: int) -> dict[str, float]:
+def write_read(location: str, n: int, tile: int, writers: int, per_call: int) -> dict[str, float]:
     from axion_ray.store import TileStore
 
     store = TileStore.create(location, n, tile, overwrite=True)
@@ -34,8 +35,10 @@ def write_read(location: str, n: int, tile: int, writers: int) -> dict[str, floa
     chunks = np.array_split(np.arange(n), writers)
 
     def write(idx: np.ndarray) -> None:
-        for i in idx:  # one tile per call, as the datasink's writes land
-            store.write("opt_v2", [int(i)], data[i:i + 1], proc_ms=1.0)
+        # `per_call` tiles per write, as the datasink writes a block: zarr sends their chunks concurrently.
+        for begin in range(0, idx.size, per_call):
+            part = idx[begin:begin + per_call]
+            store.write("opt_v2", part, data[part], proc_ms=1.0)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(writers) as pool:
@@ -101,6 +104,7 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=256)
     parser.add_argument("--tile-size", type=int, default=64)
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--s3-url", help="a real bucket to measure (credentials from AWS_*), instead of moto")
     parser.add_argument("--no-pipeline", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="axion-io-"))
@@ -108,16 +112,18 @@ def main() -> None:
     print(f"{args.tiles} tiles of {args.tile_size} px, {mb_tile:.3f} MB per opt_v* tile (float32)")
     targets = [("local", str(work / "io.zarr"))]
     server = None
-    if not args.no_s3:
+    if args.s3_url:
+        targets.append(("s3", args.s3_url))
+    elif not args.no_s3:
         server = moto_server()
         targets.append(("s3 (moto, loopback)", "s3://bench/io.zarr"))
-    print("| store | writers | write tiles/s | write MB/s | read tiles/s | read MB/s |")
-    print("|---|---|---|---|---|---|")
+    print("| store | writers | tiles per write | write tiles/s | write MB/s | read tiles/s | read MB/s |")
+    print("|---|---|---|---|---|---|---|")
     try:
         for name, location in targets:
-            for writers in (1, 2):
-                r = write_read(location, args.tiles, args.tile_size, writers)
-                print(f"| {name} | {writers} | {r['tiles_per_s_write']:.0f} | {r['mb_per_s_write']:.1f} | "
+            for writers, per_call in ((1, 1), (2, 1), (1, 16), (2, 16)):
+                r = write_read(location, args.tiles, args.tile_size, writers, per_call)
+                print(f"| {name} | {writers} | {per_call} | {r['tiles_per_s_write']:.0f} | {r['mb_per_s_write']:.1f} | "
                       f"{r['tiles_per_s_read']:.0f} | {r['mb_per_s_read']:.1f} |", flush=True)
     finally:
         if server is not None:
