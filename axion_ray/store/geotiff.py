@@ -103,11 +103,12 @@ def feather_weights(tile: int, overlap: int) -> np.ndarray:
 
 
 def mosaic(store: TileStore, array: str, out: str | Path, *,
-           progress: Callable[[int, int], None] | None = None) -> str:
+           progress: Callable[[int, int], None] | None = None) -> Path | str:
     """Blend every produced tile of `array` into `out` (.tif/.tiff GeoTIFF or .zarr), keeping CRS and transform.
 
     `out` may be an object-store URL: a Zarr mosaic is written there directly; a GeoTIFF (whose overviews
-    need a seekable file) is built in a local temporary file and uploaded as one object.
+    need a seekable file) is built in a local temporary file and uploaded as one object. Returns the
+    output's Path, or its URL.
     Pixels no produced tile covers are NaN (the GeoTIFF's nodata).
     """
     if not store.has(array):
@@ -161,7 +162,7 @@ def mosaic(store: TileStore, array: str, out: str | Path, *,
                 progress(r + 1, rows)
     finally:
         writer.close()
-    return out
+    return out if is_url(out) else Path(out)
 
 
 def _writer(out: str, suffix: str, count: int, height: int, width: int, store: TileStore, bands: list[str], tile: int):
