@@ -80,12 +80,13 @@ def kill_session(proc: subprocess.Popen, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-def stop_session(proc: subprocess.Popen) -> None:
-    """Stop every process of `proc`'s session (not `ray stop`, which would stop other tests' Ray too)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        signal_session(proc, sig)
-        try:
-            proc.wait(timeout=20)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+def stop_session(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Stop every process of `proc`'s session (not `ray stop`, which would stop other tests' Ray too):
+    SIGTERM, then SIGKILL for whatever is left after `grace_s` (`ray start --block` often outlives a
+    SIGTERM to its raylet by 20 s and more)."""
+    signal_session(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    kill_session(proc)
