@@ -36,16 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_vs_loop import make_checkpoint, make_store  # noqa: E402
 
-from axion_ray.pipeline.local_cluster import (  # noqa: E402
-    BIN,
-    free_port,
-    kill_session,
-    processes_titled,
-    ray_env,
-    start_ray,
-    stop_session,
-    wait_for,
-)
+from axion_ray.pipeline.local_cluster import BIN, LocalCluster, processes_titled, ray_env, wait_for  # noqa: E402
 from axion_ray.store import TileStatus, TileStore  # noqa: E402
 
 FAULTS = ("actor", "read", "node", "driver")
@@ -53,40 +44,7 @@ ACTOR_TITLE = "ray::MapWorker(MapBatches(StageActor))"
 READ_TITLE = "ray::ReadAxionRayTileStore"
 
 
-class Cluster:
-    """A head (2 CPUs) and a second node (2 CPUs) on loopback; the second can be killed and restarted."""
-
-    def __init__(self):
-        self.env = ray_env()
-        self.address = f"127.0.0.1:{free_port()}"
-        self.head = start_ray(["--head", "--port", self.address.split(":")[1], "--node-ip-address", "127.0.0.1",
-                               "--num-cpus", "2", "--resources", '{"head_node": 1}', "--include-dashboard", "false"],
-                              self.env)
-        self.second = None
-        wait_for(lambda: self.alive() == 1, "the head")
-        self.start_second()
-
-    def alive(self) -> int:
-        code = f"import ray; ray.init(address={self.address!r}, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
-        out = subprocess.run([str(BIN / "python"), "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
-        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
-
-    def start_second(self) -> None:
-        self.second = start_ray(["--address", self.address, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
-                                 "--resources", '{"second_node": 1}'], self.env)
-        wait_for(lambda: self.alive() == 2, "the second node joining", timeout=180)
-
-    def kill_second(self) -> None:
-        kill_session(self.second)
-        self.second = None
-
-    def stop(self) -> None:
-        if self.second is not None:
-            stop_session(self.second)
-        stop_session(self.head)
-
-
-def start_driver(cluster: Cluster, store: str, checkpoint: Path, summary: Path) -> subprocess.Popen:
+def start_driver(cluster: LocalCluster, store: str, checkpoint: Path, summary: Path) -> subprocess.Popen:
     cmd = [str(BIN / "axion-ray"), "infer", store, "--stages", "2", "--stage2-checkpoint", str(checkpoint),
            "--address", cluster.address, "--actors", "2:2", "--batch-size", "2", "--tiles-per-read-task", "4",
            "--json", str(summary)]
@@ -128,7 +86,7 @@ def settle(store: str, quiet_s: float = 2.0, timeout: float = 60.0) -> int:
     return last
 
 
-def inject(fault: str, cluster: Cluster, driver: subprocess.Popen, rng: random.Random) -> str | None:
+def inject(fault: str, cluster: LocalCluster, driver: subprocess.Popen, rng: random.Random) -> str | None:
     """Kill what `fault` names; returns what was killed, or None when there was nothing to kill."""
     if fault == "actor":
         pids = processes_titled(ACTOR_TITLE)
@@ -161,7 +119,7 @@ def score(store: str, truth: np.ndarray) -> tuple[int, np.ndarray]:
     return int((~good).sum()), s.proc_ms("opt_v2")
 
 
-def run_round(i: int, fault: str, cluster: Cluster, store: str, checkpoint: Path, truth: np.ndarray,
+def run_round(i: int, fault: str, cluster: LocalCluster, store: str, checkpoint: Path, truth: np.ndarray,
               baseline_s: float, work: Path, rng: random.Random) -> dict:
     n = TileStore.open(store, mode="r").n_tiles
     clear_outputs(store)
@@ -233,7 +191,7 @@ def training_fault(address: str, work: Path) -> dict:
     return out
 
 
-def pipeline_rounds(cluster: Cluster, rounds: int, n_tiles: int, rng: random.Random, work: Path
+def pipeline_rounds(cluster: LocalCluster, rounds: int, n_tiles: int, rng: random.Random, work: Path
                     ) -> tuple[float, list[dict]]:
     store = make_store(work / "aoi.zarr", n_tiles, 32).path
     checkpoint = make_checkpoint(work / "stage2.pt")
@@ -283,7 +241,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="axion-faults-"))
     os.environ.update(ray_env())  # this process connects to the token-auth cluster too (training)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on `kill` too
-    cluster = Cluster()
+    cluster = LocalCluster(cpus_per_node=2)
     baseline_s, rows, training = None, [], None
     try:
         if args.rounds:

@@ -90,3 +90,46 @@ def stop_session(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         pass
     kill_session(proc)
+
+
+def nodes_alive(address: str, env: dict) -> int:
+    """Alive nodes of the cluster at `address`, asked from a fresh process (0 while it is not up)."""
+    code = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+    out = subprocess.run([str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
+
+
+class LocalCluster:
+    """A head and a second raylet on 127.0.0.1, with custom resources `head_node` and `second_node`.
+
+    The second node can be lost (`kill_second`: SIGKILL, a crash) and started again (`start_second`).
+    """
+
+    def __init__(self, cpus_per_node: int = 1):
+        self.env = ray_env()
+        self.cpus = str(cpus_per_node)
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        self.head = start_ray(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", self.cpus,
+                               "--resources", '{"head_node": 1}', "--include-dashboard", "false"], self.env)
+        self.second: subprocess.Popen | None = None
+        try:
+            wait_for(lambda: nodes_alive(self.address, self.env) == 1, "the head")
+            self.start_second()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_second(self) -> None:
+        self.second = start_ray(["--address", self.address, "--node-ip-address", "127.0.0.1", "--num-cpus", self.cpus,
+                                 "--resources", '{"second_node": 1}'], self.env)
+        wait_for(lambda: nodes_alive(self.address, self.env) == 2, "the second node joining", timeout=180)
+
+    def kill_second(self) -> None:
+        kill_session(self.second)
+        self.second = None
+
+    def stop(self) -> None:
+        if self.second is not None:
+            stop_session(self.second)
+        stop_session(self.head)

@@ -21,7 +21,7 @@ import numpy as np
 
 from axion_ray.bands import OPTICAL_BANDS, S1_BANDS
 from axion_ray.errors import StoreLayoutError, TileDataError, TileMetadataError
-from axion_ray.store.location import is_url, resolve_location, zarr_store
+from axion_ray.store.location import filesystem, is_url, resolve_location, zarr_store
 from axion_ray.store.tile_store import OUTPUT_ARRAYS, TileStatus, TileStore
 
 OVERVIEW_LEVELS = (2, 4, 8, 16)
@@ -114,7 +114,7 @@ def mosaic(store: TileStore, array: str, out: str | Path, *,
     if not store.has(array):
         raise TileDataError(f"store {store.path} has no array {array!r}")
     out = resolve_location(out)
-    name = PurePosixPath(urlparse(out).path).name if is_url(out) else Path(out).name
+    name = PurePosixPath(urlparse(out).path).name  # an absolute path parses as a URL's path too
     suffix = PurePosixPath(name).suffix.lower()
     if suffix not in (".tif", ".tiff", ".zarr"):
         raise TileMetadataError(f"--out must end in .tif, .tiff or .zarr, got {name}")
@@ -206,9 +206,7 @@ class _GeoTiffWriter:
         self._dst.close()
         self._tmp.replace(self._out)  # atomic: a reader never sees half a mosaic
         if self._url:  # one PUT: atomic in an object store too
-            import fsspec
-
-            fs, path = fsspec.url_to_fs(self._url)
+            fs, path = filesystem(self._url)
             fs.put_file(str(self._out), path)
             shutil.rmtree(self._out.parent, ignore_errors=True)
 

@@ -44,22 +44,27 @@ def resolve_location(location: str | Path) -> str:
     return str(Path(text).resolve())
 
 
-def _filesystem(url: str):
+def _protocol_error(url: str, exc: Exception) -> StoreLayoutError:
+    scheme = urlparse(url).scheme
+    return StoreLayoutError(f"cannot open {url}: {exc} (object stores need the fsspec package for "
+                            f"'{scheme}://', e.g. `pip install s3fs` or `pip install gcsfs`)")
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path) for `url`; a clear error for an unknown protocol or a missing package."""
     import fsspec
 
     try:
         return fsspec.url_to_fs(url)
     except (ImportError, ValueError) as exc:  # an unknown protocol, or its package (s3fs, gcsfs…) missing
-        scheme = urlparse(url).scheme
-        raise StoreLayoutError(f"cannot open {url}: {exc} (object stores need the fsspec package for "
-                               f"'{scheme}://', e.g. `pip install s3fs` or `pip install gcsfs`)") from exc
+        raise _protocol_error(url, exc) from exc
 
 
 def location_exists(location: str) -> bool:
     """Whether anything (a directory or objects under the prefix) is at `location`."""
     if not is_url(location):
         return Path(location).exists()
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     return bool(fs.exists(path))
 
 
@@ -67,14 +72,14 @@ def location_has(location: str, key: str) -> bool:
     """Whether the store at `location` holds the object/file `key` (e.g. "zarr.json")."""
     if not is_url(location):
         return (Path(location) / key).exists()
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     return bool(fs.exists(f"{path}/{key}"))
 
 
 def location_is_file(location: str) -> bool:
     if not is_url(location):
         return Path(location).is_file()
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     return bool(fs.isfile(path))
 
 
@@ -82,5 +87,7 @@ def zarr_store(location: str, *, read_only: bool = False) -> zarr.abc.store.Stor
     """The Zarr store object for `location` (already resolved)."""
     if not is_url(location):
         return zarr.storage.LocalStore(location, read_only=read_only)
-    _filesystem(location)  # a clear error for a missing fsspec implementation
-    return zarr.storage.FsspecStore.from_url(location, read_only=read_only)
+    try:
+        return zarr.storage.FsspecStore.from_url(location, read_only=read_only)
+    except (ImportError, ValueError) as exc:
+        raise _protocol_error(location, exc) from exc

@@ -196,12 +196,14 @@ class TileStore:
             StoreLayoutError: `path` is not an Axion-Ray tile store (e.g. Zarr v2, or missing arrays).
         """
         path = resolve_location(path)
-        if not location_exists(path):
-            raise StoreNotFoundError(f"no tile store at {path}; create one with `axion-ray synth`, "
-                                     "`axion-ray import-npz` or `axion-ray ingest`")
-        if location_is_file(path):
-            raise StoreLayoutError(f"{path} is a file, not a Zarr tile store directory")
+        # One probe on the way in (every read and write task opens the store; in object storage each
+        # probe is a request); the others only to explain a store that is not there.
         if not location_has(path, "zarr.json"):
+            if not location_exists(path):
+                raise StoreNotFoundError(f"no tile store at {path}; create one with `axion-ray synth`, "
+                                         "`axion-ray import-npz` or `axion-ray ingest`")
+            if location_is_file(path):
+                raise StoreLayoutError(f"{path} is a file, not a Zarr tile store directory")
             hint = " (it looks like Zarr v2; Axion-Ray stores are Zarr v3)" if location_has(path, ".zgroup") else ""
             raise StoreLayoutError(f"{path} is not a Zarr v3 group{hint}")
         try:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from axion_ray.config import SynthConfig
-from axion_ray.pipeline.local_cluster import BIN, free_port, ray_env, start_ray, stop_session, wait_for
+from axion_ray.pipeline.local_cluster import BIN, LocalCluster, stop_session, wait_for
 from axion_ray.store import TileStore
 from axion_ray.store.synth import synthesize_aoi
 from axion_ray.store.tile_store import TileStatus
@@ -18,32 +18,13 @@ from axion_ray.store.tile_store import TileStatus
 pytestmark = pytest.mark.slow
 
 
-def _nodes_alive(address: str, env: dict) -> int:
-    out = subprocess.run([str(BIN / "python"), "-c",
-                          "import ray; ray.init(address=%r, logging_level='ERROR'); "
-                          "print(sum(n['Alive'] for n in ray.nodes()))" % address],
-                         env=env, capture_output=True, text=True, timeout=120)
-    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
-
-
 @pytest.fixture
 def two_nodes():
-    env = ray_env()
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    head = start_ray(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                      "--resources", '{"head_node": 1}', "--include-dashboard", "false"], env)
-    second = None
+    cluster = LocalCluster(cpus_per_node=1)
     try:
-        wait_for(lambda: _nodes_alive(address, env) == 1, "the head")
-        second = start_ray(["--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                            "--resources", '{"second_node": 1}'], env)
-        wait_for(lambda: _nodes_alive(address, env) == 2, "the second node joining")
-        yield address, env, second
+        yield cluster
     finally:
-        if second is not None:
-            stop_session(second)
-        stop_session(head)
+        cluster.stop()
 
 
 def _infer(store, address, env, summary):
@@ -54,7 +35,7 @@ def _infer(store, address, env, summary):
 
 
 def test_stage_actors_run_on_both_nodes_and_survive_losing_one(two_nodes, tmp_path):
-    address, env, second = two_nodes
+    address, env = two_nodes.address, two_nodes.env
     store = synthesize_aoi(tmp_path / "aoi.zarr", SynthConfig(rows=4, cols=6, tile_size=32, seed=6))
     run = _infer(store.path, address, env, tmp_path / "s1.json")
     out, _ = run.communicate(timeout=600)
@@ -69,7 +50,7 @@ def test_stage_actors_run_on_both_nodes_and_survive_losing_one(two_nodes, tmp_pa
     wait_for(lambda: (reader.status("opt_v2") == TileStatus.DONE).sum() >= 8 or run.poll() is not None,
              "the first tiles", timeout=300, every=0.5)
     assert run.poll() is None, "the run finished before the node could be stopped; make the store bigger"
-    stop_session(second)
+    stop_session(two_nodes.second)
     killed_at = time.time()
     out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out[-3000:]
