@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a stage on Ray Train (DDP, LoRA), keeping checkpoints by composite score")
     p.add_argument("stage", choices=["stage1", "stage2", "stage3"],
                    help="stage2: the Prithvi refiner; stage1/stage3: LoRA on TerraMind (token objective)")
-    p.add_argument("--train", required=True, help="training store (s1, opt_v1[, opt_v2] + s2_truth)")
+    p.add_argument("--train", required=True, nargs="+",
+                   help="training store(s) (s1, opt_v1[, opt_v2] + s2_truth); several AOIs are pooled")
     p.add_argument("--val", required=True, help="validation store (same arrays)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])

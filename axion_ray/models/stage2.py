@@ -6,9 +6,15 @@ Contract: `forward(opt_v1, month, biome_code)` takes (B, 4, H, W) reflectance in
 Design: a terratorch Prithvi backbone sees the standardised image (B08 feeds the pretrained NIR
 channel); its patch tokens, upsampled to full resolution and concatenated with the input, feed a light
 ConvNeXt-style head whose blocks are FiLM-conditioned on the month (sin/cos, cyclic) and a learned
-biome embedding. The head predicts a *residual* added to `opt_v1`; its last layer starts at zero, so
-an untrained refiner returns its input exactly and Stage 1's geometry is preserved by construction.
-Any H, W work: inputs are padded to the patch size and outputs cropped back.
+biome embedding. The head predicts a per-pixel, per-band *log-gain*: `opt_v2 = opt_v1 · exp(g)`. Its
+last layer starts at zero, so an untrained refiner returns its input exactly and Stage 1's geometry is
+preserved by construction. Any H, W work: inputs are padded to the patch size and outputs cropped back.
+
+Why a gain, not an additive residual: a generator's colour errors are mostly multiplicative (per
+class and band), and a gain's errors are relative. An additive head's absolute errors of a few 1e-3
+are harmless on land but swamp dark pixels (water: B08 ≈ 0.015), where NDVI is most sensitive.
+For the same reason the head also sees log-reflectance, which spreads those dark values apart.
+Measured on the synthetic benchmark (bench/RESULTS.md), 600 steps: NDVI RMSE 0.0616 → 0.0534.
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ from axion_ray.models.common import pad_to_multiple
 
 PRITHVI_PATCH = 16
 _COND_DIM = 32
+_LOG_FLOOR = 1e-3          # log(reflectance + floor): finite at 0, resolves water's ~0.01–0.05
+_LOG_CENTRE, _LOG_SCALE = -3.0, 1.5  # maps log-reflectance of 0.001–1 to about −2.6…+2
+_MAX_LOG_GAIN = 4.0        # a gain of e^±4 is far beyond any colour error; bounds a wild early step
+
+
+def image_features(image: torch.Tensor) -> torch.Tensor:
+    """What the head sees of each pixel: reflectance and scaled log-reflectance (B, 8, H, W)."""
+    log_refl = torch.log(image.clamp_min(0.0) + _LOG_FLOOR)
+    return torch.cat([image, (log_refl - _LOG_CENTRE) / _LOG_SCALE], dim=1)
 
 
 def month_features(month: torch.Tensor) -> torch.Tensor:
@@ -54,7 +69,7 @@ class ConvNeXtFiLMBlock(nn.Module):
 
 
 class RefinerHead(nn.Module):
-    """Backbone tokens + input image → residual correction (zero at initialisation)."""
+    """Backbone tokens + per-pixel image features → per-band log-gain (zero at initialisation)."""
 
     def __init__(self, embed_dim: int, dim: int, blocks: int):
         super().__init__()
@@ -62,7 +77,7 @@ class RefinerHead(nn.Module):
         self.biome_embed = nn.Embedding(N_BIOMES, _COND_DIM)
         nn.init.zeros_(self.biome_embed.weight)  # a biome never seen in training stays neutral
         self.token_proj = nn.Conv2d(embed_dim, dim, 1)
-        self.stem = nn.Conv2d(dim + 4, dim, 1)  # per-pixel mix; spatial context comes from the blocks
+        self.stem = nn.Conv2d(dim + 8, dim, 1)  # per-pixel mix; spatial context comes from the blocks
         self.blocks = nn.ModuleList(ConvNeXtFiLMBlock(dim, _COND_DIM) for _ in range(blocks))
         self.out = nn.Conv2d(dim, 4, 1)
         nn.init.zeros_(self.out.weight)
@@ -72,7 +87,8 @@ class RefinerHead(nn.Module):
         cond = F.gelu(self.month_proj(month_features(month)) + self.biome_embed(biome.long().clamp(0, N_BIOMES - 1)))
         feats = F.interpolate(self.token_proj(tokens), size=image.shape[-2:], mode="bilinear", align_corners=False)
         # channels-last: ~2x faster convolutions on CPU (oneDNN), and what GPUs' tensor cores prefer.
-        h = self.stem(torch.cat([feats, image], dim=1).contiguous(memory_format=torch.channels_last))
+        pixels = image_features(image)
+        h = self.stem(torch.cat([feats, pixels], dim=1).contiguous(memory_format=torch.channels_last))
         for block in self.blocks:
             h = block(h, cond)
         return self.out(h).contiguous()
@@ -104,5 +120,5 @@ class PrithviRefiner(nn.Module):
         tokens = self.backbone(normed, **kwargs)[-1][:, 1:]  # last block, drop the CLS token
         gh, gw = image.shape[-2] // PRITHVI_PATCH, image.shape[-1] // PRITHVI_PATCH
         tokens = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
-        residual = self.head(tokens.float(), image, month, biome_code)
-        return (image + residual).clamp(0.0, 1.0)[..., :h, :w]
+        log_gain = self.head(tokens.float(), image, month, biome_code).clamp(-_MAX_LOG_GAIN, _MAX_LOG_GAIN)
+        return (image * torch.exp(log_gain)).clamp(0.0, 1.0)[..., :h, :w]

@@ -1,4 +1,5 @@
-"""`train_stage`: any stage on Ray Train — a `TorchTrainer` over Ray Data shards of a train store.
+"""`train_stage`: any stage on Ray Train — a `TorchTrainer` over Ray Data shards of one or more train
+stores (several AOIs: a training set should span scenes, not one river or none).
 
 Checkpoints are kept by composite score (top k); `FailureConfig` restarts a failed worker group from
 the last checkpoint. The run directory holds Ray Train's checkpoints and `training_summary.json`.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,12 @@ def _usable_tiles(store: TileStore, role: str, cfg: TrainConfig) -> np.ndarray:
     return tiles
 
 
-def train_stage(train_store: str, val_store: str, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
+def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
                 say: Callable[[str], None] = print, fault_exit_at_step: int | None = None,
                 callbacks: list | None = None) -> dict[str, Any]:
     """Train a stage; returns the summary also written to `OUT/training_summary.json`.
+
+    `train_store` is one store or several (their usable tiles are pooled; tile sizes must agree).
 
     `callbacks` are Ray Train callbacks (a Tune sweep passes `TuneReportCallback`).
     `fault_exit_at_step` kills one worker process at that step of the first attempt (fault injection
@@ -67,10 +70,16 @@ def train_stage(train_store: str, val_store: str, out_dir: str | Path, cfg: Trai
     if cfg.weights:  # workers do not share the driver's working directory
         cfg = dataclasses.replace(cfg, weights=str(Path(cfg.weights).resolve()))
     stage_provenance(cfg.stage, cfg.preset, weights=cfg.weights, allow_random_init=cfg.allow_random_init)  # fail fast
-    train = TileStore.open(train_store, mode="r")
+    trains = [TileStore.open(path, mode="r") for path in ([train_store] if isinstance(train_store, str | Path) else train_store)]
+    if not trains:
+        raise ConfigError("no training store given")
     val = TileStore.open(val_store, mode="r")
-    tiles = _usable_tiles(train, "train", cfg)
+    tiles_of = [_usable_tiles(train, "train", cfg) for train in trains]
+    sizes = {(t.height, t.width) for t in trains}
+    if len(sizes) > 1:
+        raise TileDataError(f"training stores must share one tile size, got {sorted(sizes)}")
     _usable_tiles(val, "validation", cfg)
+    n_tiles = sum(t.size for t in tiles_of)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -80,14 +89,15 @@ def train_stage(train_store: str, val_store: str, out_dir: str | Path, cfg: Trai
         worker_cpus = cfg.cpus_per_worker
     else:  # share the CPUs (a quarter left for the reader), or one CPU beside each GPU
         worker_cpus = max(0.25, (cpus - 0.25) / cfg.workers) if not cfg.use_gpu else 1.0
-    ds = ray.data.read_datasource(
-        _TileStoreDatasource(train.path, tiles, stage_task(dataclasses.asdict(cfg)).train_arrays(),
-                             (train.height, train.width), tiles_per_task=32),
-        num_cpus=0.25)
+    arrays = stage_task(dataclasses.asdict(cfg)).train_arrays()
+    parts = [ray.data.read_datasource(
+        _TileStoreDatasource(train.path, tiles, arrays, (train.height, train.width), tiles_per_task=32), num_cpus=0.25)
+        for train, tiles in zip(trains, tiles_of)]
+    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     if ds.size_bytes() < 2 ** 30:  # small enough to read once and reuse every epoch
         ds = ds.materialize()
-    steps_per_epoch = math.ceil(tiles.size / cfg.workers / cfg.batch_size)  # at full size; elastic runs recompute
-    loop_config = {**dataclasses.asdict(cfg), "val_store": val.path, "train_tiles": int(tiles.size),
+    steps_per_epoch = math.ceil(n_tiles / cfg.workers / cfg.batch_size)  # at full size; elastic runs recompute
+    loop_config = {**dataclasses.asdict(cfg), "val_store": val.path, "train_tiles": int(n_tiles),
                    "fault_exit_at_step": fault_exit_at_step,
                    "torch_threads": max(1, int(round(worker_cpus))) if not cfg.use_gpu else None}
     workers = (cfg.min_workers, cfg.workers) if cfg.min_workers else cfg.workers
@@ -104,12 +114,13 @@ def train_stage(train_store: str, val_store: str, out_dir: str | Path, cfg: Trai
         datasets={"train": ds},
     )
     what = "LoRA adapters on the token objective" if cfg.stage != 2 else "the refiner"
-    say(f"training Stage {cfg.stage} ({cfg.preset}, {what}) on {tiles.size} tiles with {cfg.workers} worker(s) x {worker_cpus:g} CPU, "
+    say(f"training Stage {cfg.stage} ({cfg.preset}, {what}) on {n_tiles} tiles with {cfg.workers} worker(s) x {worker_cpus:g} CPU, "
         f"{cfg.epochs} epoch(s) of {steps_per_epoch} steps, validating every {cfg.val_every_steps} steps")
     result = trainer.fit()
     checkpoints = [{"path": str(Path(ckpt.path) / "checkpoint.pt"), **{k: v for k, v in m.items()}}
                    for ckpt, m in result.best_checkpoints]
-    summary = {"run_dir": str(out), "config": dataclasses.asdict(cfg), "train_tiles": int(tiles.size),
+    summary = {"run_dir": str(out), "config": dataclasses.asdict(cfg), "train_tiles": int(n_tiles),
+               "train_stores": [t.path for t in trains],
                "final_metrics": result.metrics, "checkpoints": checkpoints}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

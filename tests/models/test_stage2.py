@@ -15,16 +15,18 @@ def test_untrained_refiner_returns_its_input_exactly(stage2_model, batch):
     opt_v1, month, biome = batch
     with torch.inference_mode():
         out = stage2_model(opt_v1, month, biome)
-    assert torch.equal(out, opt_v1)  # residual head starts at zero: geometry preserved by construction
+    assert torch.equal(out, opt_v1)  # log-gain head starts at zero: geometry preserved by construction
 
 
-def test_head_output_is_a_clamped_residual(batch):
+def test_head_output_is_a_clamped_per_band_gain(batch):
     model = build_stage(2, "tiny", allow_random_init=True)
-    torch.nn.init.constant_(model.head.out.bias, 0.3)
+    with torch.no_grad():
+        model.head.out.bias.copy_(torch.tensor([0.3, -0.2, 0.0, 9.0]))  # the last beyond the e^4 bound
     opt_v1, month, biome = batch
     with torch.inference_mode():
         out = model(opt_v1, month, biome)
-    torch.testing.assert_close(out, (opt_v1 + 0.3).clamp(0, 1))
+    gain = torch.exp(torch.tensor([0.3, -0.2, 0.0, 4.0])).view(1, 4, 1, 1)
+    torch.testing.assert_close(out, (opt_v1 * gain).clamp(0, 1))
 
 
 def test_month_and_biome_condition_the_output(batch):
@@ -32,6 +34,7 @@ def test_month_and_biome_condition_the_output(batch):
     with torch.no_grad():
         for block in model.head.blocks:
             torch.nn.init.normal_(block.film.weight, std=0.5)
+        torch.nn.init.normal_(model.head.biome_embed.weight, std=0.5)  # zero at init: unseen biomes stay neutral
         torch.nn.init.normal_(model.head.out.weight, std=0.05)
     opt_v1, _, _ = batch
     one = opt_v1[:1].repeat(3, 1, 1, 1)

@@ -25,6 +25,11 @@ def stores(tmp_path_factory):
     return train, val
 
 
+@pytest.fixture(scope="module")
+def second_aoi(tmp_path_factory):
+    return synthesize_aoi(tmp_path_factory.mktemp("train2") / "aoi2.zarr", SynthConfig(rows=2, cols=3, tile_size=32, seed=3))
+
+
 def test_a_short_run_improves_on_the_prior_and_exports(local_ray, stores, tmp_path, capsys):
     train, val = stores
     cfg = TrainConfig(allow_random_init=True, epochs=4, batch_size=6, val_every_steps=6, workers=2)
@@ -64,15 +69,17 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, stores, tmp
     assert state["step"] == 4 * 3  # and finished every step
 
 
-def test_an_elastic_run_starts_with_the_workers_that_fit(local_ray, stores, tmp_path):
+def test_an_elastic_run_on_two_pooled_aois_starts_with_the_workers_that_fit(local_ray, stores, second_aoi, tmp_path):
     train, val = stores
     # Four workers of 0.8 CPU asked for on 2 CPUs: Ray Train V2 starts with what fits (1 or 2).
     cfg = TrainConfig(allow_random_init=True, epochs=1, batch_size=6, val_every_steps=100, workers=4,
                       min_workers=1, cpus_per_worker=0.8)
-    summary = train_stage(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None)
+    summary = train_stage([train.path, second_aoi.path], val.path, tmp_path / "run", cfg, say=lambda _: None)
     world = summary["final_metrics"]["world_size"]
     assert 1 <= world <= 2
-    assert summary["final_metrics"]["step"] == -(-train.n_tiles // world // 6)  # every tile of its shard seen once
+    pooled = train.n_tiles + second_aoi.n_tiles  # 36 + 6: both stores' tiles, each seen once
+    assert summary["train_tiles"] == pooled and summary["train_stores"] == [train.path, second_aoi.path]
+    assert summary["final_metrics"]["step"] == -(-pooled // world // 6)
 
 
 def test_select_falls_back_loudly(tmp_path):
@@ -113,5 +120,9 @@ def test_training_user_errors(tmp_path, capsys):
     assert main(["train", "stage2", "--train", bare.path, "--val", bare.path, "--out", str(tmp_path / "r"),
                  "--allow-random-init"]) == 2
     assert "no s2_truth" in capsys.readouterr().err
+    other_size = synthesize_aoi(tmp_path / "big.zarr", SynthConfig(rows=1, cols=2, tile_size=16, seed=4))
+    small = synthesize_aoi(tmp_path / "small.zarr", SynthConfig(rows=1, cols=2, tile_size=8, seed=4))
+    with pytest.raises(TileDataError, match="one tile size"):
+        train_stage([other_size.path, small.path], other_size.path, tmp_path / "run", TrainConfig(allow_random_init=True))
     with pytest.raises(ConfigError, match="min workers"):
         train_stage(bare.path, bare.path, tmp_path / "run", TrainConfig(workers=2, min_workers=3))
