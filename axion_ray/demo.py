@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,12 +44,15 @@ def train_demo_refiner(out: Path, say: Callable[[str], None], epochs: int = 8) -
     from axion_ray.train import train_stage
     from axion_ray.train.select import select_and_export
 
-    train = synthesize_aoi(out / "train.zarr", SynthConfig(rows=8, cols=8, tile_size=64, seed=101,
-                                                           months=tuple(range(1, 13)), biomes=(1, 4, 6, 7, 8, 12, 13, 15)),
-                           overwrite=True)
+    # Two training AOIs, pooled: between them the seasons, the common biomes and water-rich ones (a
+    # refiner that never saw water makes it worse; bench/RESULTS.md).
+    trains = [synthesize_aoi(out / f"train{i}.zarr", SynthConfig(
+        rows=6, cols=6, tile_size=64, seed=101 + i, months=tuple(range(1 + i, 13, 2)),
+        biomes=(1, 4, 6, 7, 8, 9, 12, 13, 14, 15)), overwrite=True) for i in range(2)]
     val = synthesize_aoi(out / "val.zarr", SynthConfig(rows=3, cols=3, tile_size=64, seed=202), overwrite=True)
     cfg = TrainConfig(allow_random_init=True, epochs=epochs, batch_size=16, val_every_steps=8, workers=2)
-    train_stage(train.path, val.path, out / "run_stage2", cfg, say=lambda line: say("      " + line))
+    shutil.rmtree(out / "run_stage2", ignore_errors=True)  # a new demo replaces the last one, never resumes it
+    train_stage([t.path for t in trains], val.path, out / "run_stage2", cfg, say=lambda line: say("      " + line))
     export = out / "stage2_best.pt"
     meta = select_and_export(out / "run_stage2", export, warn=lambda line: say("      " + line))
     best = meta["selected"]

@@ -233,9 +233,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if resumed:
         with resumed.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-        missing, unexpected = core.load_state_dict(state["model_state_dict"], strict=False)
+        try:
+            missing, unexpected = core.load_state_dict(state["model_state_dict"], strict=False)
+        except RuntimeError as exc:  # shapes differ: written by another model version or configuration
+            missing, unexpected = [str(exc).splitlines()[-1].strip()], []
         if unexpected or (task.stage == 2 and missing):
-            raise RuntimeError(f"checkpoint does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise RuntimeError(f"the run's checkpoint (step {state['step']}) does not fit this model (missing "
+                               f"{missing[:3]}, unexpected {unexpected[:3]}): was it written by another version? "
+                               "Train into a new run directory.")
         optimizer.load_state_dict(state["optimizer_state_dict"])
         scheduler.load_state_dict(state["scheduler_state_dict"])
         step, start_epoch = int(state["step"]), int(state["epoch"])

@@ -37,6 +37,35 @@ def _usable_tiles(store: TileStore, role: str, cfg: TrainConfig) -> np.ndarray:
     return tiles
 
 
+RUN_CONFIG_FILE = "run_config.json"
+# What may differ when a run directory is reused (a resumed run on another cluster shape): resources.
+_RESUMABLE_CHANGES = frozenset({"workers", "min_workers", "cpus_per_worker", "use_gpu", "max_failures"})
+
+
+def _claim_run_dir(out: Path, record: dict[str, Any]) -> bool:
+    """Record what a run directory trains; refuse to mix another configuration into it.
+
+    Ray Train resumes a run from the checkpoints in its directory (what brings a killed driver back),
+    so a different configuration there would silently continue the old run. Returns True when the
+    directory already holds this run (it will resume).
+    """
+    path = out / RUN_CONFIG_FILE
+    if not path.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        tmp.replace(path)
+        return False
+    before = json.loads(path.read_text())
+    changed = sorted(k for k in set(before["config"]) | set(record["config"])
+                     if k not in _RESUMABLE_CHANGES and before["config"].get(k) != record["config"].get(k))
+    changed += [k for k in ("train_stores", "val_store") if before.get(k) != record[k]]
+    if changed:
+        raise ConfigError(f"{out} holds a training run with another configuration ({', '.join(changed)} differ); "
+                          "resuming it would mix the two — use a new --out, or delete it to start over")
+    return True
+
+
 def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
                 say: Callable[[str], None] = print, fault_exit_at_step: int | None = None,
                 callbacks: list | None = None) -> dict[str, Any]:
@@ -81,7 +110,10 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
     _usable_tiles(val, "validation", cfg)
     n_tiles = sum(t.size for t in tiles_of)
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    resuming = _claim_run_dir(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains],
+                                    "val_store": val.path})
+    if resuming:
+        say(f"{out} already holds this run: resuming from its last checkpoint")
 
     _init_ray(None)
     cpus = float(ray.cluster_resources().get("CPU", 1))

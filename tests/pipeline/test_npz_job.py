@@ -11,7 +11,7 @@ from axion_ray.models import build_stage
 @pytest.fixture
 def checkpoint(tmp_path):
     model = build_stage(2, "tiny", allow_random_init=True)
-    torch.nn.init.constant_(model.head.out.bias, 0.01)  # a "trained" refiner: +0.01 everywhere
+    torch.nn.init.constant_(model.head.out.bias, 0.05)  # a "trained" refiner: gain e^0.05 everywhere
     path = tmp_path / "best.pt"
     torch.save({"model_state_dict": model.state_dict(), "config": {"stage": 2, "preset": "tiny"}}, path)
     return path
@@ -42,7 +42,7 @@ def test_axion_sat_options_any_size_bad_tiles_listed_and_resume(local_ray, tmp_p
 
     v2 = np.load(out / "tile_0001.npz")["opt_v2"]
     v1 = np.load(src / "tile_0001.npz")["opt_v1"]
-    np.testing.assert_allclose(v2, np.clip(v1 + 0.01, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(v2, np.clip(v1 * np.exp(0.05), 0, 1), atol=1e-6)
     assert np.load(out / "tile_0002.npz")["opt_v2"].shape == (4, 48, 40)
     meta = json.loads((out / "tile_0001.json").read_text())
     assert meta["month"] == 6 and meta["biome_code"] == 3 and meta["site"] == "iowa"

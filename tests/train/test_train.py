@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -67,6 +68,11 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, stores, tmp
     # Restarted from a checkpoint reported before the crash (the latest one Ray had registered), not zero.
     assert state["resumed_from_step"] in (3, 6)
     assert state["step"] == 4 * 3  # and finished every step
+
+    # The run directory is claimed: another configuration there would silently continue this run.
+    assert json.loads((tmp_path / "run" / "run_config.json").read_text())["config"]["lr"] == cfg.lr
+    with pytest.raises(ConfigError, match=r"another configuration \(lr differ\)"):
+        train_stage(train.path, val.path, tmp_path / "run", dataclasses.replace(cfg, lr=1e-3), say=lambda _: None)
 
 
 def test_an_elastic_run_on_two_pooled_aois_starts_with_the_workers_that_fit(local_ray, stores, second_aoi, tmp_path):
