@@ -91,7 +91,7 @@ def add_tune_parser(sub) -> None:
     tsub = group.add_subparsers(dest="tune_command", required=True, parser_class=type(group))
 
     p = tsub.add_parser("stage2", help="sweep Stage 2 training (lr, weight decay, loss weights, LoRA …)")
-    p.add_argument("--train", required=True)
+    p.add_argument("--train", required=True, nargs="+", help="training store(s); several AOIs are pooled")
     p.add_argument("--val", required=True)
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])
     p.add_argument("--weights")

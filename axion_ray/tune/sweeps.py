@@ -13,7 +13,7 @@ import dataclasses
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ def _cpus_per_worker(sweep: SweepConfig) -> float | None:
 
 
 # ---------------------------------------------------------------------------- Stage 2
-def _stage2_trial(config: dict[str, Any], base: dict[str, Any], train_store: str, val_store: str) -> None:
+def _stage2_trial(config: dict[str, Any], base: dict[str, Any], train_store: list[str], val_store: str) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -193,10 +193,12 @@ def _stage2_trial(config: dict[str, Any], base: dict[str, Any], train_store: str
                 say=lambda _: None, callbacks=[TuneReportCallback()])
 
 
-def tune_stage2(train_store: str, val_store: str, out: str | Path, base: TrainConfig = TrainConfig(),
+def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Path, base: TrainConfig = TrainConfig(),
                 sweep: SweepConfig = SweepConfig(), space_file: str | Path | None = None,
                 say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Sweep Stage 2 training against `composite_score`; export the best trial's best checkpoint."""
+    """Sweep Stage 2 training against `composite_score`; export the best trial's best checkpoint.
+
+    `train_store` is one store or several (pooled, as in `train_stage`)."""
     import yaml
     from ray import tune
 
@@ -208,16 +210,17 @@ def tune_stage2(train_store: str, val_store: str, out: str | Path, base: TrainCo
     raw, space = load_space(space_file, default, TrainConfig)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    train, val = TileStore.open(train_store, mode="r"), TileStore.open(val_store, mode="r")
+    trains = [TileStore.open(p, mode="r") for p in ([train_store] if isinstance(train_store, str | Path) else train_store)]
+    val = TileStore.open(val_store, mode="r")
     _init_ray(None)
     base = dataclasses.replace(base, workers=sweep.workers_per_trial, use_gpu=sweep.gpus_per_trial,
                                cpus_per_worker=_cpus_per_worker(sweep), stage=2)
-    steps = base.epochs * math.ceil(train.n_tiles / base.workers / base.batch_size)
+    steps = base.epochs * math.ceil(sum(t.n_tiles for t in trains) / base.workers / base.batch_size)
     max_t = max(1, math.ceil(steps / base.val_every_steps))
     say(f"Stage 2 sweep: {sweep.samples} trial(s) over {', '.join(swept(raw)) or 'nothing'}, scheduler "
         f"{sweep.scheduler}, up to {sweep.max_concurrent} at once, {max_t} validation(s) per trial")
     trainable = _trial_resources(tune.with_parameters(
-        _stage2_trial, base=dataclasses.asdict(base), train_store=train.path, val_store=val.path))
+        _stage2_trial, base=dataclasses.asdict(base), train_store=[t.path for t in trains], val_store=val.path))
     grid = _run_tuner(trainable, space, out, sweep, max_t)
     params = swept(raw)
     rows = _rows(grid, params, STAGE2_METRICS, "composite_score", "constraints_pass", max_t)

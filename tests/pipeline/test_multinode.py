@@ -28,6 +28,10 @@ def two_nodes():
 
 
 def _infer(store, address, env, summary):
+    # Ray Data starts pool actors asynchronously: on a small store the head's actor could finish every
+    # tile before the second node's actor has imported torch (seen once here). Dispatch waits
+    # for both actors, so "both nodes did work" tests placement, not start-up speed.
+    env = {**env, "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300"}
     return subprocess.Popen(
         [str(BIN / "axion-ray"), "infer", str(store), "--stages", "2", "--allow-random-init", "--address", address,
          "--actors", "2:2", "--batch-size", "2", "--json", str(summary)],

@@ -1,6 +1,7 @@
 """Ray Tune sweeps: spaces, ranking, and real 3-trial CPU sweeps of Stage 2 training, Stage 3 timesteps
 and a classifier, each leaving results.csv / best_config.yaml / SWEEP.md / sweep.png."""
 
+import json
 import math
 
 import numpy as np
@@ -68,16 +69,19 @@ def _check_outputs(out, params):
 @pytest.mark.slow
 def test_stage2_sweep_ranks_exports_and_resumes(local_ray, tmp_path):
     train = synthesize_aoi(tmp_path / "train.zarr", SynthConfig(rows=4, cols=4, tile_size=32, seed=1))
+    second_aoi = synthesize_aoi(tmp_path / "train2.zarr", SynthConfig(rows=1, cols=2, tile_size=32, seed=3))
     val = synthesize_aoi(tmp_path / "val.zarr", SynthConfig(rows=2, cols=2, tile_size=32, seed=2))
     space = tmp_path / "space.yaml"
     space.write_text("lr: {grid: [1.0e-4, 8.0e-3]}\nw_edge: {uniform: [0.2, 1.0]}\n")
-    args = ["tune", "stage2", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "sweep"),
+    args = ["tune", "stage2", "--train", train.path, second_aoi.path, "--val", val.path, "--out", str(tmp_path / "sweep"),
             "--allow-random-init", "--samples", "1", "--space", str(space), "--scheduler", "asha", "--epochs", "2",
             "--batch-size", "4", "--val-every", "2", "--max-val-tiles", "4"]
     assert main(args) == 0
     rows = _check_outputs(tmp_path / "sweep", ["lr", "w_edge"])
     assert len(rows) == 2 and all(r["iterations"] for r in rows)
     assert (tmp_path / "sweep" / "best.pt").exists() and (tmp_path / "sweep" / "selection_metadata.json").exists()
+    claimed = [json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("run_config.json")]
+    assert len(claimed) == 2 and all(c["train_stores"] == [train.path, second_aoi.path] for c in claimed)  # pooled
     # A second start in the same directory needs --resume; resuming a finished sweep keeps its trials.
     assert main(args) == 2
     assert main(args + ["--resume"]) == 0
