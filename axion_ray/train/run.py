@@ -37,6 +37,14 @@ def _usable_tiles(store: TileStore, role: str, cfg: TrainConfig) -> np.ndarray:
     return tiles
 
 
+def open_train_stores(train_store: str | Path | Sequence[str | Path]) -> list[TileStore]:
+    """One training store or several (AOIs pooled into one training set), opened read-only."""
+    paths = [train_store] if isinstance(train_store, str | Path) else list(train_store)
+    if not paths:
+        raise ConfigError("no training store given")
+    return [TileStore.open(path, mode="r") for path in paths]
+
+
 RUN_CONFIG_FILE = "run_config.json"
 # What may differ when a run directory is reused (a resumed run on another cluster shape): resources.
 _RESUMABLE_CHANGES = frozenset({"workers", "min_workers", "cpus_per_worker", "use_gpu", "max_failures"})
@@ -99,9 +107,7 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
     if cfg.weights:  # workers do not share the driver's working directory
         cfg = dataclasses.replace(cfg, weights=str(Path(cfg.weights).resolve()))
     stage_provenance(cfg.stage, cfg.preset, weights=cfg.weights, allow_random_init=cfg.allow_random_init)  # fail fast
-    trains = [TileStore.open(path, mode="r") for path in ([train_store] if isinstance(train_store, str | Path) else train_store)]
-    if not trains:
-        raise ConfigError("no training store given")
+    trains = open_train_stores(train_store)
     val = TileStore.open(val_store, mode="r")
     tiles_of = [_usable_tiles(train, "train", cfg) for train in trains]
     sizes = {(t.height, t.width) for t in trains}

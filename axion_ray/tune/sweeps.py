@@ -204,14 +204,14 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
 
     from axion_ray.pipeline.run import _init_ray
     from axion_ray.store.tile_store import TileStore
+    from axion_ray.train.run import open_train_stores
     from axion_ray.train.select import select_and_export
 
     default = {**STAGE2_SPACE, **(STAGE2_LORA_SPACE if base.weights else {})}
     raw, space = load_space(space_file, default, TrainConfig)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    trains = [TileStore.open(p, mode="r") for p in ([train_store] if isinstance(train_store, str | Path) else train_store)]
-    val = TileStore.open(val_store, mode="r")
+    trains, val = open_train_stores(train_store), TileStore.open(val_store, mode="r")
     _init_ray(None)
     base = dataclasses.replace(base, workers=sweep.workers_per_trial, use_gpu=sweep.gpus_per_trial,
                                cpus_per_worker=_cpus_per_worker(sweep), stage=2)
