@@ -53,6 +53,18 @@ def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None
     return ckpt, cfg, preset
 
 
+def _load_state(model: nn.Module, state: dict, checkpoint: str | None) -> tuple[list[str], list[str]]:
+    """`load_state_dict(strict=False)` whose shape mismatches are a CheckpointError, not a RuntimeError."""
+    try:
+        return model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        mismatch = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise CheckpointError(
+            f"checkpoint {checkpoint} does not fit this model: shapes differ ({'; '.join(mismatch[:2]) or exc}). "
+            "Was it written by another version? Stage 2 checkpoints from before the log-gain head "
+            "(head.stem with 4 image inputs, not 8) need retraining.") from None
+
+
 def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None, checkpoint: str | None = None,
                 allow_random_init: bool = False, timesteps: int = 10, standardize: bool = True,
                 seed: int | None = 0, prithvi: str | None = None, lora: LoraSettings | None = None,
@@ -110,14 +122,14 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
         _check_same_base(checkpoint, cfg, record)
         if not need_pretrained:  # trained on (and rebuilt as) the seeded random base: say so
             record = WeightsRecord(random_init=True)
-        missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+        missing, unexpected = _load_state(model, ckpt.state_dict, checkpoint)
         lost = [k for k in missing if "lora_" in k]
         if lost or unexpected:
             raise CheckpointError(
                 f"adapter checkpoint {checkpoint} does not fit stage {stage} ({preset}, {model_name}): "
                 f"{len(lost)} adapters missing (e.g. {lost[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
     elif ckpt is not None:
-        missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+        missing, unexpected = _load_state(model, ckpt.state_dict, checkpoint)
         if missing or unexpected:
             raise CheckpointError(
                 f"checkpoint {checkpoint} does not fit stage {stage} ({preset}, {model_name}): "

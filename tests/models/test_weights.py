@@ -100,3 +100,9 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     torch.save({"model_state_dict": {"x": torch.zeros(1)}, "config": {"stage": 2}}, tmp_path / "wrong.pt")
     with pytest.raises(CheckpointError, match="does not fit"):
         build_stage(2, checkpoint=str(tmp_path / "wrong.pt"))
+    # A refiner from before the log-gain head: its stem took 4 image channels, not 8.
+    state = build_stage(2, allow_random_init=True).state_dict()
+    state["head.stem.weight"] = torch.zeros(32, 36, 1, 1)
+    torch.save({"model_state_dict": state, "config": {"stage": 2}}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="shapes differ.*head.stem.weight"):
+        build_stage(2, checkpoint=str(tmp_path / "old.pt"))
