@@ -17,7 +17,7 @@ from axion_ray.errors import CheckpointError, ConfigError
 from axion_ray.models.common import resolve_device
 from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
 from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES
-from axion_ray.models.weights import Checkpoint, WeightsRecord, load_checkpoint, resolve_weights
+from axion_ray.models.weights import Checkpoint, WeightsRecord, load_checkpoint, load_fitting_state, resolve_weights
 
 STAGES = (1, 2, 3)
 STAGE_OUTPUTS = {1: "opt_v1", 2: "opt_v2", 3: "opt_v3"}
@@ -54,15 +54,12 @@ def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None
 
 
 def _load_state(model: nn.Module, state: dict, checkpoint: str | None) -> tuple[list[str], list[str]]:
-    """`load_state_dict(strict=False)` whose shape mismatches are a CheckpointError, not a RuntimeError."""
-    try:
-        return model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        mismatch = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
-        raise CheckpointError(
-            f"checkpoint {checkpoint} does not fit this model: shapes differ ({'; '.join(mismatch[:2]) or exc}). "
-            "Was it written by another version? Stage 2 checkpoints from before the log-gain head "
-            "(head.stem with 4 image inputs, not 8) need retraining.") from None
+    """(missing, unexpected) keys of loading `state`; tensors whose shapes differ are a CheckpointError."""
+    missing, unexpected, mismatched = load_fitting_state(model, state)
+    if mismatched:
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit this model: shapes differ ({'; '.join(mismatched[:2])}). "
+                              "It was written by another version of the model: retrain it.")
+    return missing, unexpected
 
 
 def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None, checkpoint: str | None = None,

@@ -136,6 +136,20 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def load_fitting_state(model, state: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """`model.load_state_dict(state, strict=False)` that reports tensors whose shapes differ instead of
+    raising on them: (missing, unexpected, mismatched), the mismatched named with both shapes.
+
+    A checkpoint written by another version of a model is a user's problem to be told about clearly,
+    by `build_stage` and by a resumed training run alike.
+    """
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
+    described = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched]
+    return [k for k in missing if k not in mismatched], list(unexpected), described
+
+
 @dataclass
 class Checkpoint:
     """An Axion-Ray training checkpoint (ARCHITECTURE §4) and where it came from."""

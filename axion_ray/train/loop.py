@@ -202,6 +202,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from axion_ray.metrics.composite import rank_score
+    from axion_ray.models.weights import load_fitting_state
 
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -233,14 +234,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if resumed:
         with resumed.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-        try:
-            missing, unexpected = core.load_state_dict(state["model_state_dict"], strict=False)
-        except RuntimeError as exc:  # shapes differ: written by another model version or configuration
-            missing, unexpected = [str(exc).splitlines()[-1].strip()], []
-        if unexpected or (task.stage == 2 and missing):
-            raise RuntimeError(f"the run's checkpoint (step {state['step']}) does not fit this model (missing "
-                               f"{missing[:3]}, unexpected {unexpected[:3]}): was it written by another version? "
-                               "Train into a new run directory.")
+        missing, unexpected, mismatched = load_fitting_state(core, state["model_state_dict"])
+        if mismatched or unexpected or (task.stage == 2 and missing):
+            raise RuntimeError(f"the run's checkpoint (step {state['step']}) does not fit this model (shapes differ "
+                               f"{mismatched[:2]}, missing {missing[:3]}, unexpected {unexpected[:3]}): was it "
+                               "written by another version? Train into a new run directory.")
         optimizer.load_state_dict(state["optimizer_state_dict"])
         scheduler.load_state_dict(state["scheduler_state_dict"])
         step, start_epoch = int(state["step"]), int(state["epoch"])
