@@ -19,7 +19,9 @@ venv: $(BIN)/axion-ray
 demo: venv
 	$(BIN)/axion-ray demo --out $(DEMO_OUT)
 
+# Lint first: a ruff finding fails the suite.
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:

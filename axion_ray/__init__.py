@@ -3,7 +3,7 @@
 The small public API; heavy modules (torch, terratorch, ray) load only when used.
 """
 
-__version__ = "0.1.0"
+from axion_ray.version import __version__
 
 __all__ = ["__version__", "TileStore", "TileStatus"]
 

@@ -6,8 +6,6 @@ model card (ibm-esa-geospatial/TerraMind-1.0-*).
 
 from __future__ import annotations
 
-import numpy as np
-
 #: Optical bands of every `opt_v*` and `s2_truth` array, in store order; reflectance in [0, 1].
 OPTICAL_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
 #: Sentinel-1 GRD polarisations of the `s1` array, in store order; sigma-0 in dB.
@@ -37,29 +35,6 @@ MONTH_NAMES: tuple[str, ...] = (
 )
 DEFAULT_MONTH = 6  # month 0 ("unknown") is treated as June, as Axion-Sat did
 N_BIOMES = 16  # biome_code 0..15, 0 = unknown
-
-
-def dn_to_reflectance(dn: np.ndarray) -> np.ndarray:
-    """Sentinel-2 L2A digital numbers to reflectance in [0, 1] (clipped)."""
-    return np.clip(np.asarray(dn, dtype=np.float32) / S2_DN_SCALE, 0.0, 1.0)
-
-
-def reflectance_to_dn(reflectance: np.ndarray) -> np.ndarray:
-    """Reflectance in [0, 1] to Sentinel-2 L2A digital numbers (float)."""
-    return np.asarray(reflectance, dtype=np.float32) * S2_DN_SCALE
-
-
-def db_to_linear(db: np.ndarray) -> np.ndarray:
-    return np.power(10.0, np.asarray(db, dtype=np.float64) / 10.0)
-
-
-def linear_to_db(linear: np.ndarray, floor: float = 1e-6) -> np.ndarray:
-    return 10.0 * np.log10(np.maximum(np.asarray(linear, dtype=np.float64), floor))
-
-
-def effective_month(month: int) -> int:
-    """Month used for conditioning: 0 (unknown) becomes DEFAULT_MONTH."""
-    return DEFAULT_MONTH if int(month) == 0 else int(month)
 
 #: Prithvi-EO-2.0 standardisation (DN) of BLUE, GREEN, RED, NIR_NARROW — terratorch
 #: `prithvi_vit.PRITHVI_V2_MEAN/STD` (first four of the six HLS bands).

@@ -1,14 +1,14 @@
-"""Typed configs with their defaults in one place; YAML files map onto them 1:1."""
+"""Typed configs: the one place for defaults (the CLI's options default to None and fall through to
+these), and the one place each config is validated (`validate()`, called by the library entry point
+that takes the config). YAML files map onto them 1:1."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from axion_ray.errors import ConfigError
-
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,20 +57,6 @@ class CompositeConfig:
     w_edge_ratio: float = 2.0
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
-    """Build a frozen config from a mapping, rejecting unknown keys with a clear error."""
-    data = dict(data or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    for name, value in list(data.items()):
-        default = fields[name].default
-        if isinstance(default, tuple) and isinstance(value, list):
-            data[name] = tuple(value)
-    return cls(**data)
-
-
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML file's top-level mapping, with a clear error for a missing file or bad YAML."""
     import yaml
@@ -85,16 +71,6 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
     return data
-
-
-def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
-    """Load `cls` from a YAML file (optionally one top-level `section` of it)."""
-    data = read_yaml_mapping(path)
-    if section is not None:
-        data = data.get(section, {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: section {section!r} must hold a mapping of option: value")
-    return from_dict(cls, data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +101,26 @@ class InferConfig:
     tiles_per_read_task: int = 16
     address: str | None = None
     progress_interval_s: float = 5.0
+
+    def validate(self) -> None:
+        """Raise ConfigError for a run that cannot be made, before any store or Ray work."""
+        from axion_ray.models.presets import PRESETS, WEIGHT_FILES
+        from axion_ray.models.registry import check_stage_chain
+
+        check_stage_chain(self.stages)
+        lo, hi = self.actors
+        if lo < 1 or hi < lo:
+            raise ConfigError(f"--actors MIN:MAX needs 1 <= MIN <= MAX, got {lo}:{hi}")
+        if self.batch_size < 1 or self.timesteps < 1 or self.tiles_per_read_task < 1:
+            raise ConfigError("batch size, timesteps and tiles per read task must be at least 1")
+        if 2 in self.stages and self.stage2_checkpoint is None and not self.allow_random_init:
+            if PRESETS.get(self.preset) and PRESETS[self.preset].prithvi not in WEIGHT_FILES:
+                raise ConfigError(f"stage 2 needs a trained checkpoint (--stage2-checkpoint PT); preset {self.preset!r}"
+                                  " has no pretrained refiner. Use --allow-random-init for a smoke run")
+
+    def checkpoint(self, stage: int) -> str | None:
+        """The trained checkpoint given for `stage`, if any."""
+        return getattr(self, f"stage{stage}_checkpoint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +162,18 @@ class TrainConfig:
     timesteps: int = 1
     condition: str = "opt_v2"
 
+    def validate(self) -> None:
+        """Raise ConfigError for a training run that cannot be made, before any store or Ray work."""
+        from axion_ray.models.registry import stage_spec
+
+        stage_spec(self.stage)
+        if self.condition not in ("opt_v1", "opt_v2"):
+            raise ConfigError(f"the Stage 3 condition must be opt_v1 or opt_v2, got {self.condition!r}")
+        if self.workers < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("workers, epochs and batch size must be at least 1")
+        if self.min_workers is not None and not 1 <= self.min_workers <= self.workers:
+            raise ConfigError(f"min workers must be between 1 and workers ({self.workers}), got {self.min_workers}")
+
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierConfig:
@@ -198,3 +206,10 @@ class ClassifierConfig:
     maybe_low: float = 0.35                # mining: relabel as maybe if wrong or low < p(pit) < high
     maybe_high: float = 0.65
     recall_floor: float = 0.95             # thresholds: pit recall at least this on validation
+
+    def validate(self, class_names: tuple[str, ...] | None = None) -> None:
+        """Raise ConfigError for a training that cannot be made on `class_names` (default: `classes`)."""
+        names = tuple(class_names or self.classes)
+        allowed = {"accuracy", "macro_f1"} | {f"{c}_recall" for c in names}
+        if self.select_metric not in allowed:
+            raise ConfigError(f"select metric must be one of {', '.join(sorted(allowed))}, got {self.select_metric!r}")

@@ -31,7 +31,7 @@ def main() -> None:
     from axion_ray.classify.models import build_classifier
 
     sizes = tuple(int(b) for b in args.batch_sizes.split(","))
-    print(f"| model | params | size | batch | p50 ms/img | p95 ms/img | images/s | device |\n|---|---|---|---|---|---|---|---|")
+    print("| model | params | size | batch | p50 ms/img | p95 ms/img | images/s | device |\n|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         model = build_classifier(name, 3, image_size=args.image_size, allow_random_init=True)
         r = measure_latency(model, image_size=args.image_size, batch_sizes=sizes, device=args.device, fp16=args.fp16,

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_vs_loop import make_checkpoint, make_store  # noqa: E402
 
-from axion_ray.pipeline.local_cluster import BIN, LocalCluster, processes_titled, ray_env, wait_for  # noqa: E402
+from axion_ray.distributed.local_cluster import BIN, LocalCluster, processes_titled, ray_env, wait_for  # noqa: E402
 from axion_ray.store import TileStatus, TileStore  # noqa: E402
 
 FAULTS = ("actor", "read", "node", "driver")

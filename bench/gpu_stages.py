@@ -64,11 +64,13 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats()
                 try:
                     seconds = measure(runner, inputs, repeats=3 if stage != 2 else 10)
-                    row = {"stage": stage, "timesteps": kwargs.get("timesteps"), "batch": b, "amp": str(amp).replace("torch.", "") if amp else "fp32",
+                    row = {"stage": stage, "timesteps": kwargs.get("timesteps"), "batch": b,
+                           "amp": str(amp).replace("torch.", "") if amp else "fp32",
                            "tiles_per_s": b / seconds, "s_per_tile": seconds / b,
                            "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
                 except Exception as exc:  # report, do not hide, a configuration that fails
-                    row = {"stage": stage, "timesteps": kwargs.get("timesteps"), "batch": b, "amp": str(amp).replace("torch.", "") if amp else "fp32",
+                    row = {"stage": stage, "timesteps": kwargs.get("timesteps"), "batch": b,
+                           "amp": str(amp).replace("torch.", "") if amp else "fp32",
                            "error": f"{type(exc).__name__}: {str(exc)[:120]}"}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -68,7 +68,7 @@ def main() -> None:
         for n in (args.tiles, 8 * args.tiles):
             side = int(round(n ** 0.5))
             store = synthesize_aoi(work / f"{n}.zarr", SynthConfig(rows=side, cols=side, tile_size=args.tile_size))
-            peak, elapsed = peak_during(lambda: run_pipeline(store.path, cfg, say=lambda _: None))
+            peak, elapsed = peak_during(lambda path=store.path: run_pipeline(path, cfg, say=lambda _: None))
             data_mb = store.n_tiles * 8 * args.tile_size ** 2 * 4 / 2 ** 20
             results.append(peak)
             print(f"{store.n_tiles:6d} tiles ({data_mb:7.1f} MiB of opt_v1 + opt_v2): peak RSS {peak / 2**30:.2f} GiB, "

@@ -69,10 +69,10 @@ def moto_server():
 
 def object_store_peak(n: int, tile: int, work: Path) -> dict[str, float]:
     import ray
+    from pipeline_vs_loop import make_checkpoint, make_store
 
     from axion_ray.config import InferConfig
     from axion_ray.pipeline import run_pipeline
-    from pipeline_vs_loop import make_checkpoint, make_store
 
     store = make_store(work / "pipe.zarr", n, tile)
     ckpt = make_checkpoint(work / "stage2.pt")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # pyarrow loads inside the actor
+    import pyarrow as pa
 
 from axion_ray.classify.data import IMAGE_SUFFIXES, MAYBE
 from axion_ray.errors import ConfigError, ImageDataError
@@ -45,7 +48,7 @@ class ClassifierActor:
         self.device, self.thresholds = dev, thresholds
         self.names = tuple(self.cfg["class_names"])
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> "pa.Table":
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         import pyarrow as pa
 
         from axion_ray.classify.data import decode_images
@@ -83,7 +86,7 @@ def classify_images(run: str | Path, images_dir: str | Path, out: str | Path, *,
     import pyarrow.parquet as pq
     import ray
 
-    from axion_ray.pipeline.run import _init_ray
+    from axion_ray.distributed import init_ray
 
     checkpoint, thresholds = find_model(run)
     root = Path(images_dir)
@@ -92,7 +95,7 @@ def classify_images(run: str | Path, images_dir: str | Path, out: str | Path, *,
     paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ImageDataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    _init_ray(address)
+    init_ray(address)
     if num_cpus is None:  # leave room for the driver's reads on a small machine
         num_cpus = 1.0 if num_gpus else max(0.5, float(ray.cluster_resources().get("CPU", 1)) / 2 / actors[1])
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths) // batch_size))

@@ -3,7 +3,7 @@ augmentation, per-class precision/recall/F1 every epoch, the best epoch kept by 
 
 The training images travel as a Ray Dataset (sharded across workers); the validation set goes to rank 0
 through the object store. `RUN/model_best.pt` is the best epoch's checkpoint; `RUN/history.json` every
-epoch's metrics.
+epoch's metrics. DDP, the schedule and checkpoint reporting follow the template in `train/base.py`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,12 +67,12 @@ def load_classifier(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Mod
 def _train_loop(config: dict[str, Any]) -> None:
     import ray
     import ray.train
-    import ray.train.torch
 
     from axion_ray.classify.augment import augment_batch, field_simulator
     from axion_ray.classify.models import build_classifier, replace_head, set_mode
     from axion_ray.metrics.classification import classification_metrics
     from axion_ray.metrics.composite import rank_score
+    from axion_ray.train.base import prepare_ddp, report, warmup_cosine
 
     cfg = ClassifierConfig(**{k: v for k, v in config["cfg"].items()})
     ctx = ray.train.get_context()
@@ -98,16 +97,14 @@ def _train_loop(config: dict[str, Any]) -> None:
     model_config = {"model": provenance["model"], "timm_name": provenance["timm_name"], "mode": mode,
                     "num_classes": len(class_names), "class_names": list(class_names), "image_size": cfg.image_size,
                     "mean": provenance["mean"], "std": provenance["std"], "normalize": cfg.normalize}
-    ddp = ray.train.torch.prepare_model(model)
-    core = ddp.module if hasattr(ddp, "module") else ddp
+    ddp, core = prepare_ddp(model)
     device = next(core.parameters()).device
     epochs, lr = config["epochs"], config["lr"]
     steps_per_epoch = max(1, math.ceil(config["n_train"] / world / cfg.batch_size))
     total = epochs * steps_per_epoch
     optimizer = torch.optim.AdamW([p for p in core.parameters() if p.requires_grad], lr=lr,
                                   weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, steps_per_epoch)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    scheduler = warmup_cosine(optimizer, total, warmup_steps=steps_per_epoch)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     transform = field_simulator(cfg.augment)
     use_amp = device.type == "cuda"
@@ -130,7 +127,7 @@ def _train_loop(config: dict[str, Any]) -> None:
             losses.append(float(loss.detach()))
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
         if rank != 0:
-            ray.train.report(metrics)
+            report(metrics)
             continue
         probs = predict_proba(core, val_images, model_config, device)
         m = classification_metrics(val_labels, probs.argmax(1), class_names)
@@ -141,11 +138,9 @@ def _train_loop(config: dict[str, Any]) -> None:
                        **{f"{c}_{k}": v[k] for c, v in m["per_class"].items() for k in ("precision", "recall", "f1")})
         history.append(dict(metrics))
         metrics["history_json"] = json.dumps(history)  # the run's result carries every epoch, not only the last
-        with tempfile.TemporaryDirectory() as d:
-            torch.save({"model_state_dict": {k: v.detach().cpu() for k, v in core.state_dict().items()},
-                        "config": model_config, "provenance": provenance, "epoch": epoch, "metrics": m,
-                        "train_config": config["cfg"]}, Path(d) / "checkpoint.pt")
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        report(metrics, checkpoint={"model_state_dict": {k: v.detach().cpu() for k, v in core.state_dict().items()},
+                                    "config": model_config, "provenance": provenance, "epoch": epoch, "metrics": m,
+                                    "train_config": config["cfg"]})
 
 
 def train_classifier(train: ImageSet, val: ImageSet, out_dir: str | Path, cfg: ClassifierConfig = ClassifierConfig(),
@@ -157,16 +152,13 @@ def train_classifier(train: ImageSet, val: ImageSet, out_dir: str | Path, cfg: C
     and trains only the head — step (c) of the two-stage workflow.
     """
     import ray
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
-    from axion_ray.pipeline.run import _init_ray
+    from axion_ray.distributed import init_ray, worker_cpus
+    from axion_ray.train.base import best_checkpoint_file, fit_trainer
 
     if train.class_names != val.class_names:
         raise ConfigError(f"train and val classes differ: {train.class_names} vs {val.class_names}")
-    allowed = {"accuracy", "macro_f1"} | {f"{c}_recall" for c in train.class_names}
-    if cfg.select_metric not in allowed:
-        raise ConfigError(f"select metric must be one of {', '.join(sorted(allowed))}, got {cfg.select_metric!r}")
+    cfg.validate(train.class_names)
     for label, n in zip(train.class_names, np.bincount(train.labels, minlength=len(train.class_names))):
         if n == 0:
             raise ConfigError(f"no training images of class {label!r}")
@@ -179,35 +171,26 @@ def train_classifier(train: ImageSet, val: ImageSet, out_dir: str | Path, cfg: C
         raise ConfigError(f"{init_from} does not exist")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _init_ray(None)
-    cpus = float(ray.cluster_resources().get("CPU", 1))
-    worker_cpus = cfg.cpus_per_worker or (1.0 if cfg.use_gpu else max(0.25, (cpus - 0.25) / cfg.workers))
+    init_ray(None)
+    cpus_each = worker_cpus(cfg.cpus_per_worker, cfg.use_gpu, cfg.workers)
     ds = ray.data.from_items([{"image": img, "label": int(lab)} for img, lab in zip(train.images, train.labels)])
     head_only = init_from is not None
     loop_config = {
         "cfg": dataclasses.asdict(cfg), "class_names": list(train.class_names), "n_train": len(train),
         "val_ref": ray.put((val.images, val.labels)), "init_from": str(Path(init_from).resolve()) if init_from else None,
         "epochs": cfg.head_epochs if head_only else cfg.epochs, "lr": cfg.head_lr if head_only else cfg.lr,
-        "torch_threads": None if cfg.use_gpu else max(1, int(round(worker_cpus))),
+        "torch_threads": None if cfg.use_gpu else max(1, int(round(cpus_each))),
     }
-    trainer = TorchTrainer(
-        _train_loop, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": worker_cpus}),
-        run_config=RunConfig(name="classifier", storage_path=str(out / "ray"), callbacks=callbacks,
-                             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=cfg.select_metric,
-                                                                checkpoint_score_order="max")),
-        datasets={"train": ds})
     say(f"training {cfg.model} ({'head only' if head_only else cfg.mode or 'its preset mode'}) on {len(train)} images "
         f"({', '.join(train.class_names)}), {loop_config['epochs']} epochs, {cfg.workers} worker(s)")
-    result = trainer.fit()
+    result = fit_trainer(_train_loop, loop_config, name="classifier", storage_path=out / "ray", workers=cfg.workers,
+                         use_gpu=cfg.use_gpu, worker_cpus=cpus_each, score_attribute=cfg.select_metric, keep=1,
+                         callbacks=callbacks, datasets={"train": ds})
     history = json.loads(result.metrics.get("history_json", "[]"))
-    if not result.best_checkpoints:
-        raise RuntimeError("training reported no checkpoint")
-    best_ckpt, best_metrics = result.best_checkpoints[0]
+    best_file, best_metrics = best_checkpoint_file(result)
     best_metrics = {k: v for k, v in best_metrics.items() if k != "history_json"}
     tmp = out / f".{BEST_FILE}.partial"
-    shutil.copyfile(Path(best_ckpt.path) / "checkpoint.pt", tmp)
+    shutil.copyfile(best_file, tmp)
     tmp.replace(out / BEST_FILE)
     summary = {"best": best_metrics, "best_epoch": int(best_metrics["epoch"]), "checkpoint": str(out / BEST_FILE),
                "history": history, "skipped_images": train.skipped + val.skipped}

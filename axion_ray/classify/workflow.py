@@ -72,8 +72,8 @@ def mine(data_dir: str | Path, run: str | Path, cfg: ClassifierConfig, say: Call
         mined = mine_maybe(images, predict_proba(model, images.images, mcfg), low=cfg.maybe_low, high=cfg.maybe_high)
         names = mined.images.class_names
         out["stats"][split] = mined.stats()
-        out["images"][split] = [{"path": p, "original": names[o], "label": names[l], "p_pit": float(pp), "moved": bool(m)}
-                                for p, o, l, pp, m in zip(images.paths, mined.original, mined.images.labels,
+        out["images"][split] = [{"path": p, "original": names[o], "label": names[lab], "p_pit": float(pp), "moved": bool(m)}
+                                for p, o, lab, pp, m in zip(images.paths, mined.original, mined.images.labels,
                                                           mined.p_pit, mined.moved)]
         st = out["stats"][split]
         say(f"mining {split}: {st['moved']} of {st['total']} images moved to '{MAYBE}' ({st['pct']:.1f}%)")
@@ -162,10 +162,10 @@ def report(data_dir: str | Path, run: str | Path, cfg: ClassifierConfig, say: Ca
 
 
 def _was_random(run: Path) -> bool:
-    import torch
+    from axion_ray.models.weights import load_checkpoint
 
-    state = torch.load(run / "binary" / "model_best.pt", map_location="cpu", weights_only=True)
-    return bool(state.get("provenance", {}).get("random_init", False))
+    meta = load_checkpoint(run / "binary" / "model_best.pt", digest=False).meta
+    return bool(meta.get("provenance", {}).get("random_init", False))
 
 
 def recommendation(metrics: dict[str, Any], floor: float) -> tuple[str, list[str]]:
@@ -190,8 +190,10 @@ def report_markdown(run: Path, m: dict[str, Any], cfg: ClassifierConfig) -> str:
     verdict, checks = recommendation(m, cfg.recall_floor)
     rows = "\n".join(f"| **{c.capitalize()}** | {v['precision']:.2f} | {v['recall']:.2f} | {v['f1']:.2f} | {v['support']} |"
                      for c, v in m["per_class"].items())
-    mining = "\n".join(f"| **{s.capitalize()}** | {v['total']} | {v['moved']} | {v['pct']:.1f}% |" for s, v in m["mining"].items())
+    mining = "\n".join(f"| **{s.capitalize()}** | {v['total']} | {v['moved']} | {v['pct']:.1f}% |"
+                       for s, v in m["mining"].items())
     checks_md = "\n".join(f"{i}. {line}" for i, line in enumerate(checks, 1))
+    normalisation = "normalised with the backbone statistics" if cfg.normalize else "no normalisation"
     return f"""# Model Report: 2-Stage Robust Training ({m['model']})
 
 **Date:** {_dt.date.today().isoformat()}
@@ -212,7 +214,7 @@ the tuned thresholds ({m['accuracy_3class_argmax']:.2%} with plain argmax); pit 
 ## Methodology
 
 ### 1. Architecture & Augmentation
-- **Model:** `{m['timm_name']}`, image size {cfg.image_size}, {'normalised with the backbone statistics' if cfg.normalize else 'no normalisation'}.
+- **Model:** `{m['timm_name']}`, image size {cfg.image_size}, {normalisation}.
 - **Augmentation:** "Field Simulator" ({cfg.augment}): RandomAffine, ColorJitter, GaussianBlur, motion blur.
 - **Training:** Ray Train DDP ({cfg.workers} workers), AdamW, cosine schedule, label smoothing {cfg.label_smoothing}.
 

@@ -7,8 +7,9 @@ The Axion-Sat Stage 2 report's gains (+0.0225, +0.0190, +0.0491) give 0.0660 (AR
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from axion_ray.config import CompositeConfig
 

@@ -1,8 +1,10 @@
 """`build_stage` — the one door to every stage model: presets, weights, checkpoints, LoRA, device.
 
-Every model it returns carries `model.provenance`, the dict the pipeline writes into the attrs of the
-arrays the model produces (ARCHITECTURE §3): stage, model, preset, checkpoint + sha256, weight files +
-sha256, whether it was randomly initialised, timesteps, seed.
+What each stage is (inputs, output, model class, weight files) is data in `models/registry.py`; this
+module turns a spec + preset into a model, one build function per model family. Every model it returns
+carries `model.provenance`, the dict the pipeline writes into the attrs of the arrays the model
+produces (docs/ARCHITECTURE.md §3): stage, model, preset, checkpoint + sha256, weight files + sha256,
+whether it was randomly initialised, timesteps, seed.
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ from axion_ray.bands import PRITHVI_BANDS
 from axion_ray.errors import CheckpointError, ConfigError
 from axion_ray.models.common import resolve_device
 from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
-from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES
+from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES, StagePreset
+from axion_ray.models.registry import StageSpec, stage_spec
 from axion_ray.models.weights import Checkpoint, WeightsRecord, load_checkpoint, load_fitting_state, resolve_weights
-
-STAGES = (1, 2, 3)
-STAGE_OUTPUTS = {1: "opt_v1", 2: "opt_v2", 3: "opt_v3"}
 
 
 def build_prithvi_backbone(name: str, weights: str | None, allow_random_init: bool,
@@ -41,8 +41,7 @@ def build_prithvi_backbone(name: str, weights: str | None, allow_random_init: bo
 def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None
                            ) -> tuple[Checkpoint | None, dict[str, Any], str]:
     """Validate stage and preset; a checkpoint's own config (stage, preset) wins over the arguments."""
-    if stage not in STAGES:
-        raise ConfigError(f"stage must be 1, 2 or 3, got {stage!r}")
+    stage_spec(stage)
     ckpt = load_checkpoint(checkpoint) if checkpoint else None
     cfg = dict(ckpt.config) if ckpt else {}
     if ckpt and cfg.get("stage") not in (None, stage):
@@ -84,33 +83,15 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
         CheckpointError: a checkpoint for another stage or architecture.
     """
     ckpt, cfg, preset = _checkpoint_and_preset(stage, preset, checkpoint)
-    spec = PRESETS[preset]
+    spec = stage_spec(stage)
     need_pretrained = ckpt is None or _needs_base_weights(cfg)
     if ckpt is not None:  # the checkpoint says what base it needs; never substitute a random one
         allow_random_init = False
-
-    model: nn.Module
-    if stage == 2:
-        from axion_ray.models.stage2 import PrithviRefiner
-
-        backbone_name = cfg.get("prithvi", prithvi or spec.prithvi)
-        backbone, record = build_prithvi_backbone(backbone_name, weights, allow_random_init, need_pretrained)
-        model = PrithviRefiner(backbone, head_dim=int(cfg.get("head_dim", spec.head_dim)),
-                               head_blocks=int(cfg.get("head_blocks", spec.head_blocks)),
-                               temporal=backbone_name.endswith("_tl"))
-        model_name = backbone_name
-    else:
-        from axion_ray.models.stage1 import TerraMindStage1
-        from axion_ray.models.stage3 import TerraMindStage3
-        from axion_ray.models.terramind import build_terramind_generator
-
-        modalities = ["S1GRD"] if stage == 1 else ["S1GRD", "S2L2A"]
-        generator, record = build_terramind_generator(
-            spec.terramind, modalities, timesteps=timesteps, standardize=standardize, weights=weights,
-            allow_random_init=allow_random_init, need_pretrained=need_pretrained)
-        cls = TerraMindStage1 if stage == 1 else TerraMindStage3
-        model = cls(generator, timesteps=timesteps, standardize=standardize, seed=seed)
-        model_name = f"{spec.terramind}_generate"
+    backbone = spec.backbone(PRESETS[preset], cfg.get("prithvi", prithvi))
+    model, record = _FAMILY_BUILDERS[spec.family](
+        spec, PRESETS[preset], cfg, backbone, weights=weights, allow_random_init=allow_random_init,
+        need_pretrained=need_pretrained, timesteps=timesteps, standardize=standardize, seed=seed)
+    model_name = spec.model_name(backbone)
 
     lora_cfg = LoraSettings(**cfg["lora"]) if cfg.get("lora") else lora
     if lora_cfg is not None:
@@ -140,6 +121,33 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
     return model
 
 
+def _build_refiner(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str, *,
+                   weights: str | None, allow_random_init: bool, need_pretrained: bool, **_: Any
+                   ) -> tuple[nn.Module, WeightsRecord]:
+    """A Prithvi backbone under the Stage 2 refiner head (head size from the checkpoint, else the preset)."""
+    backbone, record = build_prithvi_backbone(backbone_name, weights, allow_random_init, need_pretrained)
+    model = spec.model_cls()(backbone, head_dim=int(cfg.get("head_dim", preset.head_dim)),
+                             head_blocks=int(cfg.get("head_blocks", preset.head_blocks)),
+                             temporal=backbone_name.endswith("_tl"))
+    return model, record
+
+
+def _build_terramind(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str, *,
+                     weights: str | None, allow_random_init: bool, need_pretrained: bool, timesteps: int,
+                     standardize: bool, seed: int | None) -> tuple[nn.Module, WeightsRecord]:
+    """A TerraMind generator (the spec's modalities → S2L2A) wrapped in the stage's model class."""
+    from axion_ray.models.terramind import build_terramind_generator
+
+    generator, record = build_terramind_generator(
+        backbone_name, list(spec.modalities), timesteps=timesteps, standardize=standardize, weights=weights,
+        allow_random_init=allow_random_init, need_pretrained=need_pretrained)
+    return spec.model_cls()(generator, timesteps=timesteps, standardize=standardize, seed=seed), record
+
+
+#: How each model family of `models/registry.py` is built.
+_FAMILY_BUILDERS = {"prithvi": _build_refiner, "terramind": _build_terramind}
+
+
 def _needs_base_weights(cfg: dict[str, Any]) -> bool:
     """An adapter-only checkpoint (TerraMind LoRA) needs its base: the published weights it was trained
     on, or — when it was trained on a random base — the same seeded random init, built without lookup."""
@@ -160,7 +168,8 @@ def _provenance(stage: int, model_name: str, preset: str, checkpoint: str | None
         "stage": f"stage{stage}", "model": model_name, "preset": preset,
         "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
         "weights": record.to_dict(), "random_init": record.random_init,
-        "timesteps": timesteps if stage != 2 else None, "seed": seed if stage != 2 else None,
+        "timesteps": timesteps if stage_spec(stage).generative else None,
+        "seed": seed if stage_spec(stage).generative else None,
         "lora": lora.to_dict() if lora else None,
     }
 
@@ -174,14 +183,9 @@ def stage_provenance(stage: int, preset: str = "tiny", *, weights: str | None = 
     reported at once (exit 2), and it writes the result into the output arrays' attrs.
     """
     ckpt, cfg, preset = _checkpoint_and_preset(stage, preset, checkpoint)
-    spec = PRESETS[preset]
-    if stage == 2:
-        model_name = cfg.get("prithvi", prithvi or spec.prithvi)
-        variants = [model_name]
-    else:
-        from axion_ray.models.terramind import TOKENIZER_S2L2A
-
-        model_name, variants = f"{spec.terramind}_generate", [spec.terramind, TOKENIZER_S2L2A]
+    spec = stage_spec(stage)
+    backbone = spec.backbone(PRESETS[preset], cfg.get("prithvi", prithvi))
+    model_name, variants = spec.model_name(backbone), spec.weight_variants(backbone)
     if ckpt is None or _needs_base_weights(cfg):
         record = resolve_weights(variants, weights, allow_random_init and ckpt is None)
     else:  # a full checkpoint, or adapters on the seeded random base

@@ -35,11 +35,6 @@ def autocast(device: torch.device, enabled: bool = True, dtype: torch.dtype | No
     return contextlib.nullcontext()
 
 
-def to_fp16(model: torch.nn.Module) -> torch.nn.Module:
-    """Convert a model's weights to fp16 for export (half the size; run it on a GPU)."""
-    return model.half()
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int, square: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad H and W at the bottom/right up to a multiple (and to a square when `square`).
 

@@ -33,6 +33,10 @@ PRITHVI_BACKBONES: tuple[str, ...] = (
 )
 
 
+#: TerraMind's S2L2A tokenizer (the diffusion decoder every generating stage needs beside its transformer).
+TOKENIZER_S2L2A = "terramind_v1_tokenizer_s2l2a"
+
+
 @dataclass(frozen=True)
 class WeightFile:
     repo_id: str
@@ -45,7 +49,7 @@ WEIGHT_FILES: dict[str, WeightFile] = {
     "terramind_v1_small": WeightFile("ibm-esa-geospatial/TerraMind-1.0-small", "TerraMind_v1_small.pt"),
     "terramind_v1_base": WeightFile("ibm-esa-geospatial/TerraMind-1.0-base", "TerraMind_v1_base.pt"),
     "terramind_v1_large": WeightFile("ibm-esa-geospatial/TerraMind-1.0-large", "TerraMind_v1_large.pt"),
-    "terramind_v1_tokenizer_s2l2a": WeightFile("ibm-esa-geospatial/TerraMind-1.0-Tokenizer-S2L2A",
+    TOKENIZER_S2L2A: WeightFile("ibm-esa-geospatial/TerraMind-1.0-Tokenizer-S2L2A",
                                                "TerraMind_Tokenizer_S2L2A.pt"),
     "prithvi_eo_v2_tiny_tl": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-tiny-TL", "Prithvi_EO_V2_tiny_TL.pt"),
     "prithvi_eo_v2_100_tl": WeightFile("ibm-nasa-geospatial/Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt"),

@@ -27,6 +27,7 @@ from torch import nn
 
 from axion_ray.bands import DEFAULT_MONTH, N_BIOMES, PRITHVI_MEAN_DN, PRITHVI_STD_DN, S2_DN_SCALE
 from axion_ray.models.common import pad_to_multiple
+from axion_ray.models.registry import STAGES
 
 PRITHVI_PATCH = 16
 _COND_DIM = 32
@@ -95,8 +96,8 @@ class RefinerHead(nn.Module):
 
 
 class PrithviRefiner(nn.Module):
-    INPUTS = ("opt_v1", "month", "biome_code")
-    OUTPUT = "opt_v2"
+    INPUTS = STAGES[2].model_inputs
+    OUTPUT = STAGES[2].output
     AMP_DTYPE = torch.float16  # H100: fp16 3,124 tiles/s vs bf16 393 at batch 64 (bench/RESULTS.md)
 
     def __init__(self, backbone: nn.Module, *, head_dim: int = 48, head_blocks: int = 2, temporal: bool = False):

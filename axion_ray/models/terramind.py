@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 from axion_ray.errors import CheckpointError
+from axion_ray.models.common import pad_to_multiple
+from axion_ray.models.presets import TOKENIZER_S2L2A
+from axion_ray.models.s2l2a import TERRAMIND_MULTIPLE
 from axion_ray.models.weights import WeightsRecord, load_state_dict, resolve_weights
 
-TOKENIZER_S2L2A = "terramind_v1_tokenizer_s2l2a"
 TOKENIZER_KEY = "tok_sen2l2a@224"
 
 
@@ -52,9 +54,6 @@ class TerraMindStageBase(torch.nn.Module):
         inputs in one pass. `inputs` maps TerraMind modality names (`S1GRD`, `S2L2A`) to raw (B, C, H, W)
         tensors; the target is a (B, 12, H, W) S2L2A image in DN. Padded to the square TerraMind needs.
         """
-        from axion_ray.models.common import pad_to_multiple
-        from axion_ray.models.stage1 import TERRAMIND_MULTIPLE
-
         g = self.generator
         names = list(inputs)
         both = torch.cat([inputs[n].float() for n in names] + [target_s2l2a_dn.float()], dim=1)

@@ -161,8 +161,9 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load a checkpoint `.pt` with `weights_only=True` and record its sha256.
+def load_checkpoint(path: str | Path, *, digest: bool = True) -> Checkpoint:
+    """Load a checkpoint `.pt` with `weights_only=True` and record its sha256 (unless `digest=False`:
+    a training run resuming from its own checkpoint has no provenance to write).
 
     Raises:
         WeightsNotFoundError: the file does not exist.
@@ -180,4 +181,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not isinstance(obj, dict) or not isinstance(obj.get("model_state_dict"), dict):
         raise CheckpointError(f"checkpoint {path} has no model_state_dict; is it an Axion-Ray checkpoint?")
     meta = {k: v for k, v in obj.items() if k not in ("model_state_dict", "config")}
-    return Checkpoint(str(path), sha256_file(path), obj["model_state_dict"], dict(obj.get("config") or {}), meta)
+    return Checkpoint(str(path), sha256_file(path) if digest else "", obj["model_state_dict"],
+                      dict(obj.get("config") or {}), meta)

@@ -2,8 +2,9 @@
 
 For each batch it picks the rows its stage must run (`run_<k>`), checks their inputs (a bad tile fails
 with a reason and the rest of the batch goes on), runs the model through `StageRunner` (AMP, OOM split,
-CPU fallback) and adds the result columns the datasink writes: `opt_v<k>`, `status_<k>`, `reason_<k>`,
-`ms_<k>`, `device_<k>`, `node_<k>`, `fallback_<k>`. Stage 1 also passes its full 12-band S2L2A on to Stage 3.
+CPU fallback) and adds the result columns that `distributed.write_tile_store` writes
+(`distributed/columns.py`). What the stage reads and writes comes from its `StageSpec`. Stage 1 also
+passes its full 12-band S2L2A on to Stage 3.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-NOT_RUN, DONE, FAILED = 0, 1, 2
+from axion_ray.distributed.columns import ROW_DONE, ROW_FAILED, ROW_NOT_RUN
+from axion_ray.models.registry import STAGES, stage_spec
+
+#: Rows carry every image a stage may read plus the per-tile scalars.
+_ROW_INPUTS = tuple(dict.fromkeys(n for spec in STAGES.values()
+                                  for n in spec.model_inputs + spec.optional_inputs))
 
 
 def s1_problem(tile: np.ndarray, expected_shape: tuple[int, ...] | None = None) -> str | None:
@@ -52,6 +58,7 @@ class StageActor:
 
         torch.set_num_threads(max(1, int(num_threads)))
         self.stage = stage
+        self.spec = stage_spec(stage)
         self.carry_s2l2a = carry_s2l2a and stage == 1
         target = resolve_device(device)
         model = build_stage(stage, device=str(target), **build_kwargs)
@@ -64,36 +71,36 @@ class StageActor:
         """Row index → failure reason, for the rows this stage would run."""
         problems: dict[int, str] = {}
         upstream = self.stage - 1
+        optical = self.spec.optical_input
         for i in np.flatnonzero(rows):
-            if upstream >= 1 and f"status_{upstream}" in batch and batch[f"status_{upstream}"][i] == FAILED:
+            if f"status_{upstream}" in batch and batch[f"status_{upstream}"][i] == ROW_FAILED:
                 problems[i] = f"stage {upstream} failed: {batch[f'reason_{upstream}'][i]}"
                 continue
-            if self.stage in (1, 3) and (reason := s1_problem(batch["s1"][i])):
+            if self.spec.reads_s1 and (reason := s1_problem(batch["s1"][i])):
                 problems[i] = reason
-            elif self.stage in (2, 3) and (reason := optical_problem(batch[f"opt_v{upstream}"][i], f"opt_v{upstream}")):
+            elif optical and (reason := optical_problem(batch[optical][i], optical)):
                 problems[i] = reason
         return problems
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from axion_ray.models.stage1 import s2l2a_dn_to_opt
+        from axion_ray.models.s2l2a import s2l2a_dn_to_opt
 
-        k = self.stage
+        k, output = self.stage, self.spec.output
         n = len(batch["tile"])
         rows = np.asarray(batch[f"run_{k}"], dtype=bool).copy()
-        status = np.zeros(n, np.uint8)
+        status = np.full(n, ROW_NOT_RUN, np.uint8)
         reasons = np.array([""] * n, dtype=object)
         problems = self._inputs_ok(batch, rows)
         for i, reason in problems.items():
-            status[i], reasons[i], rows[i] = FAILED, reason, False
-        h, w = batch["s1"].shape[-2:] if "s1" in batch else batch["opt_v1"].shape[-2:]
-        out = batch.get(f"opt_v{k}")
+            status[i], reasons[i], rows[i] = ROW_FAILED, reason, False
+        h, w = batch[self.spec.inputs[0]].shape[-2:]
+        out = batch.get(output)
         out = np.full((n, 4, h, w), np.nan, np.float32) if out is None else np.array(out, dtype=np.float32)
         ms = np.full(n, np.nan, np.float32)
         fallbacks_before = self.runner.stats.cpu_fallback_tiles
         if rows.any():
             idx = np.flatnonzero(rows)
-            inputs = {name: np.asarray(batch[name])[idx] for name in ("s1", "opt_v1", "opt_v2", "month",
-                                                                      "biome_code", "s2l2a_v1") if name in batch}
+            inputs = {name: np.asarray(batch[name])[idx] for name in _ROW_INPUTS if name in batch}
             start = time.perf_counter()
             result = self.runner(inputs)
             elapsed_ms = 1000.0 * (time.perf_counter() - start) / idx.size
@@ -105,11 +112,11 @@ class StageActor:
                 batch["s2l2a_v1"] = full
                 result = s2l2a_dn_to_opt(torch.from_numpy(result)).numpy()
             out[idx] = result
-            status[idx] = DONE
+            status[idx] = ROW_DONE
             ms[idx] = elapsed_ms
         elif self.carry_s2l2a:
             batch["s2l2a_v1"] = np.full((n, 12, h, w), np.nan, np.float32)
-        batch[f"opt_v{k}"] = out
+        batch[output] = out
         batch[f"status_{k}"] = status
         batch[f"reason_{k}"] = reasons.astype(str)
         batch[f"ms_{k}"] = ms

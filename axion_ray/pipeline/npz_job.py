@@ -19,12 +19,10 @@ from typing import Any
 import numpy as np
 
 from axion_ray.config import InferConfig, read_yaml_mapping
-from axion_ray.errors import AxionRayError, ConfigError
+from axion_ray.errors import AxionRayError
+from axion_ray.models.registry import STAGES, stage_spec
 from axion_ray.store.npz import NpzTile, export_npz_dir, list_npz_tiles, read_npz_tile
 from axion_ray.store.tile_store import TileStore
-
-#: What each stage reads from a tile.
-REQUIRED_KEYS = {1: ("s1",), 2: ("opt_v1",), 3: ("s1", "opt_v2")}
 
 
 @dataclass
@@ -47,15 +45,20 @@ class NpzRunSummary:
         return "\n".join(lines)
 
 
+#: Axion-Sat's inference scripts default to CUDA (and say so when there is none); so does infer-npz.
+AXION_SAT_DEVICE = "cuda"
+
+
 def load_infer_config(path: str | Path | None, **overrides: Any) -> InferConfig:
-    """InferConfig from a YAML file (its `infer:` section, or its top-level keys that InferConfig knows)."""
-    data: dict[str, Any] = {}
+    """InferConfig for an NPZ job: Axion-Sat's device default, then a YAML file (its `infer:` section, or
+    its top-level keys that InferConfig knows), then the `overrides` that are not None."""
+    data: dict[str, Any] = {"device": AXION_SAT_DEVICE}
     if path is not None:
         raw = read_yaml_mapping(path)
         known = {f.name for f in dataclasses.fields(InferConfig)}
         section = raw.get("infer", raw)
         # Axion-Sat hardware configs carry unrelated keys: take the ones we know, leave the rest.
-        data = {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items() if k in known}
+        data.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items() if k in known})
     return InferConfig(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -67,8 +70,7 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
     from axion_ray.pipeline.run import run_pipeline
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if stage not in REQUIRED_KEYS:
-        raise ConfigError(f"--stage must be 1, 2 or 3, got {stage}")
+    spec = stage_spec(stage)
     files = list_npz_tiles(input_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = NpzRunSummary(stage, len(files))
@@ -84,7 +86,7 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
         except AxionRayError as exc:
             summary.failures[path.name] = str(exc).replace(f"{path}: ", "").replace(str(path), path.name)
             continue
-        missing = [k for k in REQUIRED_KEYS[stage] if k not in tile.arrays]
+        missing = [k for k in spec.inputs if k not in tile.arrays]
         if missing:
             summary.failures[path.name] = f"stage {stage} needs {', '.join(missing)}; file has {', '.join(tile.arrays)}"
             continue
@@ -100,19 +102,19 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
                             tile_col=np.zeros(len(tiles)))
         store.set_sidecar_extra([t.extra for t in tiles])
         store.set_sidecar_sources([str(t.path) for t in tiles])
-        for name in ("s1", "opt_v1", "opt_v2"):
+        for name in dict.fromkeys(a for other in STAGES.values() for a in other.inputs):  # every stage input
             idx = [i for i, t in enumerate(tiles) if name in t.arrays]
             if idx:
                 store.write(name, idx, np.stack([tiles[i].arrays[name] for i in idx]))
         say(f"{len(tiles)} tiles of {h}x{w} px")
         result = run_pipeline(store.path, run_cfg, say=say)
         done_store = TileStore.open(store.path, mode="r")
-        export_npz_dir(done_store, output_dir, f"opt_v{stage}")
+        export_npz_dir(done_store, output_dir, spec.output)
         stats = result.per_stage[stage]
         summary.done += stats["done"]
         summary.cpu_fallbacks += stats["cpu_fallbacks"]
         summary.devices = sorted(set(summary.devices) | set(stats["devices"]))
-        for tile_index, reason in done_store.failures(f"opt_v{stage}").items():
+        for tile_index, reason in done_store.failures(spec.output).items():
             summary.failures[Path(tiles[tile_index].path).name] = reason
     shutil.rmtree(work_root, ignore_errors=True)
     summary.elapsed_s = time.time() - start

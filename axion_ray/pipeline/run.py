@@ -1,28 +1,32 @@
 """`run_pipeline`: stream every pending tile of a store through one actor pool per stage, on Ray Data.
 
-read (our Zarr datasource, pending tiles only) → [stage 1 pool] → [stage 2 pool] → [stage 3 pool] →
-write (our datasink: data, then status). One streaming, back-pressured plan; each pool elastic
-(`ActorPoolStrategy(min, max)`); actors restart and their tasks retry if they die; the store's status
-arrays make a killed run resumable without redoing finished tiles.
+read (`distributed.read_tile_store`, pending tiles only) → [stage 1 pool] → [stage 2 pool] →
+[stage 3 pool] → write (`distributed.write_tile_store`: data, then status). One streaming,
+back-pressured plan; each pool elastic (`ActorPoolStrategy(min, max)`); actors restart and their tasks
+retry if they die; the store's status arrays make a killed run resumable without redoing finished tiles.
+
+Three steps: plan (`pipeline/plan.py`: tiles, stages, resources — before Ray starts where it can),
+build (the dataset of pools), stream (write, report progress, summarise; the progress tracker is
+released however the run ends).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from axion_ray.config import InferConfig
-from axion_ray.errors import AxionRayError, ConfigError, DeviceError
-from axion_ray.store.tile_store import TileStatus, TileStore
+from axion_ray.errors import AxionRayError
+from axion_ray.models.registry import stage_spec
+from axion_ray.pipeline.plan import StagePlan, plan_stages, plan_todo, stage_build_kwargs
+from axion_ray.store.tile_store import TileStore
 
 EXIT_FAILED_TILES = 1
 _CURRENT_TRACKER: Any = None
@@ -31,18 +35,6 @@ _CURRENT_TRACKER: Any = None
 def current_tracker() -> Any:
     """The progress tracker of the run in progress in this process (its stage actors, its counts)."""
     return _CURRENT_TRACKER
-
-
-@dataclass
-class StagePlan:
-    stage: int
-    batch_size: int
-    num_cpus: float
-    num_gpus: float
-    min_actors: int
-    max_actors: int
-    threads: int
-    device: str
 
 
 @dataclass
@@ -81,83 +73,9 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def plan_todo(store: TileStore, stages: tuple[int, ...], skip_existing: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Tiles to schedule and, per tile, which requested stages run.
-
-    A stage runs when its output is not done (or always, without skip_existing); once a stage runs for
-    a tile, every later requested stage runs too, since its input changed.
-    """
-    todo = np.zeros((store.n_tiles, len(stages)), dtype=bool)
-    for j, stage in enumerate(stages):
-        pending = store.status(f"opt_v{stage}") != TileStatus.DONE if skip_existing else np.ones(store.n_tiles, bool)
-        todo[:, j] = pending | (todo[:, j - 1] if j else False)
-    tiles = np.flatnonzero(todo.any(axis=1))
-    return tiles, todo[tiles]
-
-
-def _init_ray(address: str | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, logging_level="WARNING")
-    elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
-        ray.init(logging_level="WARNING")
-    else:
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
-
-
-def plan_stages(cfg: InferConfig, resources: dict[str, float], node_cpus: list[float] | None = None) -> list[StagePlan]:
-    """Per-stage resources: fractional CPUs on a CPU-only cluster so pools never starve the reader.
-
-    The CPUs (less a quarter for read tasks) are shared by every stage's minimum pool, and no actor may
-    take more than its node can spare beside one read task — on two 1-CPU nodes, two 0.875-CPU actors
-    left no node room for a 0.25-CPU read and the run hung (measured in the multi-node test).
-    """
-    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-    per_node = min(node_cpus) if node_cpus else cpus
-    if cfg.device.startswith("cuda") and gpus == 0:
-        raise DeviceError("--device cuda asked for, but the Ray cluster has no GPU; use --device auto or cpu")
-    use_gpu = cfg.device != "cpu" and gpus > 0
-    lo, hi = cfg.actors
-    plans = []
-    for stage in cfg.stages:
-        if use_gpu:
-            num_gpus = cfg.num_gpus if cfg.num_gpus is not None else (0.5 if stage == 2 else 1.0)
-            num_cpus = cfg.num_cpus if cfg.num_cpus is not None else 1.0
-        else:
-            num_gpus = 0.0
-            share = min((cpus - 0.25) / (len(cfg.stages) * lo), per_node - 0.25)
-            num_cpus = cfg.num_cpus if cfg.num_cpus is not None else max(0.25, round(share, 3))
-        plans.append(StagePlan(stage, cfg.batch_size, num_cpus, num_gpus, lo, hi,
-                               threads=max(1, int(round(num_cpus))), device="cuda" if use_gpu else "cpu"))
-    return plans
-
-
-def _validate(cfg: InferConfig, store: TileStore) -> None:
-    if not cfg.stages or any(s not in (1, 2, 3) for s in cfg.stages) or list(cfg.stages) != sorted(set(cfg.stages)):
-        raise ConfigError(f"stages must be an increasing subset of 1,2,3, got {','.join(map(str, cfg.stages))}")
-    lo, hi = cfg.actors
-    if lo < 1 or hi < lo:
-        raise ConfigError(f"--actors MIN:MAX needs 1 <= MIN <= MAX, got {lo}:{hi}")
-    if cfg.batch_size < 1 or cfg.timesteps < 1 or cfg.tiles_per_read_task < 1:
-        raise ConfigError("batch size, timesteps and tiles per read task must be at least 1")
-    if 2 in cfg.stages and cfg.stage2_checkpoint is None and not cfg.allow_random_init:
-        from axion_ray.models.presets import PRESETS, WEIGHT_FILES
-
-        if PRESETS.get(cfg.preset) and PRESETS[cfg.preset].prithvi not in WEIGHT_FILES:
-            raise ConfigError(f"stage 2 needs a trained checkpoint (--stage2-checkpoint PT); preset {cfg.preset!r}"
-                              " has no pretrained refiner. Use --allow-random-init for a smoke run")
-
-
-def _build_kwargs(cfg: InferConfig, stage: int) -> dict[str, Any]:
-    def absolute(path: str | None) -> str | None:  # actors do not share the driver's working directory
-        return str(Path(path).resolve()) if path else None
-
-    return {"preset": cfg.preset, "weights": absolute(cfg.weights), "allow_random_init": cfg.allow_random_init,
-            "checkpoint": absolute(getattr(cfg, f"stage{stage}_checkpoint")), "timesteps": cfg.timesteps,
-            "seed": cfg.seed}
+def _empty_stage(skipped: int) -> dict[str, Any]:
+    return {"done": 0, "failed": 0, "failures": {}, "devices": [], "cpu_fallbacks": 0, "nodes": {},
+            "tiles_per_s": None, "skipped": skipped}
 
 
 def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
@@ -169,31 +87,25 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     """
     from axion_ray.models.builder import stage_provenance
 
+    cfg.validate()
     store = TileStore.open(store_path, mode="r+")
-    _validate(cfg, store)
-    provenance = {s: stage_provenance(s, **_build_kwargs(cfg, s)) for s in cfg.stages}  # fails fast, before Ray
+    provenance = {s: stage_provenance(s, **stage_build_kwargs(cfg, s)) for s in cfg.stages}  # fails fast, before Ray
     tiles, todo = plan_todo(store, cfg.stages, cfg.skip_existing)
     summary = RunSummary(store.path, list(cfg.stages), store.n_tiles, int(tiles.size), 0.0, None)
     skipped = {stage: int(store.n_tiles - todo[:, j].sum()) for j, stage in enumerate(cfg.stages)}
-    empty = {"done": 0, "failed": 0, "failures": {}, "devices": [], "cpu_fallbacks": 0, "nodes": {},
-             "tiles_per_s": None}
     if tiles.size == 0:
-        summary.per_stage = {s: {**empty, "skipped": skipped[s]} for s in cfg.stages}
+        summary.per_stage = {s: _empty_stage(skipped[s]) for s in cfg.stages}
         say(f"nothing to do: every tile of {store.path} is done for stages {','.join(map(str, cfg.stages))}")
         return summary
 
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
 
-    from axion_ray.pipeline._datasink import _TileStoreDatasink
-    from axion_ray.pipeline._datasource import _TileStoreDatasource, stage_inputs
-    from axion_ray.pipeline.actor import StageActor
-    from axion_ray.pipeline.progress import ProgressTracker, progress_line, steady_rate
+    from axion_ray.distributed.session import init_ray
+    from axion_ray.pipeline.progress import ProgressTracker
 
-    _init_ray(cfg.address)
+    init_ray(cfg.address)
     plans = plan_stages(cfg, ray.cluster_resources(),
                         [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")])
-    DataContext.get_current().enable_progress_bars = False
     global _CURRENT_TRACKER
     # The tracker lives on the driver's node: if it sat on a worker node that dies, its counts would
     # restart from zero and the driver's progress calls fail (seen in the node-loss test).
@@ -201,15 +113,50 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
 
     tracker = _CURRENT_TRACKER = ProgressTracker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
         ray.get_runtime_context().get_node_id(), soft=False)).remote(list(cfg.stages))
+    try:
+        ds = _build_dataset(store, tiles, todo, cfg, plans, tracker)
+        pools = ", ".join(f"stage {p.stage}: {p.min_actors}-{p.max_actors} actors x {p.num_cpus:g} CPU/{p.num_gpus:g} GPU, "
+                          f"batch {p.batch_size}" for p in plans)
+        say(f"running stages {','.join(map(str, cfg.stages))} over {tiles.size} of {store.n_tiles} tiles ({pools})")
+        snap, summary.elapsed_s = _stream(ds, store.path, cfg, int(tiles.size), tracker, say)
+    finally:
+        ray.kill(tracker)
+        _CURRENT_TRACKER = None
+
+    from axion_ray.pipeline.progress import steady_rate
+
+    start_s = snap["first_tile_at"] - snap["started_at"] if snap["first_tile_at"] else None
+    summary.startup_s = start_s
+    summary.steady_tiles_per_s = steady_rate(snap["timeline"])
+    steady = summary.elapsed_s - (summary.startup_s or 0.0)
+    for plan in plans:
+        s = snap["per_stage"][plan.stage]
+        rate = s["done"] / steady if s["done"] and steady > 0 else None
+        summary.per_stage[plan.stage] = {**s, "skipped": skipped[plan.stage], "tiles_per_s": rate}
+        if s["done"]:
+            prov = {**provenance[plan.stage], "device": ", ".join(s["devices"]) or plan.device,
+                    "amp": bool(cfg.amp and plan.device == "cuda")}
+            store.set_provenance(stage_spec(plan.stage).output, **prov)
+    return summary
+
+
+def _build_dataset(store: TileStore, tiles: np.ndarray, todo: np.ndarray, cfg: InferConfig,
+                   plans: list[StagePlan], tracker: Any) -> Any:
+    """The lazy Ray Dataset: the pending tiles' inputs, then one actor pool per stage."""
+    from ray.data import ActorPoolStrategy, DataContext
+
+    from axion_ray.distributed.tile_io import read_tile_store
+    from axion_ray.models.registry import chain_reads
+    from axion_ray.pipeline.actor import StageActor
+
+    DataContext.get_current().enable_progress_bars = False
     flags = {f"run_{stage}": todo[:, j] for j, stage in enumerate(cfg.stages)}
-    ds = ray.data.read_datasource(
-        _TileStoreDatasource(store.path, tiles, stage_inputs(cfg.stages), (store.height, store.width),
-                             flags=flags, tiles_per_task=cfg.tiles_per_read_task),
-        num_cpus=0.25)
+    ds = read_tile_store(store.path, tiles, chain_reads(cfg.stages), (store.height, store.width),
+                         flags=flags, tiles_per_task=cfg.tiles_per_read_task)
     for plan in plans:
         ds = ds.map_batches(
             StageActor, batch_size=plan.batch_size, batch_format="numpy",
-            fn_constructor_kwargs={"stage": plan.stage, "build_kwargs": _build_kwargs(cfg, plan.stage),
+            fn_constructor_kwargs={"stage": plan.stage, "build_kwargs": stage_build_kwargs(cfg, plan.stage),
                                    "device": plan.device, "amp": cfg.amp, "num_threads": plan.threads,
                                    "carry_s2l2a": 1 in cfg.stages and 3 in cfg.stages, "tracker": tracker},
             compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
@@ -218,18 +165,24 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
             # node costs a fraction of a pool, not all of it.
             scheduling_strategy="SPREAD")
         # Ray Data's actor pools restart dead actors and retry their tasks by default (max_restarts=-1).
-    sink = _TileStoreDatasink(store.path, cfg.stages, tracker)
+    return ds
 
-    say(f"running stages {','.join(map(str, cfg.stages))} over {tiles.size} of {store.n_tiles} tiles "
-        f"({', '.join(f'stage {p.stage}: {p.min_actors}-{p.max_actors} actors x {p.num_cpus:g} CPU/{p.num_gpus:g} GPU, batch {p.batch_size}' for p in plans)})")
+
+def _stream(ds: Any, store_path: str, cfg: InferConfig, n_tiles: int, tracker: Any,
+            say: Callable[[str], None]) -> tuple[dict[str, Any], float]:
+    """Write the dataset into the store, printing progress; returns the tracker's last snapshot (with
+    `started_at`) and the elapsed seconds. A failure inside Ray surfaces as the user error it wraps."""
+    import ray
+
+    from axion_ray.distributed.tile_io import write_tile_store
+    from axion_ray.pipeline.progress import progress_line
+
     start = time.time()
     errors: list[BaseException] = []
 
     def write() -> None:
         try:
-            # Zero reserved CPUs: read tasks fill whatever the actors leave, and a sink that had to wait
-            # for a CPU slot would only start after the reads (measured: writes piled up to the end).
-            ds.write_datasink(sink, ray_remote_args={"num_cpus": 0, "max_retries": -1})
+            write_tile_store(ds, store_path, cfg.stages, tracker)
         except BaseException as exc:  # re-raised in the driver thread below
             errors.append(exc)
 
@@ -241,26 +194,12 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
         snap = ray.get(tracker.snapshot.remote())
         if snap["tiles"] != last_tiles or time.time() - last_said > 6 * cfg.progress_interval_s:
             first = snap["first_tile_at"] - start if snap["first_tile_at"] else None
-            say("  " + progress_line(snap["tiles"], int(tiles.size), time.time() - start, first))
+            say("  " + progress_line(snap["tiles"], n_tiles, time.time() - start, first))
             last_tiles, last_said = snap["tiles"], time.time()
     if errors:
         raise _unwrap(errors[0])
-
     snap = ray.get(tracker.snapshot.remote())
-    summary.elapsed_s = time.time() - start
-    summary.startup_s = snap["first_tile_at"] - start if snap["first_tile_at"] else None
-    summary.steady_tiles_per_s = steady_rate(snap["timeline"])
-    steady = summary.elapsed_s - (summary.startup_s or 0.0)
-    for plan in plans:
-        s = snap["per_stage"][plan.stage]
-        rate = s["done"] / steady if s["done"] and steady > 0 else None
-        summary.per_stage[plan.stage] = {**s, "skipped": skipped[plan.stage], "tiles_per_s": rate}
-        if s["done"]:
-            prov = {**provenance[plan.stage], "device": ", ".join(s["devices"]) or plan.device,
-                    "amp": bool(cfg.amp and plan.device == "cuda")}
-            store.set_provenance(f"opt_v{plan.stage}", **prov)
-    ray.kill(tracker)
-    return summary
+    return {**snap, "started_at": start}, time.time() - start
 
 
 def _unwrap(exc: BaseException) -> BaseException:

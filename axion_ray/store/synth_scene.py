@@ -19,7 +19,6 @@ from scipy import ndimage
 
 LAND_COVER: tuple[str, ...] = ("water", "forest", "crops", "grass", "urban", "bare")
 WATER, FOREST, CROPS, GRASS, URBAN, BARE = range(6)
-VEGETATION = (FOREST, CROPS, GRASS)
 
 
 @dataclass(frozen=True)

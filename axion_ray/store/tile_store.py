@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import zarr
 
-from axion_ray import __version__
 from axion_ray.bands import N_BIOMES, OPTICAL_BANDS, S1_BANDS
 from axion_ray.errors import (
     StoreExistsError,
@@ -47,6 +46,7 @@ from axion_ray.store.location import (
     resolve_location,
     zarr_store,
 )
+from axion_ray.version import __version__
 
 FORMAT_VERSION = 1
 OUTPUT_ARRAYS: tuple[str, ...] = ("opt_v1", "opt_v2", "opt_v3")
@@ -113,7 +113,7 @@ class TileStore:
         with_truth: bool = False,
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
-    ) -> "TileStore":
+    ) -> TileStore:
         """Create an empty store for `n_tiles` tiles of `tile_size` pixels.
 
         Args:
@@ -188,7 +188,7 @@ class TileStore:
         group["failure"].create_array(name, shape=(n_tiles,), chunks=(1,), dtype=str, dimension_names=("tile",))
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r+") -> "TileStore":
+    def open(cls, path: str | Path, mode: str = "r+") -> TileStore:
         """Open an existing store; `mode` is "r" (read only) or "r+".
 
         Raises:
@@ -259,7 +259,8 @@ class TileStore:
             if values.shape != (self.n_tiles,):
                 raise TileMetadataError(f"{name} needs {self.n_tiles} values, got shape {values.shape}")
             if name == "month" and ((values < 0) | (values > 12)).any():
-                raise TileMetadataError(f"month must be 1–12 (0 = unknown), got {sorted(set(values[(values < 0) | (values > 12)].tolist()))}")
+                bad = sorted(set(values[(values < 0) | (values > 12)].tolist()))
+                raise TileMetadataError(f"month must be 1–12 (0 = unknown), got {bad}")
             if name == "biome_code" and ((values < 0) | (values >= N_BIOMES)).any():
                 bad = sorted(set(values[(values < 0) | (values >= N_BIOMES)].tolist()))
                 raise TileMetadataError(f"biome_code must be 0–{N_BIOMES - 1} (0 = unknown), got {bad}")

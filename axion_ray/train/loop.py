@@ -9,40 +9,46 @@ What differs between stages is kept in one `StageTask` each:
 
 Every `val_every_steps` steps (and at the end) rank 0 measures the full metric set on the validation
 store — the model against the stage's baseline and the truth — and reports it with a checkpoint
-(ARCHITECTURE §4 `.pt`, plus optimizer state so a restarted worker group resumes where it was).
-Other ranks report the same step without a checkpoint.
+(docs/ARCHITECTURE.md §4 `.pt`, plus optimizer state so a restarted worker group resumes where it
+was). Other ranks report the same step without a checkpoint. DDP, the schedule, reporting and resume
+follow the shared template in `train/base.py`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-CHECKPOINT_FILE = "checkpoint.pt"
+from axion_ray.models.registry import TRUTH_ARRAY, StageSpec, stage_spec
 
 
 class StageTask:
-    """How one stage trains: the store arrays it reads, its model, objective and validation inputs."""
+    """How one stage trains: the store arrays it reads, its model, objective and validation inputs.
+
+    This class is Stage 2 (the refiner); what a stage reads comes from its `StageSpec`.
+    """
 
     stage = 2
 
     def __init__(self, config: dict[str, Any]):
         self.config = config
 
+    @property
+    def spec(self) -> StageSpec:
+        return stage_spec(self.stage)
+
     # -- data
     @property
     def baseline_array(self) -> str:
         """The array the trained model must beat (and, for stages 2 and 3, keep the edges of)."""
-        return "opt_v1"
+        return self.spec.train_baseline
 
     def train_arrays(self) -> list[str]:
-        return ["opt_v1", "s2_truth"]
+        return [*self.validation_inputs(), TRUTH_ARRAY]
 
     # -- model
     def build(self) -> torch.nn.Module:
@@ -80,7 +86,7 @@ class StageTask:
         from axion_ray.models.common import autocast
         from axion_ray.train.losses import stage2_loss
 
-        opt_v1, truth = batch["opt_v1"].float(), batch["s2_truth"].float()
+        opt_v1, truth = batch["opt_v1"].float(), batch[TRUTH_ARRAY].float()
         with autocast(device, True, dtype=torch.float16):
             pred = model(opt_v1, batch["month"].long(), batch["biome_code"].long())
         weights = {k: self.config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
@@ -90,7 +96,8 @@ class StageTask:
         return model(inputs["opt_v1"], inputs["month"], inputs["biome_code"])
 
     def validation_inputs(self) -> list[str]:
-        return ["opt_v1"]
+        """The store's image arrays the model reads (its per-tile scalars come with every row)."""
+        return list(self.spec.inputs)
 
 
 class TerraMindTask(StageTask):
@@ -103,13 +110,10 @@ class TerraMindTask(StageTask):
     @property
     def baseline_array(self) -> str:
         # Stage 1 must beat the store's existing Stage 1 output; Stage 3 the input it grounds.
-        return "opt_v1" if self.stage == 1 else self.config["condition"]
-
-    def train_arrays(self) -> list[str]:
-        return ["s1", "s2_truth"] if self.stage == 1 else ["s1", self.config["condition"], "s2_truth"]
+        return self.config["condition"] if self.spec.optical_input else self.spec.train_baseline
 
     def validation_inputs(self) -> list[str]:
-        return ["s1"] if self.stage == 1 else ["s1", self.config["condition"]]
+        return list(self.spec.inputs_for(self.config["condition"]))
 
     def lora_settings(self):
         from axion_ray.models import LoraSettings
@@ -168,7 +172,7 @@ class Validator:
         self.inputs = {name: store.read(name, tiles) for name in task.validation_inputs()}
         meta = store.tile_meta(tiles)
         self.inputs.update(month=meta["month"].astype(np.int64), biome_code=meta["biome_code"].astype(np.int64))
-        self.truth = store.read("s2_truth", tiles)
+        self.truth = store.read(TRUTH_ARRAY, tiles)
         baseline = store.read(task.baseline_array, tiles)
         self.edges_of = self.truth if task.stage == 1 else baseline
         self.batch_size = batch_size if task.stage == 2 else 4
@@ -199,10 +203,10 @@ class Validator:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
-    import ray.train.torch
 
     from axion_ray.metrics.composite import rank_score
     from axion_ray.models.weights import load_fitting_state
+    from axion_ray.train.base import prepare_ddp, report, restored_checkpoint, warmup_cosine
 
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -216,24 +220,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = task.build()
     provenance = model.provenance
     model.train()
-    trained = model if task.stage == 2 else TokenObjective(model)
-    ddp_model = ray.train.torch.prepare_model(trained)
-    core_trained = ddp_model.module if hasattr(ddp_model, "module") else ddp_model
+    ddp_model, core_trained = prepare_ddp(model if task.stage == 2 else TokenObjective(model))
     core = core_trained if task.stage == 2 else core_trained.stage_model
     device = next(core.parameters()).device
     params = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"])
-    total_steps = max(1, config["epochs"] * config["steps_per_epoch"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    scheduler = warmup_cosine(optimizer, config["epochs"] * config["steps_per_epoch"], warmup_steps=20)
     # Loss scaling for the fp16 refiner on GPU; TerraMind trains in bf16, which needs none.
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and task.stage == 2)
 
     step, start_epoch, resumed_from = 0, 0, None
-    resumed = ray.train.get_checkpoint()
-    if resumed:
-        with resumed.as_directory() as d:
-            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    state = restored_checkpoint()
+    if state is not None:
         missing, unexpected, mismatched = load_fitting_state(core, state["model_state_dict"])
         if mismatched or unexpected or (task.stage == 2 and missing):
             raise RuntimeError(f"the run's checkpoint (step {state['step']}) does not fit this model (shapes differ "
@@ -248,25 +246,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     last_loss: dict[str, float] = {}
 
-    def report(epoch: int) -> None:
+    def validate_and_report(epoch: int) -> None:
         metrics: dict[str, Any] = {"step": step, "epoch": epoch, "world_size": world_size,
                                    **{f"loss_{k}": v for k, v in last_loss.items()}}
         if rank != 0:
-            ray.train.report(metrics)
+            report(metrics)
             return
         result = validator(core, device)
         metrics.update({**result["pred"], **result["geometry"], "composite_score": result["composite_score"],
                         "constraints_pass": result["constraints_pass"],
                         "rank_score": rank_score(result["composite_score"], result["constraints_pass"])})
-        with tempfile.TemporaryDirectory() as d:
-            torch.save({
-                "model_state_dict": task.checkpoint_state(core),
-                "optimizer_state_dict": optimizer.state_dict(), "scheduler_state_dict": scheduler.state_dict(),
-                "config": task.model_config(core), "provenance": provenance,
-                "step": step, "epoch": epoch, "metrics": result, "composite_score": result["composite_score"],
-                "resumed_from_step": resumed_from,
-            }, Path(d) / CHECKPOINT_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        report(metrics, checkpoint={
+            "model_state_dict": task.checkpoint_state(core),
+            "optimizer_state_dict": optimizer.state_dict(), "scheduler_state_dict": scheduler.state_dict(),
+            "config": task.model_config(core), "provenance": provenance,
+            "step": step, "epoch": epoch, "metrics": result, "composite_score": result["composite_score"],
+            "resumed_from_step": resumed_from,
+        })
 
     # After a restart, skip the part of the interrupted epoch that the checkpoint already covers.
     skip = max(0, step - start_epoch * config["steps_per_epoch"])
@@ -284,8 +280,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             scheduler.step()
             step += 1
             if step % config["val_every_steps"] == 0:
-                report(epoch)
-            if resumed is None and config.get("fault_exit_at_step") == step and rank == world_size - 1:
+                validate_and_report(epoch)
+            if state is None and config.get("fault_exit_at_step") == step and rank == world_size - 1:
                 os._exit(1)  # fault injection (tests, bench/faults): a worker process dies mid-run
     if step % config["val_every_steps"] != 0 or step == 0:
-        report(config["epochs"])
+        validate_and_report(config["epochs"])

@@ -18,17 +18,27 @@ import numpy as np
 
 from axion_ray.config import TrainConfig
 from axion_ray.errors import ConfigError, TileDataError
+from axion_ray.models.registry import TRUTH_ARRAY, stage_spec
 from axion_ray.store.tile_store import TileStatus, TileStore
 
 TERRAMIND_LORA_RANK = 8  # stages 1 and 3 train LoRA adapters only (checkpoints hold just those)
-_NEEDS = {1: ("opt_v1", "a Stage 1 baseline (opt_v1) to beat"), 2: ("opt_v1", "Stage 1 output (opt_v1) to refine")}
+
+
+def _needed_array(cfg: TrainConfig) -> tuple[str, str]:
+    """The array whose done tiles a stage trains on, and how to name it in an error."""
+    spec = stage_spec(cfg.stage)
+    if spec.optical_input is None:
+        return spec.train_baseline, f"a Stage {cfg.stage} baseline ({spec.train_baseline}) to beat"
+    if cfg.stage == 2:
+        return spec.optical_input, f"Stage 1 output ({spec.optical_input}) to refine"
+    return cfg.condition, f"the Stage {cfg.stage} condition ({cfg.condition})"
 
 
 def _usable_tiles(store: TileStore, role: str, cfg: TrainConfig) -> np.ndarray:
     """Tiles with a truth and the stage's input done (a tile whose Stage 1 failed has a broken S1)."""
-    if not store.has("s2_truth"):
-        raise TileDataError(f"{role} store {store.path} has no s2_truth: training needs a reference image")
-    array, what = _NEEDS.get(cfg.stage, (cfg.condition, f"the Stage 3 condition ({cfg.condition})"))
+    if not store.has(TRUTH_ARRAY):
+        raise TileDataError(f"{role} store {store.path} has no {TRUTH_ARRAY}: training needs a reference image")
+    array, what = _needed_array(cfg)
     tiles = np.flatnonzero(store.status(array) == TileStatus.DONE) if store.has(array) else np.empty(0, int)
     if tiles.size == 0:
         hint = (" — run `axion-ray infer --stages 2` on it first, or train with --condition opt_v1"
@@ -85,25 +95,14 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
     `fault_exit_at_step` kills one worker process at that step of the first attempt (fault injection
     for tests and `bench/`): `FailureConfig` must bring the run back from the last checkpoint.
     """
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+    from axion_ray.distributed import init_ray, read_tile_store, worker_cpus
     from axion_ray.models.builder import stage_provenance
-    from axion_ray.pipeline._datasource import _TileStoreDatasource
-    from axion_ray.pipeline.run import _init_ray
+    from axion_ray.train.base import fit_trainer
     from axion_ray.train.loop import stage_task, train_loop_per_worker
 
-    if cfg.stage not in (1, 2, 3):
-        raise ConfigError(f"stage must be 1, 2 or 3, got {cfg.stage!r}")
-    if cfg.stage != 2 and cfg.lora_rank <= 0:
+    cfg.validate()
+    if stage_spec(cfg.stage).generative and cfg.lora_rank <= 0:
         cfg = dataclasses.replace(cfg, lora_rank=TERRAMIND_LORA_RANK)
-    if cfg.condition not in ("opt_v1", "opt_v2"):
-        raise ConfigError(f"the Stage 3 condition must be opt_v1 or opt_v2, got {cfg.condition!r}")
-    if cfg.workers < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ConfigError("workers, epochs and batch size must be at least 1")
-    if cfg.min_workers is not None and not 1 <= cfg.min_workers <= cfg.workers:
-        raise ConfigError(f"min workers must be between 1 and workers ({cfg.workers}), got {cfg.min_workers}")
     if cfg.weights:  # workers do not share the driver's working directory
         cfg = dataclasses.replace(cfg, weights=str(Path(cfg.weights).resolve()))
     stage_provenance(cfg.stage, cfg.preset, weights=cfg.weights, allow_random_init=cfg.allow_random_init)  # fail fast
@@ -121,40 +120,26 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
     if resuming:
         say(f"{out} already holds this run: resuming from its last checkpoint")
 
-    _init_ray(None)
-    cpus = float(ray.cluster_resources().get("CPU", 1))
-    if cfg.cpus_per_worker:
-        worker_cpus = cfg.cpus_per_worker
-    else:  # share the CPUs (a quarter left for the reader), or one CPU beside each GPU
-        worker_cpus = max(0.25, (cpus - 0.25) / cfg.workers) if not cfg.use_gpu else 1.0
+    init_ray(None)
+    cpus_each = worker_cpus(cfg.cpus_per_worker, cfg.use_gpu, cfg.workers)
     arrays = stage_task(dataclasses.asdict(cfg)).train_arrays()
-    parts = [ray.data.read_datasource(
-        _TileStoreDatasource(train.path, tiles, arrays, (train.height, train.width), tiles_per_task=32), num_cpus=0.25)
-        for train, tiles in zip(trains, tiles_of)]
+    parts = [read_tile_store(train.path, tiles, arrays, (train.height, train.width), tiles_per_task=32)
+             for train, tiles in zip(trains, tiles_of)]
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     if ds.size_bytes() < 2 ** 30:  # small enough to read once and reuse every epoch
         ds = ds.materialize()
     steps_per_epoch = math.ceil(n_tiles / cfg.workers / cfg.batch_size)  # at full size; elastic runs recompute
     loop_config = {**dataclasses.asdict(cfg), "val_store": val.path, "train_tiles": int(n_tiles),
                    "fault_exit_at_step": fault_exit_at_step,
-                   "torch_threads": max(1, int(round(worker_cpus))) if not cfg.use_gpu else None}
-    workers = (cfg.min_workers, cfg.workers) if cfg.min_workers else cfg.workers
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": worker_cpus}),
-        run_config=RunConfig(
-            name=f"stage{cfg.stage}", storage_path=str(out), callbacks=callbacks,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_top_k, checkpoint_score_attribute="composite_score",
-                                               checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=cfg.max_failures)),
-        datasets={"train": ds},
-    )
-    what = "LoRA adapters on the token objective" if cfg.stage != 2 else "the refiner"
-    say(f"training Stage {cfg.stage} ({cfg.preset}, {what}) on {n_tiles} tiles with {cfg.workers} worker(s) x {worker_cpus:g} CPU, "
+                   "torch_threads": max(1, int(round(cpus_each))) if not cfg.use_gpu else None}
+    what = "LoRA adapters on the token objective" if stage_spec(cfg.stage).generative else "the refiner"
+    say(f"training Stage {cfg.stage} ({cfg.preset}, {what}) on {n_tiles} tiles with {cfg.workers} worker(s) x {cpus_each:g} CPU, "
         f"{cfg.epochs} epoch(s) of {steps_per_epoch} steps, validating every {cfg.val_every_steps} steps")
-    result = trainer.fit()
+    result = fit_trainer(
+        train_loop_per_worker, loop_config, name=stage_spec(cfg.stage).name, storage_path=out,
+        workers=(cfg.min_workers, cfg.workers) if cfg.min_workers else cfg.workers, use_gpu=cfg.use_gpu,
+        worker_cpus=cpus_each, score_attribute="composite_score", keep=cfg.keep_top_k,
+        max_failures=cfg.max_failures, callbacks=callbacks, datasets={"train": ds})
     checkpoints = [{"path": str(Path(ckpt.path) / "checkpoint.pt"), **{k: v for k, v in m.items()}}
                    for ckpt, m in result.best_checkpoints]
     summary = {"run_dir": str(out), "config": dataclasses.asdict(cfg), "train_tiles": int(n_tiles),

@@ -18,6 +18,8 @@ import torch
 
 from axion_ray.config import CompositeConfig
 from axion_ray.errors import CheckpointError
+from axion_ray.models.weights import load_checkpoint
+from axion_ray.train.base import CHECKPOINT_FILE
 
 # The Axion-Sat Stage 2 report's improvement targets (reference/000_*).
 TARGET_GAINS = {"ndvi_rmse": 0.015, "evi_rmse": 0.020, "sam_rad": 0.040}
@@ -27,7 +29,7 @@ def find_checkpoints(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
-    found = sorted(run_dir.rglob("checkpoint.pt"))
+    found = sorted(run_dir.rglob(CHECKPOINT_FILE))
     if not found:
         raise CheckpointError(f"no checkpoints under {run_dir}; did `axion-ray train` finish a validation?")
     return found
@@ -38,7 +40,8 @@ def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = F
     """Choose, export, and describe the best checkpoint of a run; returns the selection metadata."""
     candidates = []
     for path in find_checkpoints(run_dir):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint(path, digest=False)
+        state = {"model_state_dict": ckpt.state_dict, "config": ckpt.config, **ckpt.meta}
         metrics = state["metrics"]
         candidates.append({"path": str(path), "step": int(state["step"]), "epoch": int(state["epoch"]),
                            "composite_score": float(state["composite_score"]),

@@ -42,11 +42,6 @@ def write_results_csv(rows: list[dict[str, Any]], path: Path, params: list[str],
     tmp.replace(path)
 
 
-def read_results_csv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def parameter_effects(rows: list[dict[str, Any]], params: list[str]) -> dict[str, str]:
     """One sentence per swept parameter, from the trials that produced a score (passing ones only when any pass)."""
     from scipy.stats import spearmanr
@@ -92,8 +87,8 @@ def plot_scores(rows: list[dict[str, Any]], params: list[str], path: Path, score
                 if not all(isinstance(x, (int, float)) for x in xs):
                     xs = [str(x) for x in xs]
                 ax.scatter(xs, ys, c=colour, label=label)
-        if p in params and all(isinstance(r["config"].get(p), float) for r in rows) and \
-                min(r["config"][p] for r in rows) > 0 and max(r["config"][p] for r in rows) / min(r["config"][p] for r in rows) > 20:
+        values = [r["config"].get(p) for r in rows]
+        if p in params and all(isinstance(v, float) for v in values) and min(values) > 0 and max(values) / min(values) > 20:
             ax.set_xscale("log")
         ax.set_xlabel(p)
         ax.set_ylabel(score_name)

@@ -49,6 +49,9 @@ class Stage3Knobs:
     batch_size: int = 4
 
 
+#: Trials a Stage 3 sweep draws from a `--space` file (without one it scores its timesteps grid once).
+STAGE3_SAMPLES = 1
+
 # Default spaces (a `--space` file replaces them).
 STAGE2_SPACE: dict[str, Any] = {
     "lr": {"loguniform": [3.0e-4, 5.0e-3]},
@@ -171,14 +174,14 @@ def _trial_resources(trainable):
 
 
 def _cpus_per_worker(sweep: SweepConfig) -> float | None:
-    """Share the node's CPUs between the concurrent trials' workers (a quarter CPU left for data reads)."""
-    import ray
+    """Share the cluster's CPUs between the concurrent trials' workers (a read task's share and the
+    trials' own token CPUs left free)."""
+    from axion_ray.distributed import READ_TASK_CPUS, cpu_share
 
     if sweep.cpus_per_worker or sweep.gpus_per_trial:
         return sweep.cpus_per_worker
-    cpus = float(ray.cluster_resources().get("CPU", 1))
     k = max(1, sweep.max_concurrent)
-    return max(0.2, round((cpus - 0.25 - TRIAL_CPU * k) / (k * sweep.workers_per_trial), 2))
+    return cpu_share(k * sweep.workers_per_trial, reserve=READ_TASK_CPUS + TRIAL_CPU * k, floor=0.2)
 
 
 # ---------------------------------------------------------------------------- Stage 2
@@ -199,10 +202,9 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
     """Sweep Stage 2 training against `composite_score`; export the best trial's best checkpoint.
 
     `train_store` is one store or several (pooled, as in `train_stage`)."""
-    import yaml
     from ray import tune
 
-    from axion_ray.pipeline.run import _init_ray
+    from axion_ray.distributed import init_ray
     from axion_ray.store.tile_store import TileStore
     from axion_ray.train.run import open_train_stores
     from axion_ray.train.select import select_and_export
@@ -212,7 +214,7 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     trains, val = open_train_stores(train_store), TileStore.open(val_store, mode="r")
-    _init_ray(None)
+    init_ray(None)
     base = dataclasses.replace(base, workers=sweep.workers_per_trial, use_gpu=sweep.gpus_per_trial,
                                cpus_per_worker=_cpus_per_worker(sweep), stage=2)
     steps = base.epochs * math.ceil(sum(t.n_tiles for t in trains) / base.workers / base.batch_size)
@@ -280,8 +282,8 @@ def tune_stage3(store_path: str, out: str | Path, *, timesteps: tuple[int, ...] 
     """Score Stage 3 inference knobs (diffusion timesteps first) on a store with truth: quality and tiles/s."""
     from ray import tune
 
+    from axion_ray.distributed import init_ray
     from axion_ray.models.builder import stage_provenance
-    from axion_ray.pipeline.run import _init_ray
     from axion_ray.store.tile_store import TileStatus, TileStore
 
     store = TileStore.open(store_path, mode="r")
@@ -295,7 +297,7 @@ def tune_stage3(store_path: str, out: str | Path, *, timesteps: tuple[int, ...] 
     raw, space = load_space(space_file, {"timesteps": {"grid": list(timesteps)}}, Stage3Knobs)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _init_ray(None)
+    init_ray(None)
     say(f"Stage 3 sweep over {', '.join(swept(raw)) or 'nothing'} on up to {max_tiles} tiles of {store.path}")
     trainable = tune.with_resources(tune.with_parameters(
         _stage3_trial, store_path=store.path, condition=condition, max_tiles=max_tiles, preset=preset,
@@ -336,8 +338,8 @@ def tune_classifier(data_dir: str | Path, out: str | Path, base: ClassifierConfi
 
     from axion_ray.classify.data import load_split
     from axion_ray.classify.models import resolve_model_name
+    from axion_ray.distributed import init_ray
     from axion_ray.models.weights import resolve_weights
-    from axion_ray.pipeline.run import _init_ray
 
     default = {**CLASSIFIER_SPACE, **({"model": {"choice": list(models)}} if len(models) > 1 else {})}
     raw, space = load_space(space_file, default, ClassifierConfig)
@@ -349,7 +351,7 @@ def tune_classifier(data_dir: str | Path, out: str | Path, base: ClassifierConfi
         load_split(data_dir, split, tuple(base.classes), 8)  # layout errors now, not in every trial
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _init_ray(None)
+    init_ray(None)
     base = dataclasses.replace(base, workers=sweep.workers_per_trial, use_gpu=sweep.gpus_per_trial,
                                cpus_per_worker=_cpus_per_worker(sweep))
     say(f"classifier sweep: {sweep.samples} trial(s) over {', '.join(swept(raw)) or 'nothing'}, scheduler "

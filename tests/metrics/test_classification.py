@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from sklearn.metrics import confusion_matrix as sk_confusion, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix as sk_confusion
+from sklearn.metrics import precision_recall_fscore_support
 
 from axion_ray.metrics.classification import classification_metrics, confusion_matrix
 

@@ -1,12 +1,8 @@
 import torch
 
 from axion_ray.bands import S2L2A_PRETRAIN_MEAN_DN, TERRAMIND_S2L2A_INDEX
-from axion_ray.models.stage3 import (
-    assemble_s2l2a,
-    compute_stage3_metrics,
-    stage3_batch_inference,
-    stage3_inference,
-)
+from axion_ray.compat.axion_sat import compute_stage3_metrics, stage3_batch_inference, stage3_inference
+from axion_ray.models.s2l2a import assemble_s2l2a
 
 
 def inputs(b=2, h=64, w=64, seed=0):

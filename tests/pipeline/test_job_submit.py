@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from axion_ray.config import SynthConfig
-from axion_ray.pipeline.local_cluster import BIN, free_port, ray_env, start_ray, stop_session, wait_for
+from axion_ray.distributed.local_cluster import BIN, free_port, ray_env, start_ray, stop_session, wait_for
 from axion_ray.store import TileStore
 from axion_ray.store.synth import synthesize_aoi
 

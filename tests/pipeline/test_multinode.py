@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from axion_ray.config import SynthConfig
-from axion_ray.pipeline.local_cluster import BIN, LocalCluster, stop_session, wait_for
+from axion_ray.distributed.local_cluster import BIN, LocalCluster, stop_session, wait_for
 from axion_ray.store import TileStore
 from axion_ray.store.synth import synthesize_aoi
 from axion_ray.store.tile_store import TileStatus

@@ -9,8 +9,8 @@ import pytest
 import ray
 
 from axion_ray.config import InferConfig, SynthConfig
+from axion_ray.distributed.local_cluster import kill_session
 from axion_ray.pipeline import run_pipeline
-from axion_ray.pipeline.local_cluster import kill_session
 from axion_ray.pipeline.run import current_tracker
 from axion_ray.store import TileStatus, TileStore
 from axion_ray.store.synth import synthesize_aoi

@@ -1,6 +1,7 @@
 """Ray Tune sweeps: spaces, ranking, and real 3-trial CPU sweeps of Stage 2 training, Stage 3 timesteps
 and a classifier, each leaving results.csv / best_config.yaml / SWEEP.md / sweep.png."""
 
+import csv
 import json
 import math
 
@@ -12,8 +13,13 @@ from axion_ray.cli import main
 from axion_ray.config import SynthConfig, TrainConfig
 from axion_ray.errors import ConfigError
 from axion_ray.store.synth import synthesize_aoi
-from axion_ray.tune.outputs import RESULTS_CSV, rank_rows, read_results_csv, write_outputs
+from axion_ray.tune.outputs import RESULTS_CSV, rank_rows, write_outputs
 from axion_ray.tune.space import build_space
+
+
+def read_results_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def test_space_files_are_validated_against_the_config():

@@ -3,7 +3,7 @@
 The caller decides which tiles (the pipeline: those some requested stage still has to do; training:
 those with a Stage 1 output and a truth) and which arrays; each read task reads its tiles (one Zarr
 chunk per tile and array) and yields one block with `tile`, `month`, `biome_code`, the arrays and any
-per-tile flag columns (the pipeline's `run_<k>`). Private: use `pipeline.run_pipeline` or `train`.
+per-tile flag columns (the pipeline's `run_<k>`). Private: use `distributed.read_tile_store`.
 """
 
 from __future__ import annotations
@@ -12,21 +12,12 @@ import numpy as np
 from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from axion_ray.store.tile_store import IMAGE_ARRAYS
+
+_S2L2A_BANDS = 12  # Stage 1's full output, carried in flight to Stage 3
 
 
-def stage_inputs(stages: tuple[int, ...]) -> list[str]:
-    """Store arrays the stage chain reads (upstream outputs come from the store when not recomputed)."""
-    arrays = []
-    if 1 in stages or 3 in stages:
-        arrays.append("s1")
-    if 2 in stages:
-        arrays.append("opt_v1")
-    if 3 in stages:
-        arrays.append("opt_v2")
-    return arrays
-
-
-class _TileStoreDatasource(Datasource):
+class TileStoreDatasource(Datasource):
     def __init__(self, store_path: str, tiles: np.ndarray, arrays: list[str], tile_shape: tuple[int, int], *,
                  flags: dict[str, np.ndarray] | None = None, tiles_per_task: int = 16):
         super().__init__()
@@ -42,7 +33,7 @@ class _TileStoreDatasource(Datasource):
 
     def _row_bytes(self) -> int:
         h, w = self._tile_shape
-        channels = sum(2 if a == "s1" else 12 if a == "s2l2a_v1" else 4 for a in self._arrays)
+        channels = sum(IMAGE_ARRAYS.get(a, _S2L2A_BANDS) for a in self._arrays)
         return channels * h * w * 4 + 64
 
     def estimate_inmemory_data_size(self) -> int:

@@ -2,7 +2,7 @@
 
 Each write task opens the store once and writes every stage's results of its blocks: done tiles
 through `TileStore.write` (data, proc_ms, then status), failed ones with their reasons. Counts go to
-the run's progress tracker. Private: use `pipeline.run_pipeline`.
+the run's progress tracker. Private: use `distributed.write_tile_store`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import numpy as np
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
-from axion_ray.pipeline.actor import DONE, FAILED
+from axion_ray.distributed.columns import ROW_DONE, ROW_FAILED
+from axion_ray.models.registry import stage_spec
 
 
-class _TileStoreDatasink(Datasink):
+class TileStoreDatasink(Datasink):
     def __init__(self, store_path: str, stages: tuple[int, ...], tracker: Any):
         self._store_path = store_path
         self._stages = tuple(stages)
@@ -37,8 +38,8 @@ class _TileStoreDatasink(Datasink):
             report = {}
             for stage in self._stages:
                 status = np.asarray(batch[f"status_{stage}"])
-                done, failed = status == DONE, status == FAILED
-                name = f"opt_v{stage}"
+                done, failed = status == ROW_DONE, status == ROW_FAILED
+                name = stage_spec(stage).output
                 if done.any():
                     store.write(name, tiles[done], np.asarray(batch[name])[done],
                                 proc_ms=np.asarray(batch[f"ms_{stage}"])[done])

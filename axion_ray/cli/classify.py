@@ -1,4 +1,4 @@
-"""`axion-ray classify …` subcommands — thin wrappers over `axion_ray.classify` (registered by `axion_ray.cli`)."""
+"""`axion-ray classify …` subcommands — thin wrappers over `axion_ray.classify`."""
 
 from __future__ import annotations
 
@@ -6,37 +6,20 @@ import argparse
 import json
 from pathlib import Path
 
-EXIT_OK = 0
+from axion_ray.cli.options import EXIT_OK, add_ray_address, class_names, config_from_args, given, int_list, min_max
+from axion_ray.cli.options import say as _say
 
 
-
-def _classes(text: str) -> tuple[str, ...]:
-    names = tuple(v.strip() for v in text.split(",") if v.strip())
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected two or more distinct class names, got {text!r}")
-    return names
-
-
-def config_from_args(args: argparse.Namespace):
+def classifier_config(args: argparse.Namespace):
     from axion_ray.config import ClassifierConfig
 
-    return ClassifierConfig(
-        model=args.model, mode=args.mode, weights=args.weights, allow_random_init=args.allow_random_init,
-        classes=args.classes, image_size=args.image_size, epochs=args.epochs, head_epochs=args.head_epochs,
-        batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, label_smoothing=args.label_smoothing,
-        augment=args.augment, normalize=not args.no_normalize, select_metric=args.select_metric,
-        workers=args.workers, use_gpu=args.gpu, seed=args.seed, maybe_low=args.maybe_low,
-        maybe_high=args.maybe_high, recall_floor=args.recall_floor)
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
+    return config_from_args(ClassifierConfig, args, use_gpu=args.gpu)
 
 
 def cmd_two_stage(args):
     from axion_ray.classify.workflow import two_stage
 
-    m = two_stage(args.data, args.out, config_from_args(args), _say)
+    m = two_stage(args.data, args.out, classifier_config(args), _say)
     print(f"binary accuracy {m['binary_accuracy']:.4f}, 3-class accuracy {m['accuracy_3class']:.4f}, "
           f"pit recall {m['per_class']['pit']['recall']:.4f}; report {Path(args.out) / 'REPORT.md'}")
     return EXIT_OK
@@ -45,7 +28,7 @@ def cmd_two_stage(args):
 def cmd_train(args):
     from axion_ray.classify import workflow
 
-    cfg = config_from_args(args)
+    cfg = classifier_config(args)
     if args.three_class:
         s = workflow.train_three_class(args.data, args.out, cfg, _say)
     elif args.binary:
@@ -65,29 +48,30 @@ def cmd_train(args):
 def cmd_mine(args):
     from axion_ray.classify.workflow import mine
 
-    mine(args.data, args.out, config_from_args(args), _say)
+    mine(args.data, args.out, classifier_config(args), _say)
     return EXIT_OK
 
 
 def cmd_thresholds(args):
     from axion_ray.classify.workflow import thresholds
 
-    thresholds(args.data, args.out, config_from_args(args), _say)
+    thresholds(args.data, args.out, classifier_config(args), _say)
     return EXIT_OK
 
 
 def cmd_report(args):
     from axion_ray.classify.workflow import report
 
-    report(args.data, args.out, config_from_args(args), _say)
+    report(args.data, args.out, classifier_config(args), _say)
     return EXIT_OK
 
 
 def cmd_infer(args):
     from axion_ray.classify.infer import classify_images
 
-    r = classify_images(args.run, args.images, args.out, batch_size=args.batch_size, actors=args.actors,
-                        num_gpus=1.0 if args.gpu else 0.0, device="cuda" if args.gpu else "cpu", address=args.address)
+    r = classify_images(args.run, args.images, args.out, num_gpus=1.0 if args.gpu else 0.0,
+                        device="cuda" if args.gpu else "cpu", address=args.address,
+                        **given(batch_size=args.batch_size, actors=args.actors))
     print(f"classified {r['images']} images → {r['out']}: " + ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items())))
     return EXIT_OK
 
@@ -100,12 +84,14 @@ def cmd_latency(args):
     device = str(resolve_device(args.device))
     model = build_classifier(args.model, args.num_classes, image_size=args.image_size, weights=args.weights,
                              allow_random_init=True)  # latency does not depend on the weights' values
-    r = measure_latency(model, image_size=args.image_size, batch_sizes=args.batch_sizes, device=device, fp16=args.fp16)
+    r = measure_latency(model, image_size=args.image_size, device=device, fp16=args.fp16,
+                        **given(batch_sizes=args.batch_sizes))
     print(f"{args.model}: {r['params'] / 1e6:.1f}M params, {r['size_mb']:.1f} MB ({'fp16' if args.fp16 else 'fp32'}), "
           f"{r['device_name']}, {r['threads']} threads")
     print("| batch | p50 ms/img | p95 ms/img | images/s |\n|---|---|---|---|")
     for row in r["results"]:
-        print(f"| {row['batch_size']} | {row['p50_ms_per_image']:.2f} | {row['p95_ms_per_image']:.2f} | {row['images_per_s']:.1f} |")
+        print(f"| {row['batch_size']} | {row['p50_ms_per_image']:.2f} | {row['p95_ms_per_image']:.2f} "
+              f"| {row['images_per_s']:.1f} |")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(r, indent=2))
@@ -115,7 +101,7 @@ def cmd_latency(args):
 def cmd_compare(args):
     from axion_ray.classify.latency import compare_table
 
-    table = compare_table(args.runs, args.latency, batch_size=args.batch_size)
+    table = compare_table(args.runs, args.latency, **given(batch_size=args.batch_size))
     print(table, end="")
     if args.out:
         Path(args.out).write_text(table)
@@ -123,33 +109,34 @@ def cmd_compare(args):
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
+    """Options of every classifier-training command; defaults live in `ClassifierConfig`."""
     p.add_argument("--data", required=True, help="DATA/{train,val}/<class>/*.png|jpg")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--model", default="convnextv2_tiny", help="preset or any timm model name")
+    p.add_argument("--model", help="preset or any timm model name (default convnextv2_tiny)")
     p.add_argument("--mode", choices=["finetune", "linear_probe"], help="default: the preset's")
     p.add_argument("--weights", help="pretrained weights file or directory (else $AXION_RAY_WEIGHTS, HF cache)")
-    p.add_argument("--allow-random-init", action="store_true")
-    p.add_argument("--classes", type=_classes, default=("clean", "pit"), help="class folder names, comma-separated")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--head-epochs", type=int, default=5, help="3-class head fine-tuning epochs")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--head-lr", type=float, default=3e-3)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--augment", choices=["none", "light", "heavy"], default="light")
-    p.add_argument("--no-normalize", action="store_true", help="feed [0, 1] pixels (the team's production inputs)")
-    p.add_argument("--select-metric", default="accuracy", help="accuracy, macro_f1 or <class>_recall")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--gpu", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--maybe-low", type=float, default=0.35)
-    p.add_argument("--maybe-high", type=float, default=0.65)
-    p.add_argument("--recall-floor", type=float, default=0.95)
+    p.add_argument("--allow-random-init", action="store_true", default=None)
+    p.add_argument("--classes", type=class_names, help="class folder names, comma-separated (default clean,pit)")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--head-epochs", type=int, help="3-class head fine-tuning epochs")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--head-lr", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--augment", choices=["none", "light", "heavy"])
+    p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                   help="feed [0, 1] pixels (the team's production inputs)")
+    p.add_argument("--select-metric", help="accuracy, macro_f1 or <class>_recall")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--gpu", action="store_true", default=None)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--maybe-low", type=float)
+    p.add_argument("--maybe-high", type=float)
+    p.add_argument("--recall-floor", type=float)
 
 
 def add_classify_parser(sub) -> None:
-    from axion_ray.cli import int_list
     group = sub.add_parser("classify", help="inspection classifiers: two-stage training, thresholds, latency, inference")
     csub = group.add_subparsers(dest="classify_command", required=True, parser_class=type(group))
 
@@ -175,16 +162,15 @@ def add_classify_parser(sub) -> None:
     p.add_argument("--run", required=True, help="run directory (or a model_best.pt)")
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True, help="OUT.parquet")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--actors", type=lambda t: tuple(int(v) for v in t.split(":")) if ":" in t else (int(t), int(t)),
-                   default=(1, 1), help="actor pool size N or MIN:MAX")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--actors", type=min_max, metavar="MIN:MAX", help="actor pool size N or MIN:MAX (default 1)")
     p.add_argument("--gpu", action="store_true", help="one GPU per actor")
-    p.add_argument("--address", help="Ray cluster address")
+    add_ray_address(p)
     p.set_defaults(func=cmd_infer)
 
     p = csub.add_parser("latency", help="measure p50/p95 latency and throughput of a model")
     p.add_argument("--model", required=True)
-    p.add_argument("--batch-sizes", type=int_list, default=(1, 8, 32))
+    p.add_argument("--batch-sizes", type=int_list, help="default 1,8,32")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--fp16", action="store_true")
     p.add_argument("--image-size", type=int, default=224)
@@ -196,6 +182,6 @@ def add_classify_parser(sub) -> None:
     p = csub.add_parser("compare", help="model-comparison table from measured runs and latency files")
     p.add_argument("--runs", nargs="*", default=[], help="run directories (metrics.json / history.json)")
     p.add_argument("--latency", nargs="*", default=[], help="latency JSON files from `classify latency --out`")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, help="batch size of the latency column (default 1)")
     p.add_argument("--out", help="write the Markdown table here too")
     p.set_defaults(func=cmd_compare)

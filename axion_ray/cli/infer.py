@@ -1,0 +1,92 @@
+"""Inference commands: `infer` (a store, on the Ray pipeline) and `infer-npz` (Axion-Sat's NPZ layout)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from axion_ray.cli.options import (
+    EXIT_OK,
+    add_model_options,
+    add_ray_address,
+    config_from_args,
+    int_list,
+    min_max,
+    say,
+)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from axion_ray.config import InferConfig
+    from axion_ray.pipeline.run import EXIT_FAILED_TILES, run_pipeline, summary_json
+
+    summary = run_pipeline(args.store, config_from_args(InferConfig, args), say=say)
+    print(summary.to_text())
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(summary_json(summary))
+        print(f"wrote {args.json}")
+    if summary.failed:
+        print(f"axion-ray infer: {summary.failed} tile-stage(s) failed (see above); the rest completed",
+              file=sys.stderr)
+        return EXIT_FAILED_TILES
+    return EXIT_OK
+
+
+def cmd_infer_npz(args: argparse.Namespace) -> int:
+    from axion_ray.pipeline.npz_job import load_infer_config, run_npz_inference
+    from axion_ray.pipeline.run import EXIT_FAILED_TILES
+
+    cfg = load_infer_config(args.config, batch_size=args.batch_size, device=args.device, amp=args.amp,
+                            allow_random_init=args.allow_random_init, weights=args.weights,
+                            timesteps=args.timesteps, address=args.address,
+                            **{f"stage{args.stage}_checkpoint": args.checkpoint})
+    summary = run_npz_inference(args.stage, args.input_dir, args.output_dir, cfg,
+                                skip_existing=not args.no_skip_existing, say=say)
+    print(summary.to_text())
+    if summary.failures:
+        print(f"axion-ray infer-npz: {len(summary.failures)} tile(s) failed (listed above)", file=sys.stderr)
+        return EXIT_FAILED_TILES
+    return EXIT_OK
+
+
+def add_infer_parsers(sub) -> None:
+    from axion_ray.models.registry import STAGES
+
+    p = sub.add_parser("infer", help="run stages 1-3 over every pending tile on Ray Data")
+    p.add_argument("store")
+    p.add_argument("--stages", type=int_list, help="e.g. 1,2,3 (the default) or 2")
+    add_model_options(p)
+    for stage in STAGES:
+        p.add_argument(f"--stage{stage}-checkpoint", help=f"trained Stage {stage} checkpoint (.pt)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
+    p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="fp32 on CUDA too")
+    p.add_argument("--no-skip-existing", dest="skip_existing", action="store_false", default=None,
+                   help="redo tiles already done")
+    p.add_argument("--actors", type=min_max, metavar="MIN:MAX", help="elastic actor pool per stage (default 1:1)")
+    p.add_argument("--num-cpus", type=float, help="CPUs per stage actor (default: shared fairly)")
+    p.add_argument("--num-gpus", type=float, help="GPUs per stage actor (fractions allowed)")
+    p.add_argument("--tiles-per-read-task", type=int,
+                   help="tiles per read task (a block): smaller spreads reads over more tasks and nodes")
+    add_ray_address(p)
+    p.add_argument("--json", metavar="OUT", help="write the run summary as JSON")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("infer-npz", help="Axion-Sat infer_stage2.py options, any stage, on the Ray pipeline")
+    p.add_argument("--stage", type=int, default=2, choices=list(STAGES))
+    p.add_argument("--checkpoint", help="trained checkpoint (.pt); required for stage 2")
+    p.add_argument("--input_dir", required=True)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--config", help="YAML with model options (its infer: section or known top-level keys)")
+    p.add_argument("--batch_size", type=int)
+    p.add_argument("--device", choices=["cuda", "cpu", "auto"], help="default: cuda, as Axion-Sat's scripts")
+    p.add_argument("--no_amp", dest="amp", action="store_false", default=None)
+    p.add_argument("--no_skip_existing", action="store_true")
+    p.add_argument("--weights", help="pretrained weights file or directory (stages 1 and 3)")
+    p.add_argument("--timesteps", type=int, help="TerraMind diffusion steps (stages 1 and 3)")
+    p.add_argument("--allow-random-init", "--allow_random_init", dest="allow_random_init", action="store_true",
+                   default=None)
+    add_ray_address(p)
+    p.set_defaults(func=cmd_infer_npz)

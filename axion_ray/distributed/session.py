@@ -1,0 +1,56 @@
+"""Starting (or joining) Ray, and sharing a small machine's CPUs between actors, workers and reads.
+
+Ray's default of one CPU per actor or worker deadlocks a 2-core machine: the pools take every CPU and
+no read task can run. Every pool and trainer here therefore asks for a share of the cluster's CPUs
+that leaves `READ_TASK_CPUS` free for the tasks that feed it — one formula, in `cpu_share`.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: CPUs one Ray Data read task reserves (and what every share leaves free for one).
+READ_TASK_CPUS = 0.25
+
+
+def init_ray(address: str | None = None) -> None:
+    """Join the cluster at `address` (or `$RAY_ADDRESS`, as inside `ray job submit`), else start a
+    local Ray without a dashboard. A no-op when Ray is already initialised in this process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level="WARNING")
+    elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
+        ray.init(logging_level="WARNING")
+    else:
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+
+
+def cluster_cpus() -> float:
+    """The CPUs of the running Ray cluster."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1))
+
+
+def cpu_share(consumers: float, *, cpus: float | None = None, reserve: float = READ_TASK_CPUS,
+              floor: float = 0.25, per_node: float | None = None) -> float:
+    """CPUs for each of `consumers` actors or workers sharing the cluster, `reserve` left for reads.
+
+    `per_node` caps a share at what the smallest node can give beside one read task: on two 1-CPU nodes
+    two 0.875-CPU actors left no node room for a read and the run hung (the multi-node test).
+    """
+    cpus = cluster_cpus() if cpus is None else float(cpus)
+    share = (cpus - reserve) / max(consumers, 1)
+    if per_node is not None:
+        share = min(share, per_node - READ_TASK_CPUS)
+    return max(floor, round(share, 3))
+
+
+def worker_cpus(requested: float | None, use_gpu: bool, workers: int) -> float:
+    """A training worker's CPUs: as asked, else one beside each GPU, else a fair share of the cluster."""
+    if requested:
+        return float(requested)
+    return 1.0 if use_gpu else cpu_share(workers)

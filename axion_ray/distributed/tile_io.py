@@ -1,0 +1,40 @@
+"""Ray Data's door onto tile stores: `read_tile_store()` and `write_tile_store()`.
+
+The datasource and datasink behind them are private (`_datasource.py`, `_datasink.py`); the pipeline
+and training use only these two functions.
+Stage results travel as columns beside the inputs (`distributed/columns.py`); `write_tile_store`
+writes them: per tile the data first, then its status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from axion_ray.distributed.session import READ_TASK_CPUS
+
+
+def read_tile_store(store_path: str, tiles: np.ndarray, arrays: list[str], tile_shape: tuple[int, int], *,
+                    flags: dict[str, np.ndarray] | None = None, tiles_per_task: int = 16,
+                    num_cpus: float = READ_TASK_CPUS):
+    """A Ray Dataset of the given tiles of a store: one row per tile with `tile`, `month`,
+    `biome_code`, the `arrays` and any per-tile `flags` columns; `tiles_per_task` tiles per read task."""
+    import ray
+
+    from axion_ray.distributed._datasource import TileStoreDatasource
+
+    return ray.data.read_datasource(
+        TileStoreDatasource(store_path, tiles, arrays, tile_shape, flags=flags, tiles_per_task=tiles_per_task),
+        num_cpus=num_cpus)
+
+
+def write_tile_store(ds: Any, store_path: str, stages: tuple[int, ...], tracker: Any) -> None:
+    """Write every stage's result columns of `ds` into the store; write tasks report to `tracker`.
+
+    Write tasks reserve no CPU (read tasks fill whatever the actors leave; a sink that had to wait for
+    a CPU slot would only start after the reads — measured: writes piled up to the end) and retry.
+    """
+    from axion_ray.distributed._datasink import TileStoreDatasink
+
+    ds.write_datasink(TileStoreDatasink(store_path, stages, tracker), ray_remote_args={"num_cpus": 0, "max_retries": -1})

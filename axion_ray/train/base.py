@@ -1,0 +1,97 @@
+"""The training template every Ray Train run here follows (torchgeo's `BaseTask` habit).
+
+Stage training (`train/loop.py`) and classifier training (`classify/train.py`) differ in their model,
+objective and validation; what they share lives here once:
+
+- driver side: `fit_trainer` — a `TorchTrainer` whose checkpoints are kept by a validation score;
+- worker side: `prepare_ddp` (DDP wrap and unwrap), `warmup_cosine` (the LR schedule),
+  `report` (metrics, with a checkpoint file when given one) and `restored_checkpoint` (what Ray Train
+  restarted a worker group from, read through the one checkpoint loader).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def fit_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], *, name: str,
+                storage_path: str | Path, workers: int | tuple[int, int], use_gpu: bool, worker_cpus: float,
+                score_attribute: str, keep: int, datasets: dict[str, Any], max_failures: int = 0,
+                callbacks: list | None = None) -> Any:
+    """Run `loop` on Ray Train workers (DDP); keep the `keep` best checkpoints by `score_attribute`.
+
+    `workers` is a count, or (min, max) for an elastic run; `max_failures` restarts a failed worker
+    group from the last checkpoint. Returns Ray Train's `Result`.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": worker_cpus}),
+        run_config=RunConfig(
+            name=name, storage_path=str(storage_path), callbacks=callbacks,
+            checkpoint_config=CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=score_attribute,
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=max_failures)),
+        datasets=datasets)
+    return trainer.fit()
+
+
+def prepare_ddp(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the model Ray Train prepared — DDP when there are several workers —, the plain model inside it)."""
+    import ray.train.torch
+
+    prepared = ray.train.torch.prepare_model(model)
+    return prepared, (prepared.module if hasattr(prepared, "module") else prepared)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+                  ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps`, then cosine decay to zero at `total_steps`."""
+    total, warmup = max(1, total_steps), max(1, warmup_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+
+def report(metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
+    """Report `metrics` to Ray Train, with `checkpoint` saved as the checkpoint's `checkpoint.pt`."""
+    import ray.train
+
+    if checkpoint is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(checkpoint, Path(d) / CHECKPOINT_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def restored_checkpoint() -> dict[str, Any] | None:
+    """The checkpoint Ray Train restarted this worker group from (state dict, config and the rest of
+    what `report` saved), or None on a fresh start."""
+    import ray.train
+
+    from axion_ray.models.weights import load_checkpoint
+
+    resumed = ray.train.get_checkpoint()
+    if resumed is None:
+        return None
+    with resumed.as_directory() as d:
+        ckpt = load_checkpoint(Path(d) / CHECKPOINT_FILE, digest=False)
+    return {"model_state_dict": ckpt.state_dict, "config": ckpt.config, **ckpt.meta}
+
+
+def best_checkpoint_file(result: Any) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint file and metrics of the best checkpoint Ray Train kept."""
+    if not result.best_checkpoints:
+        raise RuntimeError("training reported no checkpoint")
+    ckpt, metrics = result.best_checkpoints[0]
+    return Path(ckpt.path) / CHECKPOINT_FILE, metrics
