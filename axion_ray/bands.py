@@ -1,6 +1,6 @@
 """Band names and order, normalisation statistics and unit conversions — the one home for these facts.
 
-Sources: ARCHITECTURE §3 and §7; TerraMind S1GRD standardisation stats from terratorch's TerraMind
+Sources: docs/ARCHITECTURE.md §3 and §7; TerraMind S1GRD standardisation stats from terratorch's TerraMind
 model card (ibm-esa-geospatial/TerraMind-1.0-*).
 """
 
@@ -25,7 +25,7 @@ S2_DN_SCALE = 10000.0
 #: Prithvi band names that receive our four bands (B08 reuses the pretrained NIR channel).
 PRITHVI_BANDS: tuple[str, ...] = ("BLUE", "GREEN", "RED", "NIR_NARROW")
 
-#: TerraMind S1GRD standardisation (dB), ARCHITECTURE §7.
+#: TerraMind S1GRD standardisation (dB), docs/ARCHITECTURE.md §7.
 S1GRD_MEAN_DB: tuple[float, float] = (-12.599, -20.293)
 S1GRD_STD_DB: tuple[float, float] = (5.195, 5.890)
 

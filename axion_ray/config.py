@@ -35,7 +35,7 @@ class SynthConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GeometryConfig:
-    """Edge extraction for the geometry metrics (ARCHITECTURE §6)."""
+    """Edge extraction for the geometry metrics (docs/ARCHITECTURE.md §6)."""
 
     edge_threshold: float = 0.1
     truncate_px: float = 10.0
@@ -44,7 +44,7 @@ class GeometryConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CompositeConfig:
-    """Composite score weights and hard constraints (ARCHITECTURE §6)."""
+    """Composite score weights and hard constraints (docs/ARCHITECTURE.md §6)."""
 
     w_ndvi: float = 1.0
     w_evi: float = 1.0
@@ -75,7 +75,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class InferConfig:
-    """One `axion-ray infer` run (ARCHITECTURE §5). Per-stage resources come from `pipeline.plan`.
+    """One `axion-ray infer` run (docs/ARCHITECTURE.md §5). Per-stage resources come from `pipeline.plan`.
 
     `num_cpus` / `num_gpus` of None mean "decide from the cluster": on a CPU-only machine the stage
     pools share the CPUs (Ray's default of 1 CPU per actor would starve the reader on 2 cores); with

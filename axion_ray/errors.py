@@ -31,7 +31,7 @@ class TileMetadataError(AxionRayError, ValueError):
 
 
 class NpzFormatError(AxionRayError, ValueError):
-    """An Axion-Sat NPZ tile directory that cannot be read as documented (ARCHITECTURE §4)."""
+    """An Axion-Sat NPZ tile directory that cannot be read as documented (docs/ARCHITECTURE.md §4)."""
 
 
 class ConfigError(AxionRayError, ValueError):

@@ -1,4 +1,4 @@
-"""Metrics with the ARCHITECTURE §6 names: spectral, geometry, composite, classification."""
+"""Metrics with the docs/ARCHITECTURE.md §6 names: spectral, geometry, composite, classification."""
 
 from axion_ray.metrics.classification import classification_metrics, confusion_matrix
 from axion_ray.metrics.composite import CompositeResult, composite_score

@@ -2,7 +2,7 @@
 
 gain = w_ndvi·Δndvi_rmse + w_evi·Δevi_rmse + w_sam·Δsam_rad, Δ = baseline − candidate (both vs truth);
 penalty = 10·max(0, mean_disp − 2) + 5·max(0, max_disp − 5) + 2·max(0, 0.7 − edge_ratio).
-The Axion-Sat Stage 2 report's gains (+0.0225, +0.0190, +0.0491) give 0.0660 (ARCHITECTURE §6).
+The Axion-Sat Stage 2 report's gains (+0.0225, +0.0190, +0.0491) give 0.0660 (docs/ARCHITECTURE.md §6).
 """
 
 from __future__ import annotations

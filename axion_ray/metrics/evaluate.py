@@ -1,4 +1,4 @@
-"""Metrics over a tile store: the figures `axion-ray metrics` writes (ARCHITECTURE §6 names)."""
+"""Metrics over a tile store: the figures `axion-ray metrics` writes (docs/ARCHITECTURE.md §6 names)."""
 
 from __future__ import annotations
 

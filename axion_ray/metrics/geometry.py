@@ -1,4 +1,4 @@
-"""Edge-movement metrics: does a candidate keep the baseline's edges where they were? (ARCHITECTURE §6)
+"""Edge-movement metrics: does a candidate keep the baseline's edges where they were? (docs/ARCHITECTURE.md §6)
 
 On one band (B08): edges = Sobel magnitude normalised to [0, 1] per tile and thresholded; per-tile
 displacement = symmetric chamfer distance (mean of the two directed mean distances to the nearest edge,

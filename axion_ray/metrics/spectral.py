@@ -1,4 +1,4 @@
-"""Spectral metrics on [0, 1] reflectance, bands [B02, B03, B04, B08] (ARCHITECTURE §6).
+"""Spectral metrics on [0, 1] reflectance, bands [B02, B03, B04, B08] (docs/ARCHITECTURE.md §6).
 
 Everything is vectorised over a (N, 4, H, W) batch. Over a store, errors pool every pixel of every
 tile (`SpectralAccumulator`): one global RMSE, one mean SAM, PSNR from the pooled MSE, SSIM the mean

@@ -23,19 +23,26 @@ from axion_ray.models.registry import StageSpec, stage_spec
 from axion_ray.models.weights import Checkpoint, WeightsRecord, load_checkpoint, load_fitting_state, resolve_weights
 
 
-def build_prithvi_backbone(name: str, weights: str | None, allow_random_init: bool,
-                           need_pretrained: bool = True) -> tuple[nn.Module, WeightsRecord]:
+def build_prithvi_backbone(name: str, record: WeightsRecord) -> nn.Module:
     """A terratorch Prithvi backbone on our 4 bands; local weights go through terratorch's own band filter."""
     from terratorch.registry import BACKBONE_REGISTRY
 
-    if name not in PRITHVI_BACKBONES:
-        raise ConfigError(f"unknown Prithvi backbone {name!r}; choose one of {', '.join(PRITHVI_BACKBONES)}")
-    record = resolve_weights([name], weights, allow_random_init) if need_pretrained else WeightsRecord(random_init=False)
     kwargs: dict[str, Any] = {"bands": list(PRITHVI_BANDS), "num_frames": 1}
     if record.files:
         # ckpt_path makes terratorch read the local file (never the Hub) and map bands by name.
         kwargs.update(pretrained=True, ckpt_path=record.files[name])
-    return BACKBONE_REGISTRY.build(name, **kwargs), record
+    return BACKBONE_REGISTRY.build(name, **kwargs)
+
+
+def _base_weights(spec: StageSpec, backbone: str, weights: str | None, allow_random_init: bool,
+                  need_pretrained: bool) -> WeightsRecord:
+    """The published files the stage's base model loads (the spec names them), or a random init when
+    allowed; nothing is looked up when a full checkpoint will be loaded over the base."""
+    if not spec.generative and backbone not in PRITHVI_BACKBONES:
+        raise ConfigError(f"unknown Prithvi backbone {backbone!r}; choose one of {', '.join(PRITHVI_BACKBONES)}")
+    if not need_pretrained:
+        return WeightsRecord(random_init=False)
+    return resolve_weights(spec.weight_variants(backbone), weights, allow_random_init)
 
 
 def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None
@@ -88,9 +95,9 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
     if ckpt is not None:  # the checkpoint says what base it needs; never substitute a random one
         allow_random_init = False
     backbone = spec.backbone(PRESETS[preset], cfg.get("prithvi", prithvi))
-    model, record = _FAMILY_BUILDERS[spec.family](
-        spec, PRESETS[preset], cfg, backbone, weights=weights, allow_random_init=allow_random_init,
-        need_pretrained=need_pretrained, timesteps=timesteps, standardize=standardize, seed=seed)
+    record = _base_weights(spec, backbone, weights, allow_random_init, need_pretrained)
+    model = _FAMILY_BUILDERS[spec.family](spec, PRESETS[preset], cfg, backbone, record,
+                                          timesteps=timesteps, standardize=standardize, seed=seed)
     model_name = spec.model_name(backbone)
 
     lora_cfg = LoraSettings(**cfg["lora"]) if cfg.get("lora") else lora
@@ -121,27 +128,23 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
     return model
 
 
-def _build_refiner(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str, *,
-                   weights: str | None, allow_random_init: bool, need_pretrained: bool, **_: Any
-                   ) -> tuple[nn.Module, WeightsRecord]:
+def _build_refiner(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str,
+                   record: WeightsRecord, **_: Any) -> nn.Module:
     """A Prithvi backbone under the Stage 2 refiner head (head size from the checkpoint, else the preset)."""
-    backbone, record = build_prithvi_backbone(backbone_name, weights, allow_random_init, need_pretrained)
-    model = spec.model_cls()(backbone, head_dim=int(cfg.get("head_dim", preset.head_dim)),
-                             head_blocks=int(cfg.get("head_blocks", preset.head_blocks)),
-                             temporal=backbone_name.endswith("_tl"))
-    return model, record
+    return spec.model_cls()(build_prithvi_backbone(backbone_name, record),
+                            head_dim=int(cfg.get("head_dim", preset.head_dim)),
+                            head_blocks=int(cfg.get("head_blocks", preset.head_blocks)),
+                            temporal=backbone_name.endswith("_tl"))
 
 
-def _build_terramind(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str, *,
-                     weights: str | None, allow_random_init: bool, need_pretrained: bool, timesteps: int,
-                     standardize: bool, seed: int | None) -> tuple[nn.Module, WeightsRecord]:
+def _build_terramind(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str,
+                     record: WeightsRecord, *, timesteps: int, standardize: bool, seed: int | None) -> nn.Module:
     """A TerraMind generator (the spec's modalities → S2L2A) wrapped in the stage's model class."""
     from axion_ray.models.terramind import build_terramind_generator
 
-    generator, record = build_terramind_generator(
-        backbone_name, list(spec.modalities), timesteps=timesteps, standardize=standardize, weights=weights,
-        allow_random_init=allow_random_init, need_pretrained=need_pretrained)
-    return spec.model_cls()(generator, timesteps=timesteps, standardize=standardize, seed=seed), record
+    generator = build_terramind_generator(backbone_name, list(spec.modalities), record,
+                                          timesteps=timesteps, standardize=standardize)
+    return spec.model_cls()(generator, timesteps=timesteps, standardize=standardize, seed=seed)
 
 
 #: How each model family of `models/registry.py` is built.
@@ -185,9 +188,9 @@ def stage_provenance(stage: int, preset: str = "tiny", *, weights: str | None = 
     ckpt, cfg, preset = _checkpoint_and_preset(stage, preset, checkpoint)
     spec = stage_spec(stage)
     backbone = spec.backbone(PRESETS[preset], cfg.get("prithvi", prithvi))
-    model_name, variants = spec.model_name(backbone), spec.weight_variants(backbone)
+    model_name = spec.model_name(backbone)
     if ckpt is None or _needs_base_weights(cfg):
-        record = resolve_weights(variants, weights, allow_random_init and ckpt is None)
+        record = _base_weights(spec, backbone, weights, allow_random_init and ckpt is None, need_pretrained=True)
     else:  # a full checkpoint, or adapters on the seeded random base
         record = WeightsRecord(random_init=bool(cfg.get("adapter_only")))
     lora = LoraSettings(**cfg["lora"]) if cfg.get("lora") else None

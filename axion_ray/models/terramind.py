@@ -8,7 +8,7 @@ from axion_ray.errors import CheckpointError
 from axion_ray.models.common import pad_to_multiple
 from axion_ray.models.presets import TOKENIZER_S2L2A
 from axion_ray.models.s2l2a import TERRAMIND_MULTIPLE
-from axion_ray.models.weights import WeightsRecord, load_state_dict, resolve_weights
+from axion_ray.models.weights import WeightsRecord, load_state_dict
 
 TOKENIZER_KEY = "tok_sen2l2a@224"
 
@@ -80,21 +80,17 @@ class TerraMindStageBase(torch.nn.Module):
         return loss
 
 
-def build_terramind_generator(variant: str, modalities: list[str], *, timesteps: int, standardize: bool,
-                              weights: str | None, allow_random_init: bool,
-                              need_pretrained: bool = True) -> tuple[torch.nn.Module, WeightsRecord]:
-    """A terratorch `TerraMindGeneration` (S1GRD[, S2L2A] → S2L2A) and the record of its weights.
+def build_terramind_generator(variant: str, modalities: list[str], record: WeightsRecord, *, timesteps: int,
+                              standardize: bool) -> torch.nn.Module:
+    """A terratorch `TerraMindGeneration` (S1GRD[, S2L2A] → S2L2A) with the weights `record` found.
 
     The model is always built with `pretrained=False` (no Hub access); published weights found
-    locally are then loaded: the transformer through terratorch's own filter, and the S2L2A tokenizer
-    (the diffusion decoder) strictly. With `need_pretrained=False` (a full checkpoint will be loaded
-    over it) nothing is looked up.
+    locally (`record.files`) are then loaded: the transformer through terratorch's own filter, and the
+    S2L2A tokenizer (the diffusion decoder) strictly. An empty record leaves the seeded random init.
     """
     from terratorch.models.backbones.terramind.model.terramind_register import checkpoint_filter_fn_generate
     from terratorch.registry import FULL_MODEL_REGISTRY
 
-    record = (resolve_weights([variant, TOKENIZER_S2L2A], weights, allow_random_init)
-              if need_pretrained else WeightsRecord(random_init=False))
     # A fixed seed makes a randomly initialised model reproducible, so a checkpoint that stores only
     # LoRA adapters (TerraMind fine-tuning) rebuilds the same base whether or not weights exist.
     with torch.random.fork_rng(devices=[]):
@@ -110,4 +106,4 @@ def build_terramind_generator(variant: str, modalities: list[str], *, timesteps:
             model.tokenizer[TOKENIZER_KEY].load_state_dict(load_state_dict(record.files[TOKENIZER_S2L2A]), strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{record.files[TOKENIZER_S2L2A]} does not fit the S2L2A tokenizer: {exc}") from exc
-    return model, record
+    return model

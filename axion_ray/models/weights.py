@@ -152,7 +152,7 @@ def load_fitting_state(model, state: dict[str, Any]) -> tuple[list[str], list[st
 
 @dataclass
 class Checkpoint:
-    """An Axion-Ray training checkpoint (ARCHITECTURE §4) and where it came from."""
+    """An Axion-Ray training checkpoint (docs/ARCHITECTURE.md §4) and where it came from."""
 
     path: str
     sha256: str

@@ -1,4 +1,4 @@
-"""Axion-Sat NPZ tile directories, both ways (ARCHITECTURE §4).
+"""Axion-Sat NPZ tile directories, both ways (docs/ARCHITECTURE.md §4).
 
 `tile_0001.npz` holds (C, H, W) float arrays under `s1` (or `s1_vv` + `s1_vh`), `opt_v1`, `opt_v2`,
 `opt_v3` or `s2_truth`; `tile_0001.json` beside it holds `month` (1–12 or a month name), `biome_code`

@@ -1,7 +1,7 @@
 """Synthetic AOIs: one coherent mosaic cut into overlapping tiles, with a Stage-1-like prior.
 
 Our test and demo data until pretrained TerraMind weights are present. The `opt_v1` prior imitates a
-fixed, imperfect Stage 1 model (ARCHITECTURE §7): its colour errors are a fixed function of land cover,
+fixed, imperfect Stage 1 model (docs/ARCHITECTURE.md §7): its colour errors are a fixed function of land cover,
 month and biome — the same for every seed, as a trained generator's biases are — plus a little blur
 and per-tile noise. Its errors against `s2_truth` are calibrated to the Axion-Sat Stage 1 figures
 (NDVI RMSE ~0.085, EVI RMSE ~0.095, SAM ~0.18 rad; see `tests/store/test_synth.py`).

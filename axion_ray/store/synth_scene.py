@@ -5,7 +5,7 @@ Deliberately simple but physically sensible, so metrics and models behave as on 
   rivers as meandering lines (edges for the geometry metrics to track);
 - reflectance [B02, B03, B04, B08] from per-class spectra, vegetation moving between a green and a
   senescent spectrum with the month (biome-specific season), with within-class texture;
-- sigma-0 in dB per class (ARCHITECTURE §7), rising with crop biomass, urban double bounce, a
+- sigma-0 in dB per class (docs/ARCHITECTURE.md §7), rising with crop biomass, urban double bounce, a
   range-dependent incidence-angle trend, and multiplicative gamma speckle (ENL 4.4).
 Scipy's Gaussian filter and NumPy do the work; nothing here loops over pixels.
 """
@@ -73,7 +73,7 @@ _SENESCENT_SPECTRA = np.array([
 #: How much of the biome's seasonal swing each class follows (forest partly evergreen).
 _SEASON_FOLLOW = np.array([0.0, 0.55, 1.0, 0.85, 0.0, 0.0], dtype=np.float32)
 
-# Sigma-0 (dB) VV/VH per class, ARCHITECTURE §7; vegetation terms added with greenness below.
+# Sigma-0 (dB) VV/VH per class, docs/ARCHITECTURE.md §7; vegetation terms added with greenness below.
 _S1_DB = np.array([
     [-20.0, -27.0],   # water
     [-7.5, -13.0],    # forest

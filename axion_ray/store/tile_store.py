@@ -1,4 +1,4 @@
-"""The Zarr v3 tile store: the hub every stage reads from and writes back to (ARCHITECTURE §3).
+"""The Zarr v3 tile store: the hub every stage reads from and writes back to (docs/ARCHITECTURE.md §3).
 
 Layout (contract)::
 
@@ -295,7 +295,7 @@ class TileStore:
     def set_provenance(self, array: str, *, stage: str, model: str, checkpoint: str | None = None,
                        checkpoint_sha256: str | None = None, timesteps: int | None = None,
                        amp: bool = False, device: str = "cpu", **extra: Any) -> None:
-        """Record who produced `array` (ARCHITECTURE §3 provenance attrs)."""
+        """Record who produced `array` (docs/ARCHITECTURE.md §3 provenance attrs)."""
         self._check_writable()
         self._check_array(array)
         self._group[array].attrs.update({

@@ -96,3 +96,22 @@ def test_three_stages_with_bad_tiles(local_ray, tmp_path, capsys):
     assert store.failures("opt_v3")[1].startswith("stage 2 failed: stage 1 failed")
     assert "stage 1 tile 2 failed: s1 is all zeros" in out
     assert np.isfinite(store.read("opt_v3", [0, 3])).all()
+
+
+def test_the_progress_tracker_is_released_when_a_run_fails(local_ray, aoi):
+    import ray
+
+    from axion_ray.pipeline.run import current_tracker
+
+    seen = {}
+
+    def say(line):
+        if line.startswith("running stages"):  # the tracker exists and the pools are built: fail here
+            seen["tracker"] = current_tracker()
+            raise RuntimeError("the caller's callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        run_pipeline(aoi.path, STAGE2, say=say)
+    assert seen["tracker"] is not None and current_tracker() is None
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(seen["tracker"].snapshot.remote(), timeout=60)
