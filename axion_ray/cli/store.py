@@ -31,9 +31,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{summary['path']}: {summary['n_tiles']} tiles of {summary['tile_shape'][0]}x{summary['tile_shape'][1]} px, "
           f"grid {summary['grid_shape'][0]}x{summary['grid_shape'][1]}, overlap {summary['overlap']} px, "
           f"CRS {summary['crs']}, inputs {', '.join(summary['inputs'])}")
-    print(f"{'array':8s} {'pending':>8s} {'done':>8s} {'failed':>8s}")
+    print(f"{'array':8s} {'pending':>8s} {'done':>8s} {'failed':>8s} {'no data':>8s}")
     for name, c in summary["arrays"].items():
-        print(f"{name:8s} {c['pending']:8d} {c['done']:8d} {c['failed']:8d}")
+        print(f"{name:8s} {c['pending']:8d} {c['done']:8d} {c['failed']:8d} {c['no_data']:8d}")
     for name, c in summary["arrays"].items():
         for tile, reason in list(c["failures"].items())[:20]:
             print(f"  {name} tile {tile} failed: {reason}")
@@ -85,13 +85,31 @@ def cmd_export_npz(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from axion_ray.store.geotiff import ingest_geotiff
+    from axion_ray.errors import TileDataError
+    from axion_ray.store.ingest import ingest_scenes
+    from axion_ray.store.scenes import scene_from_geotiff, scenes_from_stac
 
-    store = ingest_geotiff(args.scene, args.out, overwrite=args.overwrite, **given(
-        tile_size=args.tile_size, overlap=args.overlap, units=args.units, month=args.month, biome_code=args.biome))
+    *paths, out = args.paths
+    if not paths and not args.stac:
+        raise TileDataError("give at least one SCENE before OUT.zarr, or --stac ITEMS.json")
+    scenes = [scene_from_geotiff(p) for p in paths] + (scenes_from_stac(args.stac) if args.stac else [])
+    store = ingest_scenes(scenes, out, overwrite=args.overwrite, **given(
+        aoi=args.aoi, crs=args.crs, resolution=args.resolution, tile_size=args.tile_size, overlap=args.overlap,
+        units=args.units, month=args.month, biome_code=args.biome, min_valid=args.min_valid))
     rows, cols = store.grid_shape
-    print(f"cut {args.scene} into {store.n_tiles} tiles ({rows}x{cols} grid of {store.tile_size} px, "
-          f"overlap {store.overlap}) in {store.path}")
+    counts = store.summary()["arrays"]["opt_v1"]
+    print(f"cut {len(scenes)} scene(s) into {store.n_tiles} tiles ({rows}x{cols} grid of {store.tile_size} px, "
+          f"overlap {store.overlap}, {store.crs}) in {store.path}; {counts['no_data']} tile(s) under --min-valid "
+          "are no data")
+    return EXIT_OK
+
+
+def cmd_footprints(args: argparse.Namespace) -> int:
+    from axion_ray.store.footprints import write_footprints
+    from axion_ray.store.tile_store import TileStore
+
+    out = write_footprints(TileStore.open(args.store, mode="r"), args.out)
+    print(f"wrote {out}")
     return EXIT_OK
 
 
@@ -99,7 +117,7 @@ def cmd_mosaic(args: argparse.Namespace) -> int:
     from axion_ray.store.geotiff import mosaic
     from axion_ray.store.tile_store import TileStore
 
-    out = mosaic(TileStore.open(args.store, mode="r"), args.array, args.out)
+    out = mosaic(TileStore.open(args.store, mode="r"), args.array, args.out, **given(aoi=args.aoi))
     print(f"wrote {out}")
     return EXIT_OK
 
@@ -121,22 +139,33 @@ def add_store_parsers(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("ingest", help="cut a georeferenced S1 GeoTIFF (VV, VH) into a tile store")
-    p.add_argument("scene")
-    p.add_argument("out", help="new store path (OUT.zarr)")
+    p = sub.add_parser("ingest", help="S1 scenes (GeoTIFFs, STAC items; any CRS) onto one grid → a tile store")
+    p.add_argument("paths", nargs="+", metavar="SCENE [SCENE ...] OUT.zarr",
+                   help="S1 GeoTIFFs (VV, VH) and, last, the new store")
+    p.add_argument("--stac", help="a STAC Item or ItemCollection JSON whose items have VV and VH assets")
+    p.add_argument("--aoi", help="AOI polygon (GeoJSON): the grid covers its bounds, tiles touching it are kept")
+    p.add_argument("--crs", help="target CRS, e.g. EPSG:32633 (default: UTM zone of the AOI's centroid)")
+    p.add_argument("--resolution", type=float, help="target pixel size in CRS units (default 10 m)")
     p.add_argument("--tile-size", type=int, help="tile side in px (default 256)")
     p.add_argument("--overlap", type=int, help="px shared by neighbouring tiles (default 32)")
-    p.add_argument("--units", choices=["auto", "db", "linear"])
-    p.add_argument("--month", type=int, help="acquisition month 1-12 (0 = unknown)")
+    p.add_argument("--units", choices=["auto", "db", "linear"], help="S1 values in the scenes (default auto)")
+    p.add_argument("--month", type=int, help="acquisition month 1-12 where a scene has no date (0 = unknown)")
     p.add_argument("--biome", type=int, help="biome code 0-15")
+    p.add_argument("--min-valid", type=float, help="tiles with a smaller valid fraction are no data (default 0.5)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("mosaic", help="blend a store's tiles into one GeoTIFF or Zarr")
     p.add_argument("store")
     p.add_argument("--array", default=STAGE_OUTPUTS[-1], help="array to blend (default: the last stage's output)")
-    p.add_argument("--out", required=True, help="OUT.tif or OUT.zarr")
+    p.add_argument("--out", required=True, help="OUT.tif (a Cloud-Optimized GeoTIFF) or OUT.zarr")
+    p.add_argument("--aoi", help="clip to this polygon (GeoJSON): outside it, nodata")
     p.set_defaults(func=cmd_mosaic)
+
+    p = sub.add_parser("footprints", help="every tile's polygon with status, failure reason and valid fractions")
+    p.add_argument("store")
+    p.add_argument("--out", required=True, help="OUT.geojson")
+    p.set_defaults(func=cmd_footprints)
 
     p = sub.add_parser("status", help="per-array pending/done/failed counts and failure reasons")
     p.add_argument("store")

@@ -14,7 +14,7 @@ import numpy as np
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
-from axion_ray.distributed.columns import ROW_DONE, ROW_FAILED
+from axion_ray.distributed.columns import ROW_DONE, ROW_FAILED, ROW_NO_DATA
 from axion_ray.models.registry import stage_spec
 
 
@@ -38,15 +38,17 @@ class TileStoreDatasink(Datasink):
             report = {}
             for stage in self._stages:
                 status = np.asarray(batch[f"status_{stage}"])
-                done, failed = status == ROW_DONE, status == ROW_FAILED
+                done, failed, no_data = status == ROW_DONE, status == ROW_FAILED, status == ROW_NO_DATA
                 name = stage_spec(stage).output
                 if done.any():
                     store.write(name, tiles[done], np.asarray(batch[name])[done],
                                 proc_ms=np.asarray(batch[f"ms_{stage}"])[done])
+                if no_data.any():
+                    store.mark_no_data(tiles[no_data], arrays=[name])
                 if failed.any():
                     store.mark_failed(name, tiles[failed], [str(r) for r in np.asarray(batch[f"reason_{stage}"])[failed]])
                 report[stage] = {
-                    "done": int(done.sum()), "failed": int(failed.sum()),
+                    "done": int(done.sum()), "failed": int(failed.sum()), "no_data": int(no_data.sum()),
                     "failures": {int(t): str(r) for t, r in zip(tiles[failed], np.asarray(batch[f"reason_{stage}"])[failed])},
                     "devices": sorted({str(d) for d in np.asarray(batch[f"device_{stage}"])[done | failed] if d}),
                     "cpu_fallbacks": int(np.asarray(batch[f"fallback_{stage}"]).sum()),

@@ -75,6 +75,9 @@ def evaluate_store(store: TileStore, pred: str = "opt_v2", baseline: str | None 
 
 
 def _check_finite(data: np.ndarray, name: str, idx: np.ndarray) -> None:
-    bad = ~np.isfinite(data).all(axis=(1, 2, 3))
+    """NaN pixels are no-data and left out of the figures; a used tile with no valid pixel, or with
+    infinities, is an error."""
+    bad = np.isinf(data).any(axis=(1, 2, 3)) | ~np.isfinite(data).all(axis=1).any(axis=(1, 2))
     if bad.any():
-        raise TileDataError(f"{name} has NaN/Inf values in tile(s) {idx[bad][:10].tolist()}; fix or re-run those tiles")
+        raise TileDataError(f"{name} has NaN/Inf values in every pixel (or infinities) in tile(s) "
+                            f"{idx[bad][:10].tolist()}; fix or re-run those tiles")

@@ -5,7 +5,9 @@ displacement = symmetric chamfer distance (mean of the two directed mean distanc
 each truncated); edge_ratio pools edge-pixel counts over all tiles (robust to edgeless tiles);
 edge_corr is the mean over tiles of the Pearson correlation of Sobel magnitudes (tiles where either
 magnitude is constant are skipped). Sobel runs batched; the distance transform runs per tile because
-scipy's EDT has no batch axis (a loop over tiles, not pixels).
+scipy's EDT has no batch axis (a loop over tiles, not pixels). Invalid pixels (NaN in either image)
+are filled from their nearest valid neighbour before Sobel, and edges within a pixel of the no-data
+border are dropped: the border of the valid region is not an edge of the image.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from axion_ray.config import GeometryConfig
+from axion_ray.store.validity import fill_invalid, interior
 
 
 def sobel_magnitude(band: np.ndarray) -> np.ndarray:
@@ -57,8 +60,19 @@ class GeometryAccumulator:
         if candidate.shape != baseline.shape or candidate.ndim != 4:
             raise ValueError(f"candidate and baseline must be equal (N, C, H, W) batches, got "
                              f"{candidate.shape} and {baseline.shape}")
+        valid = np.isfinite(candidate).all(axis=1) & np.isfinite(baseline).all(axis=1)
+        inner = None
+        if not valid.all():
+            keep = valid.any(axis=(1, 2))
+            if not keep.any():
+                return
+            valid = valid[keep]
+            candidate, baseline = fill_invalid(candidate[keep], valid), fill_invalid(baseline[keep], valid)
+            inner = interior(valid)
         mag_c = sobel_magnitude(candidate[:, self.cfg.band])
         mag_b = sobel_magnitude(baseline[:, self.cfg.band])
+        if inner is not None:  # no edges (nor gradients) on or beside the no-data border
+            mag_c, mag_b = np.where(inner, mag_c, 0.0), np.where(inner, mag_b, 0.0)
         edges_c, edges_b = edge_masks(mag_c, self.cfg.edge_threshold), edge_masks(mag_b, self.cfg.edge_threshold)
         self._n_edges += [int(edges_c.sum()), int(edges_b.sum())]
         for ec, eb in zip(edges_c, edges_b):

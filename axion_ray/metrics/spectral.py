@@ -2,7 +2,8 @@
 
 Everything is vectorised over a (N, 4, H, W) batch. Over a store, errors pool every pixel of every
 tile (`SpectralAccumulator`): one global RMSE, one mean SAM, PSNR from the pooled MSE, SSIM the mean
-over tiles. Indices and SAM are a few lines of NumPy; SSIM follows scikit-image's Gaussian-window
+over tiles. Invalid pixels (NaN in either image; store/validity.py) are left out of every figure: SSIM
+is averaged over a tile's valid pixels only. Indices and SAM are a few lines of NumPy; SSIM follows scikit-image's Gaussian-window
 implementation exactly (σ = 1.5, truncate 3.5, reflect borders, 5-px crop) so figures agree with it
 to 1e-4 — torchmetrics pads borders differently (~1e-3 apart), so it is not the reference here.
 """
@@ -42,8 +43,10 @@ def spectral_angle(pred: np.ndarray, truth: np.ndarray, eps: float = 1e-8) -> np
     return np.arccos(np.clip(dot / np.maximum(norms, eps), -1.0, 1.0))
 
 
-def ssim_per_tile(pred: np.ndarray, truth: np.ndarray, data_range: float = 1.0) -> np.ndarray:
-    """SSIM of each tile of a (N, C, H, W) batch, mean over bands (scikit-image convention)."""
+def ssim_per_tile(pred: np.ndarray, truth: np.ndarray, data_range: float = 1.0,
+                  valid: np.ndarray | None = None) -> np.ndarray:
+    """SSIM of each tile of a (N, C, H, W) batch, mean over bands (scikit-image convention); with a
+    (N, H, W) `valid` mask, the mean over the valid pixels of the cropped map only."""
     x, y = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     sigma = (0, 0, SSIM_SIGMA, SSIM_SIGMA)
 
@@ -55,7 +58,12 @@ def ssim_per_tile(pred: np.ndarray, truth: np.ndarray, data_range: float = 1.0) 
     c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     pad = int(_SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
-    return s[..., pad:-pad, pad:-pad].mean(axis=(-3, -2, -1))
+    if valid is None:
+        return s[..., pad:-pad, pad:-pad].mean(axis=(-3, -2, -1))
+    weights = valid[:, None, pad:-pad, pad:-pad].astype(np.float64) * np.ones_like(s[..., pad:-pad, pad:-pad])
+    total = weights.sum(axis=(-3, -2, -1))
+    sums = (s[..., pad:-pad, pad:-pad] * weights).sum(axis=(-3, -2, -1))
+    return sums[total > 0] / total[total > 0]
 
 
 class SpectralAccumulator:
@@ -71,6 +79,10 @@ class SpectralAccumulator:
         pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
         if pred.shape != truth.shape or pred.ndim != 4:
             raise ValueError(f"pred and truth must be equal (N, C, H, W) batches, got {pred.shape} and {truth.shape}")
+        valid = np.isfinite(pred).all(axis=1) & np.isfinite(truth).all(axis=1)
+        if not valid.all():
+            self._update_valid(pred, truth, valid)
+            return
         diff = pred - truth
         self._sums["sq"] += float((diff * diff).sum())
         self._sums["abs"] += float(np.abs(diff).sum())
@@ -80,6 +92,25 @@ class SpectralAccumulator:
         self._n_values += diff.size
         self._n_pixels += diff.size // diff.shape[1]
         self._ssim.append(ssim_per_tile(pred, truth))
+
+    def _update_valid(self, pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> None:
+        """`update` over the valid pixels only (a tile with none adds nothing)."""
+        keep = valid.any(axis=(1, 2))
+        pred, truth, valid = pred[keep], truth[keep], valid[keep]
+        if not keep.any():
+            return
+        pred_f = np.where(valid[:, None], pred, 0.0)
+        truth_f = np.where(valid[:, None], truth, 0.0)
+        diff = (pred_f - truth_f)
+        n_valid = int(valid.sum())
+        self._sums["sq"] += float((diff * diff).sum())
+        self._sums["abs"] += float(np.abs(diff).sum())
+        self._sums["ndvi_sq"] += float(((ndvi(pred) - ndvi(truth)) ** 2)[valid].sum())
+        self._sums["evi_sq"] += float(((evi(pred) - evi(truth)) ** 2)[valid].sum())
+        self._sums["sam"] += float(spectral_angle(pred_f, truth_f)[valid].sum())
+        self._n_values += n_valid * pred.shape[1]
+        self._n_pixels += n_valid
+        self._ssim.append(ssim_per_tile(pred_f, truth_f, valid=valid))
 
     @property
     def n_tiles(self) -> int:

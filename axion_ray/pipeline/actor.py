@@ -14,33 +14,31 @@ from typing import Any
 
 import numpy as np
 
-from axion_ray.distributed.columns import ROW_DONE, ROW_FAILED, ROW_NOT_RUN
+from axion_ray.distributed.columns import ROW_DONE, ROW_FAILED, ROW_NO_DATA, ROW_NOT_RUN
 from axion_ray.models.registry import STAGES, stage_spec
+from axion_ray.store.validity import fill_invalid, valid_pixels
 
 #: Rows carry every image a stage may read plus the per-tile scalars.
 _ROW_INPUTS = tuple(dict.fromkeys(n for spec in STAGES.values()
                                   for n in spec.model_inputs + spec.optional_inputs))
 
 
-def s1_problem(tile: np.ndarray, expected_shape: tuple[int, ...] | None = None) -> str | None:
-    """Why an S1 tile cannot be used, or None."""
-    if expected_shape is not None and tile.shape != expected_shape:
-        return f"s1 tile has shape {tile.shape}, expected {expected_shape}"
-    bad = int((~np.isfinite(tile)).sum())
-    if bad:
-        return f"s1 has {bad} NaN/Inf pixels of {tile.size}"
-    if not np.any(tile):
+def s1_problem(tile: np.ndarray) -> str | None:
+    """Why an S1 tile cannot be used, or None. NaN pixels are no-data (store/validity.py), not a problem;
+    infinities are corrupt values."""
+    if np.isinf(tile).any():
+        return f"s1 has {int(np.isinf(tile).sum())} infinite values"
+    if not np.any(np.nan_to_num(tile)):
         return "s1 is all zeros (no data)"
     return None
 
 
 def optical_problem(tile: np.ndarray, name: str) -> str | None:
     """Why an optical input tile cannot be used, or None."""
-    bad = int((~np.isfinite(tile)).sum())
-    if bad == tile.size:
+    if np.isinf(tile).any():
+        return f"{name} has {int(np.isinf(tile).sum())} infinite values"
+    if not np.isfinite(tile).any():
         return f"{name} not produced (run its stage first)"
-    if bad:
-        return f"{name} has {bad} NaN/Inf pixels"
     return None
 
 
@@ -67,19 +65,24 @@ class StageActor:
         if tracker is not None:  # lets operators (and tests) find which actor serves which stage
             tracker.register_actor.remote(stage, ray.get_runtime_context().current_actor)
 
-    def _inputs_ok(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[int, str]:
-        """Row index → failure reason, for the rows this stage would run."""
-        problems: dict[int, str] = {}
+    def _inputs_ok(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[int, tuple[int, str]]:
+        """Row index → (ROW_FAILED or ROW_NO_DATA, reason), for the rows this stage would run."""
+        problems: dict[int, tuple[int, str]] = {}
         upstream = self.stage - 1
         optical = self.spec.optical_input
         for i in np.flatnonzero(rows):
             if f"status_{upstream}" in batch and batch[f"status_{upstream}"][i] == ROW_FAILED:
-                problems[i] = f"stage {upstream} failed: {batch[f'reason_{upstream}'][i]}"
+                problems[i] = ROW_FAILED, f"stage {upstream} failed: {batch[f'reason_{upstream}'][i]}"
+                continue
+            if f"status_{upstream}" in batch and batch[f"status_{upstream}"][i] == ROW_NO_DATA:
+                problems[i] = ROW_NO_DATA, f"stage {upstream}: no data"
                 continue
             if self.spec.reads_s1 and (reason := s1_problem(batch["s1"][i])):
-                problems[i] = reason
+                problems[i] = ROW_FAILED, reason
             elif optical and (reason := optical_problem(batch[optical][i], optical)):
-                problems[i] = reason
+                problems[i] = ROW_FAILED, reason
+            elif not valid_pixels(*(np.asarray(batch[a])[i:i + 1] for a in self.spec.inputs)).any():
+                problems[i] = ROW_NO_DATA, "no valid pixel"
         return problems
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -91,8 +94,8 @@ class StageActor:
         status = np.full(n, ROW_NOT_RUN, np.uint8)
         reasons = np.array([""] * n, dtype=object)
         problems = self._inputs_ok(batch, rows)
-        for i, reason in problems.items():
-            status[i], reasons[i], rows[i] = ROW_FAILED, reason, False
+        for i, (code, reason) in problems.items():
+            status[i], reasons[i], rows[i] = code, reason, False
         h, w = batch[self.spec.inputs[0]].shape[-2:]
         out = batch.get(output)
         out = np.full((n, 4, h, w), np.nan, np.float32) if out is None else np.array(out, dtype=np.float32)
@@ -101,8 +104,13 @@ class StageActor:
         if rows.any():
             idx = np.flatnonzero(rows)
             inputs = {name: np.asarray(batch[name])[idx] for name in _ROW_INPUTS if name in batch}
+            # Invalid pixels (NaN) are filled for the model and are NaN again in its output.
+            valid = valid_pixels(*(inputs[a] for a in self.spec.inputs))
+            for name in self.spec.inputs:
+                inputs[name] = fill_invalid(inputs[name], valid)
             start = time.perf_counter()
             result = self.runner(inputs)
+            result = np.where(valid[:, None], result, np.nan).astype(np.float32)
             elapsed_ms = 1000.0 * (time.perf_counter() - start) / idx.size
             if self.carry_s2l2a:
                 import torch

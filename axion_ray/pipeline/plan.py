@@ -39,15 +39,25 @@ def plan_todo(store: TileStore, stages: tuple[int, ...], skip_existing: bool) ->
     """Tiles to schedule and, per tile, which requested stages run.
 
     A stage runs when its output is not done (or always, without skip_existing); once a stage runs for
-    a tile, every later requested stage runs too, since its input changed.
+    a tile, every later requested stage runs too, since its input changed. A *no data* tile never runs.
     """
+    tiles, todo, _ = plan_tiles(store, stages, skip_existing)
+    return tiles, todo
+
+
+def plan_tiles(store: TileStore, stages: tuple[int, ...], skip_existing: bool
+               ) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """`plan_todo` plus, per stage, how many tiles are *no data* (one read of each status array)."""
+    no_data: dict[int, int] = {}
     todo = np.zeros((store.n_tiles, len(stages)), dtype=bool)
     for j, stage in enumerate(stages):
         output = stage_spec(stage).output
-        pending = store.status(output) != TileStatus.DONE if skip_existing else np.ones(store.n_tiles, bool)
-        todo[:, j] = pending | (todo[:, j - 1] if j else False)
+        status = store.status(output)
+        pending = status != TileStatus.DONE if skip_existing else np.ones(store.n_tiles, bool)
+        todo[:, j] = (pending | (todo[:, j - 1] if j else False)) & (status != TileStatus.NO_DATA)
+        no_data[stage] = int((status == TileStatus.NO_DATA).sum())
     tiles = np.flatnonzero(todo.any(axis=1))
-    return tiles, todo[tiles]
+    return tiles, todo[tiles], no_data
 
 
 def plan_stages(cfg: InferConfig, resources: dict[str, float], node_cpus: list[float] | None = None) -> list[StagePlan]:

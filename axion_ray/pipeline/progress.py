@@ -18,7 +18,8 @@ class ProgressTracker:
         self.tiles = 0
         self.first_tile_at: float | None = None
         self.per_stage: dict[int, dict[str, Any]] = {
-            s: {"done": 0, "failed": 0, "failures": {}, "devices": set(), "cpu_fallbacks": 0, "nodes": {}}
+            s: {"done": 0, "failed": 0, "no_data": 0, "failures": {}, "devices": set(), "cpu_fallbacks": 0,
+                "nodes": {}}
             for s in stages}
         self.actors: dict[int, list[Any]] = {s: [] for s in stages}
         self.timeline: list[tuple[float, int]] = []  # (time, tiles written so far)
@@ -32,6 +33,7 @@ class ProgressTracker:
             acc = self.per_stage[stage]
             acc["done"] += r["done"]
             acc["failed"] += r["failed"]
+            acc["no_data"] += r.get("no_data", 0)
             acc["failures"].update(r["failures"])
             acc["devices"].update(r["devices"])
             acc["cpu_fallbacks"] += r["cpu_fallbacks"]

@@ -25,7 +25,7 @@ import numpy as np
 from axion_ray.config import InferConfig
 from axion_ray.errors import AxionRayError
 from axion_ray.models.registry import stage_spec
-from axion_ray.pipeline.plan import StagePlan, plan_stages, plan_todo, stage_build_kwargs
+from axion_ray.pipeline.plan import StagePlan, plan_stages, plan_tiles, stage_build_kwargs
 from axion_ray.store.tile_store import TileStore
 
 EXIT_FAILED_TILES = 1
@@ -62,10 +62,11 @@ class RunSummary:
         lines = [f"{self.store}: {self.scheduled_tiles} of {self.total_tiles} tiles scheduled, "
                  f"{self.elapsed_s:.1f}s" + (f" (first tile after {self.startup_s:.1f}s)" if self.startup_s else "")
                  + (f", steady {self.steady_tiles_per_s:.1f} tiles/s" if self.steady_tiles_per_s else "")]
-        lines.append(f"{'stage':6s} {'done':>6s} {'failed':>7s} {'skipped':>8s} {'tiles/s':>8s} {'cpu-fallback':>13s}  device")
+        lines.append(f"{'stage':6s} {'done':>6s} {'failed':>7s} {'no data':>8s} {'skipped':>8s} {'tiles/s':>8s} "
+                     f"{'cpu-fallback':>13s}  device")
         for stage, s in self.per_stage.items():
             rate = f"{s['tiles_per_s']:.2f}" if s["tiles_per_s"] else "-"
-            lines.append(f"{stage:<6d} {s['done']:6d} {s['failed']:7d} {s['skipped']:8d} {rate:>8s} "
+            lines.append(f"{stage:<6d} {s['done']:6d} {s['failed']:7d} {s.get('no_data', 0):8d} {s['skipped']:8d} {rate:>8s} "
                          f"{s['cpu_fallbacks']:13d}  {', '.join(s['devices']) or '-'}")
         for stage, s in self.per_stage.items():
             for tile, reason in list(s["failures"].items())[:20]:
@@ -74,7 +75,7 @@ class RunSummary:
 
 
 def _empty_stage(skipped: int) -> dict[str, Any]:
-    return {"done": 0, "failed": 0, "failures": {}, "devices": [], "cpu_fallbacks": 0, "nodes": {},
+    return {"done": 0, "failed": 0, "no_data": 0, "failures": {}, "devices": [], "cpu_fallbacks": 0, "nodes": {},
             "tiles_per_s": None, "skipped": skipped}
 
 
@@ -90,11 +91,12 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     cfg.validate()
     store = TileStore.open(store_path, mode="r+")
     provenance = {s: stage_provenance(s, **stage_build_kwargs(cfg, s)) for s in cfg.stages}  # fails fast, before Ray
-    tiles, todo = plan_todo(store, cfg.stages, cfg.skip_existing)
+    tiles, todo, no_data = plan_tiles(store, cfg.stages, cfg.skip_existing)
     summary = RunSummary(store.path, list(cfg.stages), store.n_tiles, int(tiles.size), 0.0, None)
-    skipped = {stage: int(store.n_tiles - todo[:, j].sum()) for j, stage in enumerate(cfg.stages)}
+    # Skipped: done and not redone. No-data tiles are counted apart (they never run).
+    skipped = {stage: int(store.n_tiles - todo[:, j].sum()) - no_data[stage] for j, stage in enumerate(cfg.stages)}
     if tiles.size == 0:
-        summary.per_stage = {s: _empty_stage(skipped[s]) for s in cfg.stages}
+        summary.per_stage = {s: {**_empty_stage(skipped[s]), "no_data": no_data[s]} for s in cfg.stages}
         say(f"nothing to do: every tile of {store.path} is done for stages {','.join(map(str, cfg.stages))}")
         return summary
 
@@ -132,7 +134,8 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     for plan in plans:
         s = snap["per_stage"][plan.stage]
         rate = s["done"] / steady if s["done"] and steady > 0 else None
-        summary.per_stage[plan.stage] = {**s, "skipped": skipped[plan.stage], "tiles_per_s": rate}
+        summary.per_stage[plan.stage] = {**s, "skipped": skipped[plan.stage], "tiles_per_s": rate,
+                                         "no_data": s["no_data"] + no_data[plan.stage]}
         if s["done"]:
             prov = {**provenance[plan.stage], "device": ", ".join(s["devices"]) or plan.device,
                     "amp": bool(cfg.amp and plan.device == "cuda")}

@@ -1,20 +1,22 @@
-"""Large AOIs: cut a georeferenced S1 GeoTIFF into overlapping tiles, and blend tiles back into one
-seamless GeoTIFF (or Zarr) mosaic. Both stream strip by strip: memory is one strip of tiles, not a scene.
+"""Large AOIs: blend a store's tiles back into one seamless Cloud-Optimized GeoTIFF (or Zarr) mosaic,
+strip by strip (memory is one strip of tiles, not a scene). Ingest lives in `store/ingest.py`.
 
-Tiles sit on a regular grid (stride = tile − overlap). The scene is reflect-padded at the bottom and
-right up to whole tiles; the mosaic is cropped back to the scene (`scene_shape` attr). Blending uses
-feathered weights — a linear ramp across the overlap, 1 in the interior, never 0 — and divides by the
-summed weights in float64, so constant tiles mosaic to exactly that constant and a grid cut from an
-image puts it back exactly.
+Tiles sit on a regular grid (stride = tile − overlap); the grid's edge tiles reach past the scene
+(NaN there: no data), and the mosaic is cropped back to the scene (`scene_shape` attr). Blending uses
+feathered weights — a linear ramp across the overlap, 1 in the interior, never 0 — over valid pixels
+only, and divides by the summed weights in float64, so constant tiles mosaic to exactly that constant
+and a grid cut from an image puts it back exactly; a pixel is nodata only where no tile has it valid.
+`aoi=` clips to a polygon (outside: nodata). A GeoTIFF is written tiled with internal overviews and
+then copied into GDAL's COG layout (`copy_src_overviews`), which rio-cogeo's validator accepts.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -27,73 +29,16 @@ from axion_ray.store.tile_store import OUTPUT_ARRAYS, TileStatus, TileStore
 OVERVIEW_LEVELS = (2, 4, 8, 16)
 
 
-def _pad(strip: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Reflect-pad a (C, h, w) strip at the bottom/right to (C, rows, cols) (edge mode if too small)."""
-    ph, pw = rows - strip.shape[1], cols - strip.shape[2]
-    if ph == 0 and pw == 0:
-        return strip
-    mode = "reflect" if ph < strip.shape[1] and pw < strip.shape[2] else "edge"
-    return np.pad(strip, ((0, 0), (0, ph), (0, pw)), mode=mode)
-
-
 def ingest_geotiff(scene: str | Path, store_path: str | Path, *, tile_size: int = 256, overlap: int = 32,
                    units: str = "auto", month: int = 0, biome_code: int = 0, overwrite: bool = False,
-                   progress: Callable[[int, int], None] | None = None) -> TileStore:
-    """Cut a 2-band (VV, VH) Sentinel-1 GeoTIFF into a tile store.
+                   progress: Callable[[int, int], None] | None = None, **options: Any) -> TileStore:
+    """Cut one S1 GeoTIFF (VV, VH) into a tile store on its own grid: `store.ingest.ingest_scenes` for one
+    scene (`options`: aoi, crs, resolution, min_valid)."""
+    from axion_ray.store.ingest import ingest_scenes
+    from axion_ray.store.scenes import scene_from_geotiff
 
-    Args:
-        units: "db", "linear" (σ0 power, converted to dB) or "auto" (linear when the median lies in (0, 1.5)).
-        month, biome_code: the scene's acquisition month (0 = unknown) and biome.
-
-    Raises:
-        TileDataError: not a readable raster, fewer than 2 bands, or too small for one tile.
-    """
-    import rasterio
-
-    scene = Path(scene)
-    if not scene.is_file():
-        raise TileDataError(f"scene {scene} does not exist")
-    if not 0 <= overlap < tile_size // 2 + 1 or tile_size < 16:
-        raise TileMetadataError(f"need tile size >= 16 and 0 <= overlap <= tile/2, got {tile_size}/{overlap}")
-    if units not in ("auto", "db", "linear"):
-        raise TileMetadataError(f"units must be auto, db or linear, got {units!r}")
-    try:
-        src = rasterio.open(scene)
-    except rasterio.errors.RasterioIOError as exc:
-        raise TileDataError(f"{scene} is not a readable raster ({exc})") from exc
-    with src:
-        if src.count < 2:
-            raise TileDataError(f"{scene} has {src.count} band(s); an S1 scene needs VV and VH")
-        height, width = src.height, src.width
-        stride = tile_size - overlap
-        rows = max(1, math.ceil((height - overlap) / stride))
-        cols = max(1, math.ceil((width - overlap) / stride))
-        padded_w = cols * stride + overlap
-        store = TileStore.create(
-            store_path, rows * cols, tile_size, crs=src.crs.to_string() if src.crs else None,
-            transform=src.transform.to_gdal(), overlap=overlap, grid_shape=(rows, cols), overwrite=overwrite,
-            attrs={"scene_shape": [height, width], "source": {"format": "geotiff", "path": str(scene.resolve())}})
-        grid_rows, grid_cols = np.divmod(np.arange(rows * cols), cols)
-        store.set_tile_meta(tile_row=grid_rows, tile_col=grid_cols, month=np.full(rows * cols, month),
-                            biome_code=np.full(rows * cols, biome_code))
-        convert = None
-        for r in range(rows):
-            y0 = r * stride
-            window = rasterio.windows.Window(0, y0, width, min(tile_size, height - y0))
-            strip = src.read([1, 2], window=window, masked=True).astype(np.float32).filled(np.nan)
-            if convert is None:
-                convert = units == "linear" or (units == "auto" and 0 < np.nanmedian(strip) < 1.5)
-            if convert:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    strip = 10.0 * np.log10(np.where(strip > 0, strip, np.nan))
-            strip = _pad(strip, tile_size, padded_w)
-            tiles = np.stack([strip[:, :, c * stride:c * stride + tile_size] for c in range(cols)])
-            store.write("s1", np.arange(r * cols, (r + 1) * cols), tiles)
-            if progress:
-                progress(r + 1, rows)
-        store.group["s1"].attrs["converted_from_linear"] = bool(convert)
-        store.consolidate()
-    return store
+    return ingest_scenes([scene_from_geotiff(scene)], store_path, tile_size=tile_size, overlap=overlap, units=units,
+                         month=month, biome_code=biome_code, overwrite=overwrite, progress=progress, **options)
 
 
 def feather_weights(tile: int, overlap: int) -> np.ndarray:
@@ -102,14 +47,15 @@ def feather_weights(tile: int, overlap: int) -> np.ndarray:
     return np.minimum(np.minimum(i + 1, tile - i), overlap + 1) / (overlap + 1)
 
 
-def mosaic(store: TileStore, array: str, out: str | Path, *,
+def mosaic(store: TileStore, array: str, out: str | Path, *, aoi: str | Path | None = None,
            progress: Callable[[int, int], None] | None = None) -> Path | str:
     """Blend every produced tile of `array` into `out` (.tif/.tiff GeoTIFF or .zarr), keeping CRS and transform.
 
     `out` may be an object-store URL: a Zarr mosaic is written there directly; a GeoTIFF (whose overviews
     need a seekable file) is built in a local temporary file and uploaded as one object. Returns the
     output's Path, or its URL.
-    Pixels no produced tile covers are NaN (the GeoTIFF's nodata).
+    Pixels no produced tile has valid, and pixels outside `aoi` (a GeoJSON polygon), are NaN (the
+    GeoTIFF's nodata).
     """
     if not store.has(array):
         raise TileDataError(f"store {store.path} has no array {array!r}")
@@ -131,6 +77,7 @@ def mosaic(store: TileStore, array: str, out: str | Path, *,
     position = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(meta["tile_row"], meta["tile_col"]))}
     w1d = feather_weights(tile, overlap)
     w2d = np.outer(w1d, w1d)
+    clip = _aoi_clipper(store, aoi, scene_w) if aoi is not None else None
 
     writer = _writer(out, suffix, len(bands), scene_h, scene_w, store, bands, tile)
     acc = np.zeros((len(bands), tile, full_w), np.float64)
@@ -153,7 +100,10 @@ def mosaic(store: TileStore, array: str, out: str | Path, *,
             y0 = r * stride
             keep = max(0, min(final_rows, scene_h - y0))
             if keep:
-                writer(y0, block[:, :keep, :scene_w].astype(np.float32))
+                block = block[:, :keep, :scene_w]
+                if clip is not None:
+                    block = np.where(clip(y0, keep), block, np.nan)
+                writer(y0, block.astype(np.float32))
             acc[:, :overlap] = acc[:, stride:stride + overlap]
             wsum[:overlap] = wsum[stride:stride + overlap]
             acc[:, overlap:] = 0.0
@@ -163,6 +113,25 @@ def mosaic(store: TileStore, array: str, out: str | Path, *,
     finally:
         writer.close()
     return out if is_url(out) else Path(out)
+
+
+def _aoi_clipper(store: TileStore, aoi: str | Path, width: int) -> Callable[[int, int], np.ndarray]:
+    """(y0, rows) → the (rows, width) mask of mosaic pixels inside the AOI polygon."""
+    from affine import Affine
+    from rasterio.features import geometry_mask
+
+    from axion_ray.store.grid import read_aoi
+
+    if not store.crs or not store.transform:
+        raise TileDataError(f"store {store.path} has no CRS or transform: it cannot be clipped to a polygon")
+    shape = read_aoi(aoi).to_crs(store.crs).geom
+    transform = Affine.from_gdal(*store.transform)
+
+    def inside(y0: int, rows: int) -> np.ndarray:
+        return geometry_mask([shape], out_shape=(rows, width), transform=transform * Affine.translation(0, y0),
+                             invert=True)
+
+    return inside
 
 
 def _writer(out: str, suffix: str, count: int, height: int, width: int, store: TileStore, bands: list[str], tile: int):
@@ -197,6 +166,7 @@ class _GeoTiffWriter:
         self._dst.write(block, window=rasterio.windows.Window(0, y0, block.shape[2], block.shape[1]))
 
     def close(self) -> None:
+        import rasterio.shutil
         from rasterio.enums import Resampling
 
         levels = [f for f in OVERVIEW_LEVELS if min(self._dst.height, self._dst.width) // f >= 8]
@@ -204,7 +174,13 @@ class _GeoTiffWriter:
             self._dst.build_overviews(levels, Resampling.average)
             self._dst.update_tags(ns="rio_overview", resampling="average")
         self._dst.close()
-        self._tmp.replace(self._out)  # atomic: a reader never sees half a mosaic
+        # The COG layout (header, overviews, then full-resolution tiles in order) is made by a copy that
+        # carries the overviews over; rasterio writes a GeoTIFF's overviews after its data otherwise.
+        cog = self._tmp.with_name(f".{self._out.name}.cog.partial")
+        rasterio.shutil.copy(self._tmp, cog, driver="GTiff", copy_src_overviews=True, tiled=True, blockxsize=256,
+                             blockysize=256, compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
+        self._tmp.unlink()
+        cog.replace(self._out)  # atomic: a reader never sees half a mosaic
         if self._url:  # one PUT: atomic in an object store too
             fs, path = filesystem(self._url)
             fs.put_file(str(self._out), path)

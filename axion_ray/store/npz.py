@@ -121,8 +121,8 @@ def read_npz_tile(npz_path: str | Path) -> NpzTile:
             raise NpzFormatError(f"{path}: {key} must be ({IMAGE_ARRAYS[key]}, H, W), got shape {data.shape}")
         if not np.issubdtype(data.dtype, np.floating):
             raise NpzFormatError(f"{path}: {key} must be a float array, got {data.dtype}")
-        if not np.isfinite(data).all():
-            raise NpzFormatError(f"{path}: {key} has NaN/Inf values")
+        if np.isinf(data).any() or not np.isfinite(data).any():  # NaN pixels are no-data (kept), as Axion-Sat's
+            raise NpzFormatError(f"{path}: {key} has NaN/Inf values in every pixel (or infinities): no valid data")
     shapes = {a.shape[1:] for a in arrays.values()}
     if len(shapes) > 1:
         raise NpzFormatError(f"{path}: arrays differ in size {sorted(shapes)}")
@@ -197,6 +197,14 @@ def import_npz_dir(directory: str | Path, store_path: str | Path, *, overwrite: 
         store.write(name, idx, np.stack([tiles[i].arrays[name] for i in idx]))
         if name in OUTPUT_ARRAYS:
             store.set_provenance(name, stage="imported", model="unknown (Axion-Sat NPZ)", source=str(directory))
+    if "s1" in present:  # validity as at ingest: a tile under min_valid is no data
+        from axion_ray.store.validity import valid_fraction
+
+        fractions = np.array([valid_fraction(t.arrays["s1"][None])[0] if "s1" in t.arrays else np.nan for t in tiles])
+        store.set_valid_fraction(fractions)
+        under = np.flatnonzero(fractions < store.min_valid)
+        for name in OUTPUT_ARRAYS:  # an output the directory already holds stays done
+            store.mark_no_data(under[store.status(name)[under] != TileStatus.DONE], arrays=[name])
     warnings = []
     no_sidecar = [t.path.name for t in tiles if not t.had_sidecar]
     if no_sidecar:

@@ -6,10 +6,15 @@ Layout (contract)::
     opt_v1..3     float32 (N, 4, H, W)  dims (tile, band, y, x)  reflectance [B02,B03,B04,B08], NaN = not produced
     s2_truth      float32 (N, 4, H, W)  optional reference
     month         int8 (N,)   biome_code int8 (N,)   tile_row/tile_col int32 (N,)   tile_id str (N,)
-    status/<out>  uint8 (N,)  0 pending, 1 done, 2 failed        proc_ms/<out> float32 (N,)
+    status/<out>  uint8 (N,)  0 pending, 1 done, 2 failed, 3 no data   proc_ms/<out> float32 (N,)
     failure/<out> str (N,)    reason of the last failure
     sidecar/extra str (N,)    JSON of NPZ sidecar keys we do not interpret (preserved on export)
     sidecar/source str (N,)   file a tile was imported from
+    valid_fraction float32 (N,) fraction of valid s1 pixels (NaN = not recorded; store/validity.py)
+
+Validity: NaN marks invalid pixels in every image array; a stage's output is NaN exactly where its
+inputs are. A tile whose valid fraction is under the store's `min_valid` attr has status *no data* for
+every output: not pending, not failed, never run (store/validity.py).
 
 Every data array is chunked one tile per chunk, and every per-tile 1-D array one element per chunk,
 so concurrent writers never share a chunk. Data is written before status: a crash leaves a tile pending,
@@ -62,6 +67,7 @@ class TileStatus(IntEnum):
     PENDING = 0
     DONE = 1
     FAILED = 2
+    NO_DATA = 3  # under the store's min_valid: never run
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,12 @@ class ArrayCounts:
     done: int
     failed: int
     failures: dict[int, str]
+    no_data: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "total": self.total, "pending": self.pending, "done": self.done, "failed": self.failed,
+            "no_data": self.no_data,
             "failures": {str(k): v for k, v in sorted(self.failures.items())},
         }
 
@@ -158,6 +166,8 @@ class TileStore:
             group.require_group(sub)
         for name in OUTPUT_ARRAYS:
             cls._create_tracking_arrays(group, name, n_tiles)
+        group.create_array("valid_fraction", shape=(n_tiles,), chunks=(n_tiles,), dtype="float32",
+                           fill_value=np.nan, dimension_names=("tile",))
         sidecar = group.require_group("sidecar")
         for name in ("extra", "source"):
             sidecar.create_array(name, shape=(n_tiles,), chunks=(n_tiles,), dtype=str, dimension_names=("tile",))
@@ -288,6 +298,40 @@ class TileStore:
             raise TileMetadataError(f"sidecar sources need {self.n_tiles} entries, got {len(sources)}")
         self._group["sidecar/source"][:] = np.array([str(s) for s in sources])
 
+    @property
+    def min_valid(self) -> float:
+        """The valid fraction under which a tile is no data (the store's `min_valid` attr)."""
+        from axion_ray.store.validity import DEFAULT_MIN_VALID
+
+        return float(self._group.attrs.get("min_valid", DEFAULT_MIN_VALID))
+
+    def valid_fractions(self) -> np.ndarray:
+        """Per tile, the recorded fraction of valid `s1` pixels (NaN where not recorded)."""
+        if "valid_fraction" not in self._group:
+            return np.full(self.n_tiles, np.nan, np.float32)
+        return self._group["valid_fraction"][:]
+
+    def set_valid_fraction(self, fractions: Sequence[float] | np.ndarray) -> None:
+        """Record every tile's valid fraction (one writer: ingest or import)."""
+        self._check_writable()
+        values = np.asarray(fractions, dtype=np.float32)
+        if values.shape != (self.n_tiles,):
+            raise TileMetadataError(f"valid fractions need {self.n_tiles} values, got shape {values.shape}")
+        if "valid_fraction" not in self._group:  # a store from before the array existed
+            self._group.create_array("valid_fraction", shape=(self.n_tiles,), chunks=(self.n_tiles,),
+                                     dtype="float32", fill_value=np.nan, dimension_names=("tile",))
+        self._group["valid_fraction"][:] = values
+
+    def mark_no_data(self, indices: Sequence[int] | np.ndarray, arrays: Sequence[str] = OUTPUT_ARRAYS) -> None:
+        """Record tiles as no data for `arrays` (every output by default): they will never run."""
+        self._check_writable()
+        idx = self._check_indices(indices)
+        if idx.size == 0:
+            return
+        for array in arrays:
+            self._check_output(array)
+            self._group[f"status/{array}"].set_orthogonal_selection((idx,), np.uint8(TileStatus.NO_DATA))
+
     def provenance(self, array: str) -> dict[str, Any]:
         self._check_array(array)
         return dict(self._group[array].attrs)
@@ -399,6 +443,7 @@ class TileStore:
             array=array, total=self.n_tiles,
             pending=int((status == TileStatus.PENDING).sum()), done=int((status == TileStatus.DONE).sum()),
             failed=int((status == TileStatus.FAILED).sum()), failures=self.failures(array, status),
+            no_data=int((status == TileStatus.NO_DATA).sum()),
         )
 
     def summary(self) -> dict[str, Any]:

@@ -87,8 +87,8 @@ class StageTask:
         from axion_ray.train.losses import stage2_loss
 
         opt_v1, truth = batch["opt_v1"].float(), batch[TRUTH_ARRAY].float()
-        with autocast(device, True, dtype=torch.float16):
-            pred = model(opt_v1, batch["month"].long(), batch["biome_code"].long())
+        with autocast(device, True, dtype=torch.float16):  # no-data pixels (NaN) reach the model as 0
+            pred = model(torch.nan_to_num(opt_v1, nan=0.0), batch["month"].long(), batch["biome_code"].long())
         weights = {k: self.config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
         return stage2_loss(pred.float(), truth, opt_v1, **weights)
 
@@ -132,8 +132,9 @@ class TerraMindTask(StageTask):
              ) -> tuple[torch.Tensor, dict[str, float]]:
         from axion_ray.models.common import autocast
 
+        # The token objective has no pixel mask: no-data pixels (NaN) are 0 for it (docs/DESIGN_NOTES.md).
         with autocast(device, True, dtype=torch.bfloat16):
-            loss = model(*[batch[name].float() for name in self.train_arrays()])
+            loss = model(*[torch.nan_to_num(batch[name].float(), nan=0.0) for name in self.train_arrays()])
         return loss, {"tokens": float(loss.detach())}
 
     def predict(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -165,11 +166,15 @@ class Validator:
     def __init__(self, store_path: str, task: StageTask, max_tiles: int, batch_size: int = 32):
         from axion_ray.metrics.spectral import SpectralAccumulator
         from axion_ray.store.tile_store import TileStatus, TileStore
+        from axion_ray.store.validity import fill_invalid, valid_pixels
 
         store = TileStore.open(store_path, mode="r")
         tiles = np.flatnonzero(store.status(task.baseline_array) == TileStatus.DONE)[:max_tiles]
         self.task = task
         self.inputs = {name: store.read(name, tiles) for name in task.validation_inputs()}
+        # No-data pixels are filled for the model and are NaN in its prediction (the metrics skip them).
+        self.valid = valid_pixels(*self.inputs.values())
+        self.inputs = {name: fill_invalid(v, self.valid) for name, v in self.inputs.items()}
         meta = store.tile_meta(tiles)
         self.inputs.update(month=meta["month"].astype(np.int64), biome_code=meta["biome_code"].astype(np.int64))
         self.truth = store.read(TRUTH_ARRAY, tiles)
@@ -193,6 +198,7 @@ class Validator:
             part = slice(start, start + self.batch_size)
             batch = {k: torch.from_numpy(v[part]).to(device) for k, v in self.inputs.items()}
             pred = self.task.predict(model, batch).float().cpu().numpy()
+            pred = np.where(self.valid[part][:, None], pred, np.nan)
             spectral.update(pred, self.truth[part])
             geometry.update(pred, self.edges_of[part])
         model.train(was_training)

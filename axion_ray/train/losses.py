@@ -8,7 +8,8 @@ The index terms are squared because checkpoints are judged by index RMSE, which 
 0.090 while EVI and SAM halved).
 
 The last term is what keeps Stage 2 from moving Stage 1's edges: it asks the refinement to change
-values, not shapes. All terms are means over pixels; weights come from `TrainConfig`.
+values, not shapes. All terms are means over valid pixels (finite in the truth and the input; NaN is
+no-data, store/validity.py); weights come from `TrainConfig`.
 """
 
 from __future__ import annotations
@@ -47,13 +48,45 @@ def sobel(x: torch.Tensor) -> torch.Tensor:
 def stage2_loss(pred: torch.Tensor, truth: torch.Tensor, opt_v1: torch.Tensor, *, w_l1: float = 1.0,
                 w_sam: float = 0.5, w_ndvi: float = 2.0, w_evi: float = 1.0, w_edge: float = 0.5
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its terms (floats, for logging)."""
+    """Total loss and its terms (floats, for logging). Invalid pixels (NaN in `truth` or `opt_v1`; the
+    caller fills `opt_v1` for the model) take no part."""
+    valid = (torch.isfinite(truth).all(1) & torch.isfinite(opt_v1).all(1))
+    if not bool(valid.all()):
+        return _masked_stage2_loss(pred, truth, opt_v1, valid, w_l1=w_l1, w_sam=w_sam, w_ndvi=w_ndvi,
+                                   w_evi=w_evi, w_edge=w_edge)
     terms = {
         "l1": (pred - truth).abs().mean(),
         "sam": spectral_angle_t(pred, truth).mean(),
         "ndvi": ((ndvi_t(pred) - ndvi_t(truth)) ** 2).mean(),
         "evi": ((evi_t(pred) - evi_t(truth)) ** 2).mean(),
         "edge": (sobel(pred) - sobel(opt_v1)).abs().mean(),
+    }
+    weights = {"l1": w_l1, "sam": w_sam, "ndvi": w_ndvi, "evi": w_evi, "edge": w_edge}
+    total = sum(weights[k] * v for k, v in terms.items())
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def _masked_stage2_loss(pred: torch.Tensor, truth: torch.Tensor, opt_v1: torch.Tensor, valid: torch.Tensor, *,
+                        w_l1: float, w_sam: float, w_ndvi: float, w_evi: float, w_edge: float
+                        ) -> tuple[torch.Tensor, dict[str, float]]:
+    """`stage2_loss` over valid pixels; the edge term also leaves out pixels beside the no-data border."""
+    n = valid.sum().clamp_min(1)
+    truth = torch.where(valid[:, None], truth, pred.detach())
+    opt_v1 = torch.where(valid[:, None], opt_v1, pred.detach())
+    inner = -F.max_pool2d(-valid[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0.5  # 3x3 erosion
+
+    def mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        while mask.dim() < values.dim():
+            mask = mask.unsqueeze(1)
+        mask = mask.expand_as(values)
+        return (values * mask).sum() / mask.sum().clamp_min(1)
+
+    terms = {
+        "l1": mean((pred - truth).abs(), valid),
+        "sam": (spectral_angle_t(pred, truth) * valid).sum() / n,
+        "ndvi": (((ndvi_t(pred) - ndvi_t(truth)) ** 2) * valid).sum() / n,
+        "evi": (((evi_t(pred) - evi_t(truth)) ** 2) * valid).sum() / n,
+        "edge": mean((sobel(pred) - sobel(opt_v1)).abs(), inner),
     }
     weights = {"l1": w_l1, "sam": w_sam, "ndvi": w_ndvi, "evi": w_evi, "edge": w_edge}
     total = sum(weights[k] * v for k, v in terms.items())

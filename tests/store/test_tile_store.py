@@ -170,4 +170,5 @@ def test_newer_format_version_is_refused(store):
 def test_summary_is_json_ready(store):
     store.mark_failed("opt_v1", [1], "bad")
     summary = json.loads(json.dumps(store.summary()))
-    assert summary["arrays"]["opt_v1"] == {"total": 6, "pending": 5, "done": 0, "failed": 1, "failures": {"1": "bad"}}
+    assert summary["arrays"]["opt_v1"] == {"total": 6, "pending": 5, "done": 0, "failed": 1, "no_data": 0,
+                                        "failures": {"1": "bad"}}
