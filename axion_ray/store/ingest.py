@@ -5,7 +5,8 @@ without `--aoi`/`--crs`/`--resolution` keeps its own grid, as before); `--resolu
 (a single scene on its own grid keeps its pixel size). It covers the AOI polygon's bounds (default:
 the scenes' union) and only tiles that intersect the polygon are created.
 
-Scenes are read strip by strip (one row of tiles at a time: memory is a strip per scene, not a scene).
+Scenes are read window by window (up to 8 tiles of one row at a time: memory does not grow with the
+scene).
 A scene on the grid itself is read as it is; any other is reprojected with GDAL (`rasterio.warp`,
 bilinear) **in linear power**, never in dB. Where scenes overlap, the valid linear powers are averaged
 (a pixel one scene covers keeps that scene's value exactly). A pixel is valid where both polarisations
@@ -29,8 +30,12 @@ from axion_ray.store.tile_store import TileStore
 from axion_ray.store.validity import DEFAULT_MIN_VALID
 
 DEFAULT_RESOLUTION_M = 10.0
+# GDAL's block cache defaults to 5 % of RAM and would fill with every block of a scene read once;
+# a strip is re-read only at tile overlaps, so a small cache keeps ingest streaming (bench/ingest_scale.py).
+_GDAL_CACHE = 64 * 2**20  # bytes: rasterio sets it with GDALSetCacheMax64
+_TILES_PER_WINDOW = 8  # tiles of one row read, combined and written together
 COMBINE_RULE = "mean of valid linear power where scenes overlap"
-_UNIT_SAMPLE = 512  # px per side of the decimated read that decides dB or linear
+_UNIT_SAMPLE = 256  # px per side of each of the five windows whose median decides dB or linear
 
 
 class _Band:
@@ -46,8 +51,17 @@ class _Band:
     def _is_linear(self, units: str) -> bool:
         if units != "auto":
             return units == "linear"
-        side = (min(self.ds.height, _UNIT_SAMPLE), min(self.ds.width, _UNIT_SAMPLE))
-        sample = self.ds.read(self.source.band, out_shape=side, masked=True).astype(np.float64).filled(np.nan)
+        from rasterio.windows import Window
+
+        # Five windows (centre and quadrant centres), not a decimated read of the whole scene: a
+        # decimated read decompresses every block, which is a full read of a large scene.
+        h, w = self.ds.height, self.ds.width
+        side_y, side_x = min(h, _UNIT_SAMPLE), min(w, _UNIT_SAMPLE)
+        samples = []
+        for fy, fx in ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)):
+            window = Window(max(0, int(fx * w) - side_x // 2), max(0, int(fy * h) - side_y // 2), side_x, side_y)
+            samples.append(self.ds.read(self.source.band, window=window, masked=True).astype(np.float64).filled(np.nan))
+        sample = np.concatenate([s.ravel() for s in samples])
         finite = sample[np.isfinite(sample)]
         return bool(finite.size) and 0 < float(np.median(finite)) < 1.5
 
@@ -146,17 +160,20 @@ def ingest_scenes(scenes: Sequence[Scene], store_path: str | Path, *, aoi: str |
         raise TileMetadataError(f"--min-valid must lie in (0, 1], got {min_valid}")
     TileGrid.covering(_probe_geobox(), tile_size, overlap)  # tile size / overlap checks before any I/O
     polygon = read_aoi(aoi) if aoi is not None else None
+    import rasterio
+
     opened: list[tuple[_Band, _Band]] = []
-    try:
-        for scene in scenes:
-            opened.append((_Band(scene.vv, units), _Band(scene.vh, units)))
-        grid, area, native = _grid_for(scenes, opened, polygon, crs, resolution, tile_size, overlap)
-        return _cut(scenes, opened, grid, area, native, store_path, month=int(month), biome_code=int(biome_code),
-                    min_valid=float(min_valid), aoi=polygon, overwrite=overwrite, progress=progress)
-    finally:
-        for pair in opened:
-            for band in pair:
-                band.close()
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE):
+        try:
+            for scene in scenes:
+                opened.append((_Band(scene.vv, units), _Band(scene.vh, units)))
+            grid, area, native = _grid_for(scenes, opened, polygon, crs, resolution, tile_size, overlap)
+            return _cut(scenes, opened, grid, area, native, store_path, month=int(month), biome_code=int(biome_code),
+                        min_valid=float(min_valid), aoi=polygon, overwrite=overwrite, progress=progress)
+        finally:
+            for pair in opened:
+                for band in pair:
+                    band.close()
 
 
 def _probe_geobox() -> Any:
@@ -207,61 +224,73 @@ def _cut(scenes: Sequence[Scene], bands: list[tuple[_Band, _Band]], grid: TileGr
 def _fill(store: TileStore, scenes: Sequence[Scene], bands: list[tuple[_Band, _Band]], grid: TileGrid,
           keep: list[tuple[int, int]], *, extent: list[int], month: int, biome_code: int, min_valid: float,
           progress: Callable[[int, int], None] | None) -> None:
-    """Read, combine and write strip by strip. A tile's valid fraction counts only its pixels inside the
-    grid's extent (`extent` = the scene's or AOI box's size): the padding that makes whole tiles at the
-    far edges is not the user's no-data, and counting it would drop edge tiles full of valid data."""
+    """Read, combine and write window by window: a window is up to `_TILES_PER_WINDOW` tiles of one tile
+    row, so memory stays the same however wide or tall the scene. A tile's valid fraction counts only its
+    pixels inside the grid's extent (`extent` = the scene's or AOI box's size): the padding that makes
+    whole tiles at the far edges is not the user's no-data, and counting it would drop edge tiles full
+    of valid data."""
     index = {rc: i for i, rc in enumerate(keep)}
-    rows_arr = np.array([r for r, _ in keep], np.int32)
-    cols_arr = np.array([c for _, c in keep], np.int32)
     n = len(keep)
     fraction = np.zeros(n, np.float32)
     months = np.full(n, month, np.int64)
     best_cover = np.zeros(n, np.int64)
     t, stride = grid.tile_size, grid.stride
-    converted = []
+    converted: list[bool] = []
     for r in range(grid.rows):
         in_row = [c for c in range(grid.cols) if (r, c) in index]
-        if not in_row:
-            continue
-        strip = grid.strip(r)
-        total = np.zeros((2, t, strip.shape.x), np.float64)
-        count = np.zeros((t, strip.shape.x), np.int32)
-        single = np.full((2, t, strip.shape.x), np.nan, np.float32)
-        for scene, (vv, vh) in zip(scenes, bands):
-            (vv_lin, vv_db), (vh_lin, vh_db) = vv.on_grid(strip), vh.on_grid(strip)
-            linear = np.stack([vv_lin, vh_lin])
-            valid = np.isfinite(linear).all(axis=0)
-            if not valid.any():
-                continue
-            converted.append(vv.linear)
-            total += np.where(valid, linear, 0.0)
-            count += valid
-            if vv_db is not None and vh_db is not None:
-                db = np.stack([vv_db, vh_db])  # exact values, no round trip through linear
-            else:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    db = (10.0 * np.log10(linear)).astype(np.float32)
-            single = np.where(valid, db, single)
-            if scene.acquired is not None:
-                for c in in_row:
-                    covered = int(valid[:, c * stride:c * stride + t].sum())
-                    i = index[(r, c)]
-                    if covered > best_cover[i]:
-                        best_cover[i], months[i] = covered, scene.month
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean_db = (10.0 * np.log10(total / np.maximum(count, 1))).astype(np.float32)
-        s1 = np.where(count == 1, single, np.where(count > 1, mean_db, np.nan)).astype(np.float32)
-        idx = np.array([index[(r, c)] for c in in_row])
-        tiles = np.stack([s1[:, :, c * stride:c * stride + t] for c in in_row])
-        inside_rows = max(1, min(t, extent[0] - r * stride))
-        for k, c in enumerate(in_row):
-            inside_cols = max(1, min(t, extent[1] - c * stride))
-            fraction[idx[k]] = np.isfinite(tiles[k, :, :inside_rows, :inside_cols]).all(axis=0).mean()
-        store.write("s1", idx, tiles)
+        for start in range(0, len(in_row), _TILES_PER_WINDOW):
+            cols = in_row[start:start + _TILES_PER_WINDOW]
+            x0 = cols[0] * stride
+            window = grid.geobox[r * stride:r * stride + t, x0:cols[-1] * stride + t]
+            s1, cover = _combine(scenes, bands, window, converted)
+            idx = np.array([index[(r, c)] for c in cols])
+            tiles = np.stack([s1[:, :, c * stride - x0:c * stride - x0 + t] for c in cols])
+            inside_rows = max(1, min(t, extent[0] - r * stride))
+            for k, c in enumerate(cols):
+                inside_cols = max(1, min(t, extent[1] - c * stride))
+                fraction[idx[k]] = np.isfinite(tiles[k, :, :inside_rows, :inside_cols]).all(axis=0).mean()
+                for scene_month, valid in cover:  # the month of the scene covering most of the tile
+                    covered = int(valid[:, c * stride - x0:c * stride - x0 + t].sum())
+                    if covered > best_cover[idx[k]]:
+                        best_cover[idx[k]], months[idx[k]] = covered, scene_month
+            store.write("s1", idx, tiles)
         if progress:
             progress(r + 1, grid.rows)
-    store.set_tile_meta(tile_row=rows_arr, tile_col=cols_arr, month=months, biome_code=np.full(n, biome_code))
+    store.set_tile_meta(tile_row=np.array([r for r, _ in keep], np.int32),
+                        tile_col=np.array([c for _, c in keep], np.int32), month=months,
+                        biome_code=np.full(n, biome_code))
     store.set_valid_fraction(fraction)
     store.mark_no_data(np.flatnonzero(fraction < min_valid))
     store.group["s1"].attrs["converted_from_linear"] = bool(converted) and all(converted)
     store.consolidate()
+
+
+def _combine(scenes: Sequence[Scene], bands: list[tuple[_Band, _Band]], window: Any, converted: list[bool]
+             ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """S1 in dB on `window` from every scene: a pixel one scene covers keeps its value, several are
+    averaged in linear power; plus, for each dated scene, (month, its valid mask)."""
+    shape = (window.shape.y, window.shape.x)
+    total = np.zeros((2, *shape), np.float64)
+    count = np.zeros(shape, np.int32)
+    single = np.full((2, *shape), np.nan, np.float32)
+    cover: list[tuple[int, np.ndarray]] = []
+    for scene, (vv, vh) in zip(scenes, bands):
+        (vv_lin, vv_db), (vh_lin, vh_db) = vv.on_grid(window), vh.on_grid(window)
+        linear = np.stack([vv_lin, vh_lin])
+        valid = np.isfinite(linear).all(axis=0)
+        if not valid.any():
+            continue
+        converted.append(vv.linear)
+        total += np.where(valid, linear, 0.0)
+        count += valid
+        if vv_db is not None and vh_db is not None:
+            db = np.stack([vv_db, vh_db])  # exact values, no round trip through linear
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                db = (10.0 * np.log10(linear)).astype(np.float32)
+        single = np.where(valid, db, single)
+        if scene.acquired is not None:
+            cover.append((scene.month, valid[None]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_db = (10.0 * np.log10(total / np.maximum(count, 1))).astype(np.float32)
+    return np.where(count == 1, single, np.where(count > 1, mean_db, np.nan)).astype(np.float32), cover

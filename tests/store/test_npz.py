@@ -114,3 +114,21 @@ def test_import_refuses_existing_store(tmp_path):
     import_npz_dir(tmp_path / "in", tmp_path / "s.zarr")
     with pytest.raises(StoreExistsError):
         import_npz_dir(tmp_path / "in", tmp_path / "s.zarr")
+
+
+def test_no_data_pixels_survive_import_and_export_and_mostly_empty_tiles_are_no_data(tmp_path):
+    from axion_ray.store import TileStatus
+
+    s1 = np.random.default_rng(0).normal(-14, 3, (3, 2, 12, 12)).astype(np.float32)
+    s1[0, :, :, :3] = np.nan      # a quarter no-data: kept, runs
+    s1[1, :, :9] = np.nan         # three quarters no-data: under min_valid
+    for i in range(3):
+        write_tile(tmp_path / "in", f"t{i}", {"month": 5}, s1=s1[i], opt_v1=np.where(np.isnan(s1[i, :1]), np.nan, opt(i)))
+    store = import_npz_dir(tmp_path / "in", tmp_path / "s.zarr").store
+    np.testing.assert_array_equal(np.isnan(store.read("s1", [0])), np.isnan(s1[:1]))
+    np.testing.assert_allclose(store.valid_fractions(), [0.75, 0.25, 1.0])
+    assert store.indices_with_status("opt_v2", TileStatus.NO_DATA).tolist() == [1]
+    assert store.status("opt_v1").tolist() == [TileStatus.DONE] * 3  # outputs the directory holds stay done
+    export_npz_dir(store, tmp_path / "out", "opt_v1")
+    with np.load(tmp_path / "out" / "t0.npz") as npz:
+        assert np.isnan(npz["opt_v1"][:, :, :3]).all() and np.isfinite(npz["opt_v1"][:, :, 3:]).all()
