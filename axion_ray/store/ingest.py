@@ -250,7 +250,7 @@ def _fill(store: TileStore, scenes: Sequence[Scene], bands: list[tuple[_Band, _B
                 inside_cols = max(1, min(t, extent[1] - c * stride))
                 fraction[idx[k]] = np.isfinite(tiles[k, :, :inside_rows, :inside_cols]).all(axis=0).mean()
                 for scene_month, valid in cover:  # the month of the scene covering most of the tile
-                    covered = int(valid[:, c * stride - x0:c * stride - x0 + t].sum())
+                    covered = int(valid[..., c * stride - x0:c * stride - x0 + t].sum())
                     if covered > best_cover[idx[k]]:
                         best_cover[idx[k]], months[idx[k]] = covered, scene_month
             store.write("s1", idx, tiles)
@@ -290,7 +290,7 @@ def _combine(scenes: Sequence[Scene], bands: list[tuple[_Band, _Band]], window: 
                 db = (10.0 * np.log10(linear)).astype(np.float32)
         single = np.where(valid, db, single)
         if scene.acquired is not None:
-            cover.append((scene.month, valid[None]))
+            cover.append((scene.month, valid))
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_db = (10.0 * np.log10(total / np.maximum(count, 1))).astype(np.float32)
     return np.where(count == 1, single, np.where(count > 1, mean_db, np.nan)).astype(np.float32), cover
