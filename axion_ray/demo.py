@@ -1,6 +1,7 @@
 """`axion-ray demo`: what the product does, end to end on a synthetic AOI, with embedded defaults.
 
-synthesise an AOI (with a Stage-1-like prior in opt_v1) → a short Stage 2 training on Ray Train (on
+synthesise an AOI (with a Stage-1-like prior in opt_v1), write its S1 as GeoTIFF scenes in three CRSs
+with no-data wedges and ingest them onto one grid → a short Stage 2 training on Ray Train (on
 separate synthetic train/validation AOIs) → select/export the best checkpoint → Stages 2 and 3 on Ray
 Data (local Ray) → metrics of every stage against the truth → quicklook PNG → blended GeoTIFF mosaics
 → NPZ export.
@@ -21,9 +22,13 @@ from axion_ray.config import InferConfig, SynthConfig
 from axion_ray.errors import WeightsNotFoundError
 from axion_ray.metrics.evaluate import evaluate_store
 from axion_ray.report import metrics_markdown, quicklook
+from axion_ray.store.footprints import write_footprints
 from axion_ray.store.geotiff import mosaic
+from axion_ray.store.ingest import ingest_scenes
 from axion_ray.store.npz import export_npz_dir
+from axion_ray.store.scenes import scene_from_geotiff
 from axion_ray.store.synth import synthesize_aoi
+from axion_ray.store.synth_scenes import attach_reference, extent_geojson, write_synthetic_scenes
 
 DEMO_AOI = SynthConfig(rows=4, cols=4, tile_size=64, overlap=8, seed=0)
 
@@ -68,11 +73,20 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print, timesteps:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    say(f"[1/6] synthesising a 4x4-tile AOI (64 px tiles, 8 px overlap) → {out / 'aoi.zarr'}")
-    store = synthesize_aoi(out / "aoi.zarr", DEMO_AOI, overwrite=True)
-    syn = store.attrs["synthetic"]
-    say(f"      months {syn['months']}, biomes {syn['biomes']}, {store.n_tiles} tiles, CRS {store.crs}; "
-        "opt_v1 = synthetic Stage-1 prior")
+    say(f"[1/6] synthesising a 4x4-tile AOI (64 px tiles, 8 px overlap), writing its S1 as GeoTIFF scenes in "
+        f"three CRSs with no-data wedges, and ingesting them onto one grid → {out / 'aoi.zarr'}")
+    synthetic = synthesize_aoi(out / "synthetic.zarr", DEMO_AOI, overwrite=True)
+    scenes = write_synthetic_scenes(synthetic, out / "scenes")
+    store = ingest_scenes([scene_from_geotiff(p) for p in scenes["scenes"]], out / "aoi.zarr",
+                          aoi=extent_geojson(synthetic, out / "scenes" / "extent.geojson"), crs=synthetic.crs,
+                          resolution=DEMO_AOI.pixel_size_m, tile_size=DEMO_AOI.tile_size, overlap=DEMO_AOI.overlap,
+                          overwrite=True)
+    attach_reference(store, synthetic)  # the synthetic truth and Stage-1 prior, on the ingested tiles
+    syn = synthetic.attrs["synthetic"]
+    fractions = store.valid_fractions()
+    say(f"      {len(scenes['scenes'])} scenes ({', '.join(p.stem for p in scenes['scenes'])}) → {store.n_tiles} tiles, "
+        f"CRS {store.crs}; valid fraction per tile {fractions.min():.2f}–{fractions.max():.2f}; months {syn['months']}, "
+        f"biomes {syn['biomes']}; opt_v1 = synthetic Stage-1 prior")
 
     pretrained = _terramind_available()
     if not pretrained:
@@ -106,9 +120,10 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print, timesteps:
         outputs[f"metrics_{pred}"] = out / f"metrics_{pred}.json"
     say("[4/6] quicklook PNG (RGB of truth, opt_v1, opt_v2, opt_v3)")
     outputs["quicklook"] = quicklook(store, out / "quicklook.png")
-    say("[5/6] blended GeoTIFF mosaics")
+    say("[5/6] blended Cloud-Optimized GeoTIFF mosaics, and every tile's footprint for a GIS")
     for name in ("opt_v2", "opt_v3"):
         outputs[f"mosaic_{name}"] = mosaic(store, name, out / f"{name}.tif")
+    outputs["footprints"] = write_footprints(store, out / "tiles.geojson")
     say("[6/6] exporting opt_v2 as Axion-Sat NPZ tiles")
     outputs["npz"] = export_npz_dir(store, out / "npz_opt_v2", "opt_v2").directory
     say("outputs:")

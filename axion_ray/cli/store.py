@@ -18,6 +18,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     syn = store.attrs["synthetic"]
     print(f"wrote {store.n_tiles} tiles ({store.height}x{store.width} px, overlap {store.overlap}) to {store.path}: "
           f"months {syn['months']}, biomes {syn['biomes']}, CRS {store.crs}")
+    if args.scenes:
+        from axion_ray.store.synth_scenes import extent_geojson, write_synthetic_scenes
+
+        written = write_synthetic_scenes(store, args.scenes)
+        extent = extent_geojson(store, Path(args.scenes) / "extent.geojson")
+        print(f"wrote its S1 as {len(written['scenes'])} GeoTIFF scenes ({', '.join(p.name for p in written['scenes'])}), "
+              f"an AOI polygon ({written['aoi']}) and the store's extent ({extent}) to {args.scenes}")
     return EXIT_OK
 
 
@@ -137,6 +144,8 @@ def add_store_parsers(sub) -> None:
     p.add_argument("--no-prior", dest="with_prior", action="store_false", default=None,
                    help="leave opt_v1 empty (pending)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--scenes", metavar="DIR", help="also write its S1 as overlapping GeoTIFF scenes in three CRSs "
+                   "(linear power, no-data wedges, dates) and an AOI polygon, for `ingest`")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", help="S1 scenes (GeoTIFFs, STAC items; any CRS) onto one grid → a tile store")

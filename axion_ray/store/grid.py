@@ -111,7 +111,7 @@ def read_aoi(path: str | Path) -> Any:
         polygons = [geom.Geometry(s, crs) for s in shapes if s]
     except Exception as exc:  # shapely raises several types for a malformed geometry
         raise TileMetadataError(f"AOI file {path} holds no valid geometry ({exc})") from exc
-    polygons = [p for p in polygons if p.type in ("Polygon", "MultiPolygon") and not p.is_empty]
+    polygons = [p for p in polygons if p.geom.geom_type in ("Polygon", "MultiPolygon") and not p.is_empty]
     if not polygons:
         raise TileMetadataError(f"AOI file {path} holds no polygon")
     return geom.unary_union(polygons) if len(polygons) > 1 else polygons[0]

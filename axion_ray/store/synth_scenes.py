@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from axion_ray.store.grid import TileGrid
-from axion_ray.store.tile_store import TileStore
+from axion_ray.store.tile_store import TileStatus, TileStore
 
 #: The store's own UTM zone, the neighbouring zone and geographic coordinates.
 DEFAULT_SCENE_CRS = ("EPSG:32633", "EPSG:32632", "EPSG:4326")
@@ -77,7 +77,10 @@ def write_synthetic_scenes(store: TileStore, out_dir: str | Path, *, crss: tuple
         else:
             transform = part.affine
         data = np.where(np.isfinite(data), data, 0.0).astype(np.float32)
-        data[:, _wedge(data.shape[1:], wedge, corner=i % 4)] = 0.0
+        # Each wedge lies where a neighbouring scene covers the ground (the first scene's on its right,
+        # the others' on their left or lower right), as overlapping acquisitions fill each other's edges.
+        corner = 1 if i == 0 else 2 if i == n - 1 else 3
+        data[:, _wedge(data.shape[1:], wedge, corner=corner)] = 0.0
         path = out_dir / f"scene_{i}_{crs.replace(':', '')}.tif"
         with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=2,
                            dtype="float32", crs=crs, transform=transform, nodata=0.0, compress="deflate") as dst:
@@ -92,3 +95,51 @@ def write_synthetic_scenes(store: TileStore, out_dir: str | Path, *, crss: tuple
     aoi_path.write_text(json.dumps({"type": "Feature", "properties": {"name": "synthetic AOI"},
                                     "geometry": aoi.json}))
     return {"scenes": paths, "aoi": aoi_path}
+
+
+def extent_geojson(store: TileStore, path: str | Path) -> Path:
+    """The store's grid extent as a GeoJSON polygon in the store's own CRS (named in the file), so that
+    `ingest --aoi` with `--crs` of the store rebuilds exactly the store's grid."""
+    extent = TileGrid.of(store).geobox.extent
+    path = Path(path)
+    path.write_text(json.dumps({"type": "Feature", "properties": {},
+                                "crs": {"type": "name", "properties": {"name": store.crs}},
+                                "geometry": extent.json}))
+    return path
+
+
+def attach_reference(ingested: TileStore, synthetic: TileStore, arrays: tuple[str, ...] = ("s2_truth", "opt_v1")) -> int:
+    """Copy the synthetic AOI's truth and Stage-1 prior onto the tiles of a store ingested from its
+    scenes on the same grid (matched by grid position), invalid where the ingested S1 is: the demo's
+    and the tests' reference for a store that began as GeoTIFF scenes. Returns the tiles matched."""
+    if (ingested.crs, ingested.transform, ingested.tile_size, ingested.overlap) != (
+            synthetic.crs, synthetic.transform, synthetic.tile_size, synthetic.overlap):
+        raise ValueError("the ingested store is not on the synthetic AOI's grid")
+    source = synthetic.tile_meta()
+    position = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(source["tile_row"], source["tile_col"]))}
+    meta = ingested.tile_meta()
+    pairs = [(i, position[(int(r), int(c))]) for i, (r, c) in enumerate(zip(meta["tile_row"], meta["tile_col"]))
+             if (int(r), int(c)) in position]
+    if "s2_truth" in arrays:
+        ingested.add_truth()
+    mine, theirs = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    invalid = ~np.isfinite(ingested.read("s1", mine)).all(axis=1, keepdims=True)
+    runnable = ingested.status("opt_v1")[mine] != TileStatus.NO_DATA  # no-data tiles keep their status
+    # The reference was made for the synthetic tiles' month and biome: carry those over too.
+    ingested.set_tile_meta(month=_by_tile(meta["month"], mine, source["month"][theirs]),
+                           biome_code=_by_tile(meta["biome_code"], mine, source["biome_code"][theirs]))
+    for name in arrays:
+        data = np.where(invalid, np.nan, synthetic.read(name, theirs)).astype(np.float32)
+        if name == "opt_v1":
+            ingested.write(name, mine[runnable], data[runnable])
+            ingested.set_provenance(name, **{k: v for k, v in synthetic.provenance(name).items()
+                                             if k in ("stage", "model", "device", "note")})
+        else:
+            ingested.write(name, mine, data)
+    return len(pairs)
+
+
+def _by_tile(current: np.ndarray, tiles: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.array(current, copy=True)
+    out[tiles] = values
+    return out

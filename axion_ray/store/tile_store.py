@@ -298,6 +298,17 @@ class TileStore:
             raise TileMetadataError(f"sidecar sources need {self.n_tiles} entries, got {len(sources)}")
         self._group["sidecar/source"][:] = np.array([str(s) for s in sources])
 
+    def add_truth(self) -> None:
+        """Create an empty `s2_truth` array in a store made without one (a reference attached later)."""
+        self._check_writable()
+        if "s2_truth" in self._group:
+            return
+        self._group.create_array("s2_truth", shape=(self.n_tiles, 4, self.height, self.width),
+                                 chunks=(1, 4, self.height, self.width), dtype="float32", fill_value=np.nan,
+                                 dimension_names=_OPTICAL_DIMS)
+        self._group["s2_truth"].attrs.update({"bands": list(OPTICAL_BANDS), "units": "reflectance"})
+        self.consolidate()
+
     @property
     def min_valid(self) -> float:
         """The valid fraction under which a tile is no data (the store's `min_valid` attr)."""
