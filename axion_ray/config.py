@@ -101,6 +101,8 @@ class InferConfig:
     tiles_per_read_task: int = 16
     address: str | None = None
     progress_interval_s: float = 5.0
+    wait: bool = False              # another run holds the store: wait for it instead of stopping
+    lease_ttl_s: float = 30.0       # a lease not heartbeaten for this long has expired
 
     def validate(self) -> None:
         """Raise ConfigError for a run that cannot be made, before any store or Ray work."""

@@ -52,3 +52,15 @@ class DeviceError(AxionRayError, RuntimeError):
 
 class ImageDataError(AxionRayError, ValueError):
     """An image-folder dataset that cannot be used: a missing split, an empty or unknown class."""
+
+
+class StoreBusyError(AxionRayError, RuntimeError):
+    """Another run holds the store's lease (one run owns a store at a time)."""
+
+
+class UnsafeNameError(AxionRayError, ValueError):
+    """A name from the data (a tile id, a sidecar name) that would not be a plain file name."""
+
+
+class OutputPathError(AxionRayError, ValueError):
+    """An output that exists (without --overwrite), or that is, contains or lies inside an input."""

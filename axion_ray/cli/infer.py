@@ -71,6 +71,8 @@ def add_infer_parsers(sub) -> None:
     p.add_argument("--tiles-per-read-task", type=int,
                    help="tiles per read task (a block): smaller spreads reads over more tasks and nodes")
     add_ray_address(p)
+    p.add_argument("--wait", action="store_true", default=None,
+                   help="if another run holds the store, wait for it instead of stopping")
     p.add_argument("--json", metavar="OUT", help="write the run summary as JSON")
     p.set_defaults(func=cmd_infer)
 

@@ -19,10 +19,11 @@ from axion_ray.models.registry import stage_spec
 
 
 class TileStoreDatasink(Datasink):
-    def __init__(self, store_path: str, stages: tuple[int, ...], tracker: Any):
+    def __init__(self, store_path: str, stages: tuple[int, ...], tracker: Any, guard: Any = None):
         self._store_path = store_path
         self._stages = tuple(stages)
         self._tracker = tracker
+        self._guard = guard  # store.lease.LeaseGuard: the epoch of the run these writes belong to
 
     def get_name(self) -> str:
         return "AxionRayTileStore"
@@ -35,6 +36,11 @@ class TileStoreDatasink(Datasink):
         for block in blocks:
             batch = BlockAccessor.for_block(block).to_batch_format("numpy")
             tiles = np.asarray(batch["tile"], dtype=np.int64)
+            if self._guard is not None and not self._guard.current():
+                # Another run holds the store now (this run's driver died): write nothing, so a
+                # lingering worker can never overwrite the work of the run that replaced it.
+                self._tracker.report.remote(0, {}, refused=int(tiles.size))
+                continue
             report = {}
             for stage in self._stages:
                 status = np.asarray(batch[f"status_{stage}"])

@@ -29,12 +29,16 @@ def read_tile_store(store_path: str, tiles: np.ndarray, arrays: list[str], tile_
         num_cpus=num_cpus)
 
 
-def write_tile_store(ds: Any, store_path: str, stages: tuple[int, ...], tracker: Any) -> None:
+def write_tile_store(ds: Any, store_path: str, stages: tuple[int, ...], tracker: Any, guard: Any = None) -> None:
     """Write every stage's result columns of `ds` into the store; write tasks report to `tracker`.
+
+    `guard` (a `store.lease.LeaseGuard`) fences the writes: a block is written only while the run that
+    made it still holds the store's lease.
 
     Write tasks reserve no CPU (read tasks fill whatever the actors leave; a sink that had to wait for
     a CPU slot would only start after the reads — measured: writes piled up to the end) and retry.
     """
     from axion_ray.distributed._datasink import TileStoreDatasink
 
-    ds.write_datasink(TileStoreDatasink(store_path, stages, tracker), ray_remote_args={"num_cpus": 0, "max_retries": -1})
+    ds.write_datasink(TileStoreDatasink(store_path, stages, tracker, guard),
+                      ray_remote_args={"num_cpus": 0, "max_retries": -1})

@@ -47,6 +47,7 @@ class RunSummary:
     startup_s: float | None
     per_stage: dict[int, dict[str, Any]] = field(default_factory=dict)
     steady_tiles_per_s: float | None = None  # after the first 10 % of tiles (see progress.steady_rate)
+    refused_tiles: int = 0  # writes refused because the store's lease had passed to another run
 
     @property
     def failed(self) -> int:
@@ -87,10 +88,20 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
         AxionRayError subclasses for user mistakes (bad config, missing weights, no GPU, bad store).
     """
     from axion_ray.models.builder import stage_provenance
+    from axion_ray.store.lease import held
 
     cfg.validate()
     store = TileStore.open(store_path, mode="r+")
     provenance = {s: stage_provenance(s, **stage_build_kwargs(cfg, s)) for s in cfg.stages}  # fails fast, before Ray
+    # One run owns a store at a time; its plan is made under the lease, its writes carry its epoch.
+    with held(store.path, command="infer", ttl_s=cfg.lease_ttl_s, wait=cfg.wait, say=say) as lease:
+        return _run_under_lease(store, cfg, provenance, lease, say)
+
+
+def _run_under_lease(store: TileStore, cfg: InferConfig, provenance: dict[int, dict[str, Any]], lease: Any,
+                     say: Callable[[str], None]) -> RunSummary:
+    from axion_ray.store.lease import LeaseGuard
+
     tiles, todo, no_data = plan_tiles(store, cfg.stages, cfg.skip_existing)
     summary = RunSummary(store.path, list(cfg.stages), store.n_tiles, int(tiles.size), 0.0, None)
     # Skipped: done and not redone. No-data tiles are counted apart (they never run).
@@ -120,7 +131,8 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
         pools = ", ".join(f"stage {p.stage}: {p.min_actors}-{p.max_actors} actors x {p.num_cpus:g} CPU/{p.num_gpus:g} GPU, "
                           f"batch {p.batch_size}" for p in plans)
         say(f"running stages {','.join(map(str, cfg.stages))} over {tiles.size} of {store.n_tiles} tiles ({pools})")
-        snap, summary.elapsed_s = _stream(ds, store.path, cfg, int(tiles.size), tracker, say)
+        snap, summary.elapsed_s = _stream(ds, store.path, cfg, int(tiles.size), tracker, say,
+                                          LeaseGuard(store.path, lease.epoch))
     finally:
         ray.kill(tracker)
         _CURRENT_TRACKER = None
@@ -130,6 +142,9 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     start_s = snap["first_tile_at"] - snap["started_at"] if snap["first_tile_at"] else None
     summary.startup_s = start_s
     summary.steady_tiles_per_s = steady_rate(snap["timeline"])
+    summary.refused_tiles = int(snap.get("refused", 0))
+    if summary.refused_tiles:
+        say(f"  {summary.refused_tiles} tile(s) not written: another run took the store's lease over")
     steady = summary.elapsed_s - (summary.startup_s or 0.0)
     for plan in plans:
         s = snap["per_stage"][plan.stage]
@@ -172,7 +187,7 @@ def _build_dataset(store: TileStore, tiles: np.ndarray, todo: np.ndarray, cfg: I
 
 
 def _stream(ds: Any, store_path: str, cfg: InferConfig, n_tiles: int, tracker: Any,
-            say: Callable[[str], None]) -> tuple[dict[str, Any], float]:
+            say: Callable[[str], None], guard: Any = None) -> tuple[dict[str, Any], float]:
     """Write the dataset into the store, printing progress; returns the tracker's last snapshot (with
     `started_at`) and the elapsed seconds. A failure inside Ray surfaces as the user error it wraps."""
     import ray
@@ -185,7 +200,7 @@ def _stream(ds: Any, store_path: str, cfg: InferConfig, n_tiles: int, tracker: A
 
     def write() -> None:
         try:
-            write_tile_store(ds, store_path, cfg.stages, tracker)
+            write_tile_store(ds, store_path, cfg.stages, tracker, guard)
         except BaseException as exc:  # re-raised in the driver thread below
             errors.append(exc)
 
