@@ -122,10 +122,10 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print, timesteps:
     outputs["quicklook"] = quicklook(store, out / "quicklook.png")
     say("[5/6] blended Cloud-Optimized GeoTIFF mosaics, and every tile's footprint for a GIS")
     for name in ("opt_v2", "opt_v3"):
-        outputs[f"mosaic_{name}"] = mosaic(store, name, out / f"{name}.tif")
-    outputs["footprints"] = write_footprints(store, out / "tiles.geojson")
+        outputs[f"mosaic_{name}"] = mosaic(store, name, out / f"{name}.tif", overwrite=True)  # replaces the last demo's
+    outputs["footprints"] = write_footprints(store, out / "tiles.geojson", overwrite=True)
     say("[6/6] exporting opt_v2 as Axion-Sat NPZ tiles")
-    outputs["npz"] = export_npz_dir(store, out / "npz_opt_v2", "opt_v2").directory
+    outputs["npz"] = export_npz_dir(store, out / "npz_opt_v2", "opt_v2", overwrite=True).directory
     say("outputs:")
     for name, path in outputs.items():
         say(f"  {name:16s} {path}")

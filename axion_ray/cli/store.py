@@ -85,7 +85,8 @@ def cmd_export_npz(args: argparse.Namespace) -> int:
     from axion_ray.store.npz import export_npz_dir
     from axion_ray.store.tile_store import TileStore
 
-    report = export_npz_dir(TileStore.open(args.store, mode="r"), args.out_dir, **given(array=args.array))
+    report = export_npz_dir(TileStore.open(args.store, mode="r"), args.out_dir, overwrite=args.overwrite,
+                            **given(array=args.array))
     skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n)
     print(f"wrote {report.written} {report.array} tiles to {report.directory}" + (f" (skipped {skipped})" if skipped else ""))
     return EXIT_OK
@@ -115,7 +116,7 @@ def cmd_footprints(args: argparse.Namespace) -> int:
     from axion_ray.store.footprints import write_footprints
     from axion_ray.store.tile_store import TileStore
 
-    out = write_footprints(TileStore.open(args.store, mode="r"), args.out)
+    out = write_footprints(TileStore.open(args.store, mode="r"), args.out, overwrite=args.overwrite)
     print(f"wrote {out}")
     return EXIT_OK
 
@@ -124,7 +125,8 @@ def cmd_mosaic(args: argparse.Namespace) -> int:
     from axion_ray.store.geotiff import mosaic
     from axion_ray.store.tile_store import TileStore
 
-    out = mosaic(TileStore.open(args.store, mode="r"), args.array, args.out, **given(aoi=args.aoi))
+    out = mosaic(TileStore.open(args.store, mode="r"), args.array, args.out, overwrite=args.overwrite,
+                 **given(aoi=args.aoi))
     print(f"wrote {out}")
     return EXIT_OK
 
@@ -169,11 +171,13 @@ def add_store_parsers(sub) -> None:
     p.add_argument("--array", default=STAGE_OUTPUTS[-1], help="array to blend (default: the last stage's output)")
     p.add_argument("--out", required=True, help="OUT.tif (a Cloud-Optimized GeoTIFF) or OUT.zarr")
     p.add_argument("--aoi", help="clip to this polygon (GeoJSON): outside it, nodata")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=cmd_mosaic)
 
     p = sub.add_parser("footprints", help="every tile's polygon with status, failure reason and valid fractions")
     p.add_argument("store")
     p.add_argument("--out", required=True, help="OUT.geojson")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=cmd_footprints)
 
     p = sub.add_parser("status", help="per-array pending/done/failed counts and failure reasons")
@@ -199,4 +203,5 @@ def add_store_parsers(sub) -> None:
     p.add_argument("store")
     p.add_argument("out_dir")
     p.add_argument("--array", help="array to export (default opt_v2)")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the same names in OUT_DIR")
     p.set_defaults(func=cmd_export_npz)

@@ -109,7 +109,7 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
         say(f"{len(tiles)} tiles of {h}x{w} px")
         result = run_pipeline(store.path, run_cfg, say=say)
         done_store = TileStore.open(store.path, mode="r")
-        export_npz_dir(done_store, output_dir, spec.output)
+        export_npz_dir(done_store, output_dir, spec.output, overwrite=not skip_existing)
         stats = result.per_stage[stage]
         summary.done += stats["done"]
         summary.cpu_fallbacks += stats["cpu_fallbacks"]

@@ -53,11 +53,12 @@ def tile_features(store: TileStore) -> dict[str, Any]:
                            "overlap": store.overlap}}
 
 
-def write_footprints(store: TileStore, out: str | Path) -> Path:
-    """Write `tile_features` to `out` (.geojson/.json) atomically."""
+def write_footprints(store: TileStore, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write `tile_features` to `out` (.geojson/.json) atomically; an existing file only with `overwrite`."""
     from axion_ray.errors import TileMetadataError
+    from axion_ray.store.location import check_output
 
-    out = Path(out)
+    out = Path(check_output(out, (store.path,), overwrite=overwrite, what="footprints file"))
     if out.suffix.lower() not in (".geojson", ".json"):
         raise TileMetadataError(f"--out must end in .geojson or .json, got {out.name}")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import numpy as np
 
 from axion_ray.bands import OPTICAL_BANDS, S1_BANDS
 from axion_ray.errors import StoreLayoutError, TileDataError, TileMetadataError
-from axion_ray.store.location import filesystem, is_url, resolve_location, zarr_store
+from axion_ray.store.location import filesystem, is_url, zarr_store
 from axion_ray.store.tile_store import OUTPUT_ARRAYS, TileStatus, TileStore
 
 OVERVIEW_LEVELS = (2, 4, 8, 16)
@@ -47,7 +47,7 @@ def feather_weights(tile: int, overlap: int) -> np.ndarray:
     return np.minimum(np.minimum(i + 1, tile - i), overlap + 1) / (overlap + 1)
 
 
-def mosaic(store: TileStore, array: str, out: str | Path, *, aoi: str | Path | None = None,
+def mosaic(store: TileStore, array: str, out: str | Path, *, aoi: str | Path | None = None, overwrite: bool = False,
            progress: Callable[[int, int], None] | None = None) -> Path | str:
     """Blend every produced tile of `array` into `out` (.tif/.tiff GeoTIFF or .zarr), keeping CRS and transform.
 
@@ -55,11 +55,14 @@ def mosaic(store: TileStore, array: str, out: str | Path, *, aoi: str | Path | N
     need a seekable file) is built in a local temporary file and uploaded as one object. Returns the
     output's Path, or its URL.
     Pixels no produced tile has valid, and pixels outside `aoi` (a GeoJSON polygon), are NaN (the
-    GeoTIFF's nodata).
+    GeoTIFF's nodata). An existing `out` is replaced only with `overwrite`; `out` may never be, contain or
+    lie inside the store.
     """
+    from axion_ray.store.location import check_output
+
     if not store.has(array):
         raise TileDataError(f"store {store.path} has no array {array!r}")
-    out = resolve_location(out)
+    out = check_output(out, (store.path,), overwrite=overwrite, what="mosaic")
     name = PurePosixPath(urlparse(out).path).name  # an absolute path parses as a URL's path too
     suffix = PurePosixPath(name).suffix.lower()
     if suffix not in (".tif", ".tiff", ".zarr"):

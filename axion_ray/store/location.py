@@ -91,3 +91,38 @@ def zarr_store(location: str, *, read_only: bool = False) -> zarr.abc.store.Stor
         return zarr.storage.FsspecStore.from_url(location, read_only=read_only)
     except (ImportError, ValueError) as exc:
         raise _protocol_error(location, exc) from exc
+
+
+def safe_file_name(name: str, what: str) -> str:
+    """`name` when it is a plain file name (no directory parts, not `.`/`..`, no NUL, not hidden by a
+    leading dash); a name that comes from data never becomes a path unchecked."""
+    from axion_ray.errors import UnsafeNameError
+
+    text = str(name)
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or "\x00" in text or text.startswith("-")
+            or len(text) > 200 or text != text.strip()):
+        raise UnsafeNameError(f"{what} {text!r} is not a plain file name (no '/', '\\', '..', leading '-' or "
+                              "surrounding spaces); rename it in the data")
+    return text
+
+
+def check_output(out: str | Path, inputs: tuple[str | Path, ...] = (), *, overwrite: bool = False,
+                 what: str = "output") -> str:
+    """Resolve an output location and refuse what would destroy data: an output that is, contains or
+    lies inside an input; one under a file; and one that exists, unless `overwrite`."""
+    from axion_ray.errors import OutputPathError
+
+    resolved = resolve_location(out)
+    for source in inputs:
+        src = resolve_location(source)
+        a, b = resolved.rstrip("/"), src.rstrip("/")
+        if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+            raise OutputPathError(f"{what} {resolved} is, contains or lies inside the input {src}; choose another path")
+    if not is_url(resolved):
+        path = Path(resolved)
+        for parent in path.parents:
+            if parent.exists() and not parent.is_dir():
+                raise OutputPathError(f"{what} {resolved} lies under {parent}, which is a file")
+    if not overwrite and location_exists(resolved):
+        raise OutputPathError(f"{what} {resolved} already exists; choose another path or pass --overwrite")
+    return resolved

@@ -139,7 +139,10 @@ def read_npz_tile(npz_path: str | Path) -> NpzTile:
     month = parse_month(meta["month"], str(sidecar_path)) if "month" in meta else DEFAULT_MONTH
     biome = parse_biome(meta["biome_code"], str(sidecar_path)) if "biome_code" in meta else 0
     extra = {k: v for k, v in meta.items() if k not in _KNOWN_SIDECAR_KEYS}
-    return NpzTile(path, str(meta.get("tile_id", path.stem)), {k: v.astype(np.float32) for k, v in arrays.items()},
+    from axion_ray.store.location import safe_file_name
+
+    tile_id = safe_file_name(str(meta.get("tile_id", path.stem)), f"{sidecar_path.name}: tile_id")
+    return NpzTile(path, tile_id, {k: v.astype(np.float32) for k, v in arrays.items()},
                    month, biome, extra, bool(meta) or sidecar_path.exists())
 
 
@@ -260,33 +263,49 @@ def output_sidecar(month: int, biome_code: int, tile_id: str, extra: dict[str, A
     }
 
 
-def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2", *,
+def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2", *, overwrite: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> ExportReport:
     """Write every produced tile of `array` as `<tile_id>.npz` + `<tile_id>.json` in `directory`.
 
-    Output arrays export only their done tiles; pending and failed tiles are counted as skipped.
+    Output arrays export only their done tiles; pending, failed and no-data tiles are counted as
+    skipped. File names come from the data (tile ids, source names): each must be a plain file name.
+    Files already in `directory` are never replaced unless `overwrite`; the directory may not be, lie
+    inside or contain the store.
     """
+    from axion_ray.errors import OutputPathError
+    from axion_ray.store.location import check_output, safe_file_name
+
     if not store.has(array):
         raise TileMetadataError(f"store {store.path} has no array {array!r} (it has {', '.join(store.arrays)})")
-    directory = Path(directory)
+    directory = Path(check_output(directory, (store.path,), overwrite=True, what="export directory"))
     if directory.exists() and not directory.is_dir():
         raise NpzFormatError(f"{directory} exists and is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
     if array in OUTPUT_ARRAYS:
         status = store.status(array)
         indices = np.flatnonzero(status == TileStatus.DONE)
         skipped = {"pending": int((status == TileStatus.PENDING).sum()), "failed": int((status == TileStatus.FAILED).sum())}
+        if (status == TileStatus.NO_DATA).any():
+            skipped["no_data"] = int((status == TileStatus.NO_DATA).sum())
         proc_ms = store.proc_ms(array)
     else:
         indices, skipped, proc_ms = np.arange(store.n_tiles), {}, np.full(store.n_tiles, np.nan)
     meta = store.tile_meta()
     sources, extras = store.sidecar_sources(), store.sidecar_extras()
     prov = store.provenance(array)
+    names = {int(i): safe_file_name(Path(sources[i]).stem if sources[i] else str(meta["tile_id"][i]),
+                                    f"tile {int(i)}'s name") for i in indices}
+    if len(set(names.values())) != len(names):
+        raise NpzFormatError(f"tiles of {store.path} share file names; their tile ids must be unique to export")
+    clashes = [n for n in names.values() if (directory / f"{n}.npz").exists() or (directory / f"{n}.json").exists()]
+    if clashes and not overwrite:
+        raise OutputPathError(f"{len(clashes)} file(s) in {directory} would be replaced (e.g. {clashes[0]}.npz); "
+                              "export into an empty directory or pass --overwrite")
+    directory.mkdir(parents=True, exist_ok=True)
     written = 0
     for batch_idx, data in store.iter_batches(array, indices):
         for i, tile in zip(batch_idx, data):
             tile_id = str(meta["tile_id"][i])
-            name = Path(sources[i]).stem if sources[i] else tile_id  # Axion-Sat keeps the input's file name
+            name = names[int(i)]  # Axion-Sat keeps the input's file name, else the tile id
             atomic_write_npz(directory / f"{name}.npz", {array: tile})
             sidecar = output_sidecar(
                 meta["month"][i], meta["biome_code"][i], tile_id, extras[i],

@@ -60,7 +60,8 @@ def test_an_expired_or_dead_owner_gives_the_store_up_and_wait_waits(store):
     import xarray
     import zarr
 
-    assert zarr.open_group(store.path, mode="r", use_consolidated=False)["lease"].attrs["epoch"] > after_dead.epoch  # a Zarr group
+    lease_group = zarr.open_group(store.path, mode="r", use_consolidated=False)["lease"]  # a Zarr group
+    assert lease_group.attrs["epoch"] > after_dead.epoch
     xarray.open_zarr(store.path, consolidated=False)  # the store stays a valid Zarr hierarchy
 
 
