@@ -57,13 +57,30 @@ class TileStoreDatasource(Datasource):
         def read():
             from axion_ray.store.tile_store import TileStore
 
-            store = TileStore.open(path, mode="r")
+            store = TileStore.open(path, mode="r", check=False)  # the driver checked it
             meta = store.tile_meta(tiles)
             batch = {"tile": tiles, "month": meta["month"].astype(np.int64),
                      "biome_code": meta["biome_code"].astype(np.int64)}
             batch.update({k: v.copy() for k, v in flags.items()})
             for name in arrays:
-                batch[name] = store.read(name, tiles)
+                batch[name], batch[f"read_error_{name}"] = _read_each_alone_on_error(store, name, tiles)
             yield BlockAccessor.batch_to_block(batch)
 
         return read
+
+
+def _read_each_alone_on_error(store, name: str, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tiles of `name`, and per tile why it could not be read ("" when it was). A chunk that cannot
+    be read or decoded (truncated, empty, corrupt) fails its own tile, not the block: after a failed
+    block read, each tile is read alone and an unreadable one comes back NaN with its reason."""
+    errors = np.array([""] * tiles.size, dtype=object)
+    try:
+        return store.read(name, tiles), errors.astype(str)
+    except Exception:  # zarr and numcodecs raise many types for a bad chunk; find out which tile
+        data = np.full((tiles.size, store.group[name].shape[1], store.height, store.width), np.nan, np.float32)
+        for k, tile in enumerate(tiles):
+            try:
+                data[k] = store.read(name, [tile])[0]
+            except Exception as exc:
+                errors[k] = f"{name} chunk of tile {int(tile)} cannot be read ({type(exc).__name__}: {str(exc)[:160]})"
+        return data, errors.astype(str)

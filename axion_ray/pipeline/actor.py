@@ -71,6 +71,9 @@ class StageActor:
         upstream = self.stage - 1
         optical = self.spec.optical_input
         for i in np.flatnonzero(rows):
+            if reason := self._read_error(batch, i):
+                problems[i] = ROW_FAILED, reason
+                continue
             if f"status_{upstream}" in batch and batch[f"status_{upstream}"][i] == ROW_FAILED:
                 problems[i] = ROW_FAILED, f"stage {upstream} failed: {batch[f'reason_{upstream}'][i]}"
                 continue
@@ -84,6 +87,18 @@ class StageActor:
             elif not valid_pixels(*(np.asarray(batch[a])[i:i + 1] for a in self.spec.inputs)).any():
                 problems[i] = ROW_NO_DATA, "no valid pixel"
         return problems
+
+    def _read_error(self, batch: dict[str, np.ndarray], i: int) -> str:
+        """Why one of this row's inputs could not be read from the store ("" if none): an input an
+        upstream stage produced in this run is fresh, whatever the store held."""
+        upstream = STAGES.get(self.stage - 1)
+        for name in self.spec.inputs:
+            error = str(batch.get(f"read_error_{name}", [""] * (i + 1))[i])
+            fresh = upstream is not None and name == upstream.output and \
+                batch.get(f"status_{upstream.stage}", np.zeros(i + 1))[i] == ROW_DONE
+            if error and not fresh:
+                return error
+        return ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from axion_ray.models.s2l2a import s2l2a_dn_to_opt

@@ -198,8 +198,12 @@ class TileStore:
         group["failure"].create_array(name, shape=(n_tiles,), chunks=(1,), dtype=str, dimension_names=("tile",))
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r+") -> TileStore:
+    def open(cls, path: str | Path, mode: str = "r+", *, check: bool = True) -> TileStore:
         """Open an existing store; `mode` is "r" (read only) or "r+".
+
+        `check` validates every array's metadata against the contract (`check_layout`); the Ray read
+        and write tasks, which open a store the driver has already checked, skip it (each metadata read
+        is a request in object storage).
 
         Raises:
             StoreNotFoundError: nothing at `path`.
@@ -222,8 +226,14 @@ class TileStore:
         except Exception as exc:  # zarr raises several types for unreadable metadata
             raise StoreLayoutError(f"{path} cannot be opened as a Zarr v3 group: {exc}") from exc
         missing_attrs = [a for a in _REQUIRED_ROOT_ATTRS if a not in group.attrs]
-        members = set(group.keys())
-        missing = [a for a in ("s1", *OUTPUT_ARRAYS, *_TILE_META, "status", "failure", "proc_ms") if a not in members]
+        missing = []
+        for name in ("s1", *OUTPUT_ARRAYS, *_TILE_META, "status", "failure", "proc_ms"):
+            try:
+                if name not in group:
+                    missing.append(name)
+            except Exception as exc:  # a member whose zarr.json cannot be parsed
+                raise StoreLayoutError(f"{path}: array {name} cannot be opened ({type(exc).__name__}: {exc}); "
+                                       "the store is damaged") from exc
         if missing_attrs or missing:
             raise StoreLayoutError(
                 f"{path} is a Zarr group but not an Axion-Ray tile store "
@@ -231,7 +241,56 @@ class TileStore:
         if int(group.attrs["format_version"]) > FORMAT_VERSION:
             raise StoreLayoutError(f"{path} has format_version {group.attrs['format_version']}; this "
                                    f"axion-ray ({__version__}) reads up to {FORMAT_VERSION}: upgrade axion-ray")
-        return cls(group, path, read_only=(mode == "r"))
+        try:
+            store = cls(group, path, read_only=(mode == "r"))
+        except StoreLayoutError:
+            raise
+        except Exception as exc:  # unreadable metadata of s1, or attrs of the wrong type
+            raise StoreLayoutError(f"{path}: array s1 or the store's attributes cannot be read ({type(exc).__name__}: "
+                                   f"{exc})") from exc
+        if check:
+            store.check_layout()
+        return store
+
+    def _member(self, name: str) -> zarr.Array:
+        try:
+            return self._group[name]
+        except Exception as exc:  # zarr raises several types for a missing or corrupt zarr.json
+            raise StoreLayoutError(f"{self.path}: array {name} cannot be opened ({type(exc).__name__}: {exc}); "
+                                   "the store is damaged") from exc
+
+    def check_layout(self) -> None:
+        """Every array against the store contract (rank, shape, dtype, one tile per chunk, dims).
+
+        Raises:
+            StoreLayoutError: naming the array and what is wrong.
+        """
+        n, h, w = self.n_tiles, self.height, self.width
+        if len(self._group["s1"].shape) != 4:
+            raise StoreLayoutError(f"{self.path}: array s1 has rank {len(self._group['s1'].shape)}, expected 4")
+        for name, bands in IMAGE_ARRAYS.items():
+            if name == "s2_truth" and name not in self._group:
+                continue
+            array = self._member(name)
+            expected = (n, bands, h, w)
+            if tuple(array.shape) != expected:
+                raise StoreLayoutError(f"{self.path}: array {name} has shape {tuple(array.shape)}, expected {expected} "
+                                       "(tiles, bands, y, x)")
+            if array.dtype != np.float32:
+                raise StoreLayoutError(f"{self.path}: array {name} has dtype {array.dtype}, expected float32")
+            if tuple(array.chunks) != (1, bands, h, w):
+                raise StoreLayoutError(f"{self.path}: array {name} is chunked {tuple(array.chunks)}; the contract is one "
+                                       f"tile per chunk {(1, bands, h, w)}")
+        for name in (*_TILE_META, "tile_id"):
+            if tuple(self._member(name).shape) != (n,):
+                raise StoreLayoutError(f"{self.path}: array {name} has shape {tuple(self._member(name).shape)}, "
+                                       f"expected ({n},)")
+        for name in OUTPUT_ARRAYS:
+            for sub, dtype in (("status", np.uint8), ("proc_ms", np.float32), ("failure", None)):
+                array = self._member(f"{sub}/{name}")
+                if tuple(array.shape) != (n,) or (dtype is not None and array.dtype != dtype):
+                    raise StoreLayoutError(f"{self.path}: array {sub}/{name} is {array.dtype} {tuple(array.shape)}, "
+                                           f"expected {np.dtype(dtype) if dtype else 'str'} ({n},)")
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -430,7 +489,16 @@ class TileStore:
     def status(self, array: str) -> np.ndarray:
         """Status code of every tile for output `array` (uint8, N)."""
         self._check_output(array)
-        return self._group[f"status/{array}"][:]
+        try:
+            status = self._group[f"status/{array}"][:]
+        except Exception as exc:  # a status chunk that cannot be decoded
+            raise StoreLayoutError(f"{self.path}: status/{array} cannot be read ({type(exc).__name__}: {exc}); "
+                                   "the store is damaged") from exc
+        bad = np.flatnonzero(status > max(TileStatus))
+        if bad.size:
+            raise StoreLayoutError(f"{self.path}: status/{array} holds values outside {[int(s) for s in TileStatus]} "
+                                   f"(tiles {bad[:5].tolist()}); the store is damaged")
+        return status
 
     def proc_ms(self, array: str) -> np.ndarray:
         self._check_output(array)

@@ -172,3 +172,32 @@ def test_summary_is_json_ready(store):
     summary = json.loads(json.dumps(store.summary()))
     assert summary["arrays"]["opt_v1"] == {"total": 6, "pending": 5, "done": 0, "failed": 1, "no_data": 0,
                                         "failures": {"1": "bad"}}
+
+
+def test_a_damaged_store_is_one_clear_line_naming_the_array(tmp_path, capsys):
+    import json as _json
+
+    from axion_ray.cli import main
+
+    def fresh(name):
+        return TileStore.create(tmp_path / name, 3, 16).path
+
+    path = fresh("meta.zarr")
+    (tmp_path / "meta.zarr" / "opt_v2" / "zarr.json").write_text("{not json")
+    assert main(["status", path]) == 2
+    err = capsys.readouterr().err
+    assert "opt_v2" in err and len(err.strip().splitlines()) == 1
+
+    path = fresh("shape.zarr")
+    meta_file = tmp_path / "shape.zarr" / "opt_v1" / "zarr.json"
+    meta = _json.loads(meta_file.read_text())
+    meta["shape"] = [3, 3, 16, 16]
+    meta_file.write_text(_json.dumps(meta))
+    assert main(["status", path]) == 2
+    err = capsys.readouterr().err
+    assert "opt_v1 has shape (3, 3, 16, 16), expected (3, 4, 16, 16)" in err
+
+    path = fresh("status.zarr")
+    TileStore.open(path).group["status/opt_v3"][1] = 9
+    assert main(["status", path]) == 2
+    assert "status/opt_v3 holds values outside" in capsys.readouterr().err
