@@ -33,6 +33,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="axion-ray", description="SAR-to-optical translation on Ray: tile stores, models, metrics.")
     parser.add_argument("--version", action="version", version=f"axion-ray {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="let Ray's own log lines through to the terminal")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("demo", help="synthetic AOI end to end with embedded defaults")
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        import os
+
+        from axion_ray.distributed.session import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
     try:
         return int(args.func(args))
     except AxionRayError as exc:

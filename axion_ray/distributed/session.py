@@ -11,21 +11,41 @@ import os
 
 #: CPUs one Ray Data read task reserves (and what every share leaves free for one).
 READ_TASK_CPUS = 0.25
+#: Set (by `axion-ray --verbose`) to let Ray's own log lines through to the terminal.
+VERBOSE_ENV = "AXION_RAY_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
 def init_ray(address: str | None = None) -> None:
     """Join the cluster at `address` (or `$RAY_ADDRESS`, as inside `ray job submit`), else start a
-    local Ray without a dashboard. A no-op when Ray is already initialised in this process."""
+    local Ray without a dashboard. A no-op when Ray is already initialised in this process.
+
+    Ray's own log lines (its start-up warnings, Ray Data's execution notes, workers' output) go to its
+    log files, not the terminal, unless `--verbose`: stderr carries our words.
+    """
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    loud = verbose()
+    level = logging.INFO if loud else logging.ERROR
+    options = {"logging_level": level, "log_to_driver": loud}
     if address:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, **options)
     elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
-        ray.init(logging_level="WARNING")
+        ray.init(**options)
     else:
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, **options)
+    import ray.data  # noqa: F401  (configures Ray Data's loggers: a session file and the console)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ != "SessionFileHandler":  # the console: quiet; its log file keeps everything
+            handler.setLevel(logging.INFO if loud else logging.ERROR)
 
 
 def cluster_cpus() -> float:

@@ -38,7 +38,11 @@ def write_tile_store(ds: Any, store_path: str, stages: tuple[int, ...], tracker:
     Write tasks reserve no CPU (read tasks fill whatever the actors leave; a sink that had to wait for
     a CPU slot would only start after the reads — measured: writes piled up to the end) and retry.
     """
+    import warnings
+
     from axion_ray.distributed._datasink import TileStoreDatasink
 
-    ds.write_datasink(TileStoreDatasink(store_path, stages, tracker, guard),
-                      ray_remote_args={"num_cpus": 0, "max_retries": -1})
+    with warnings.catch_warnings():  # Ray 2.60 deprecates ray_remote_args without a named replacement yet
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        ds.write_datasink(TileStoreDatasink(store_path, stages, tracker, guard),
+                          ray_remote_args={"num_cpus": 0, "max_retries": -1})

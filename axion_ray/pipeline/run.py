@@ -16,6 +16,7 @@ import dataclasses
 import json
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,18 +162,31 @@ def _run_under_lease(store: TileStore, cfg: InferConfig, provenance: dict[int, d
 def _build_dataset(store: TileStore, tiles: np.ndarray, todo: np.ndarray, cfg: InferConfig,
                    plans: list[StagePlan], tracker: Any) -> Any:
     """The lazy Ray Dataset: the pending tiles' inputs, then one actor pool per stage."""
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
 
     from axion_ray.distributed.tile_io import read_tile_store
     from axion_ray.models.registry import chain_reads
-    from axion_ray.pipeline.actor import StageActor
 
     DataContext.get_current().enable_progress_bars = False
     flags = {f"run_{stage}": todo[:, j] for j, stage in enumerate(cfg.stages)}
     ds = read_tile_store(store.path, tiles, chain_reads(cfg.stages), (store.height, store.width),
                          flags=flags, tiles_per_task=cfg.tiles_per_read_task)
     for plan in plans:
-        ds = ds.map_batches(
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates passing Ray remote args (here: the SPREAD strategy) without a named
+            # replacement yet; the warning would only reach the user's terminal.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            ds = _stage_pool(ds, plan, cfg, tracker)
+        # Ray Data's actor pools restart dead actors and retry their tasks by default (max_restarts=-1).
+    return ds
+
+
+def _stage_pool(ds: Any, plan: StagePlan, cfg: InferConfig, tracker: Any) -> Any:
+    from ray.data import ActorPoolStrategy
+
+    from axion_ray.pipeline.actor import StageActor
+
+    return ds.map_batches(
             StageActor, batch_size=plan.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"stage": plan.stage, "build_kwargs": stage_build_kwargs(cfg, plan.stage),
                                    "device": plan.device, "amp": cfg.amp, "num_threads": plan.threads,
@@ -182,8 +196,6 @@ def _build_dataset(store: TileStore, tiles: np.ndarray, todo: np.ndarray, cfg: I
             # Spread a stage's actors over the nodes (soft): more nodes share the load, and losing one
             # node costs a fraction of a pool, not all of it.
             scheduling_strategy="SPREAD")
-        # Ray Data's actor pools restart dead actors and retry their tasks by default (max_restarts=-1).
-    return ds
 
 
 def _stream(ds: Any, store_path: str, cfg: InferConfig, n_tiles: int, tracker: Any,

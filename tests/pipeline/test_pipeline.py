@@ -132,3 +132,18 @@ def test_an_unreadable_chunk_fails_its_tile_alone(local_ray, aoi, capsys):
     store = TileStore.open(aoi.path)
     assert store.indices_with_status("opt_v2", TileStatus.FAILED).tolist() == [5]
     assert store.counts("opt_v2").done == 11  # every other tile of the block went on
+
+
+def test_an_error_after_ray_started_is_still_one_line_on_stderr(aoi):
+    """Ray's own start-up and Ray Data's notes go to Ray's log files, not the terminal (unless --verbose)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    proc = subprocess.run([sys.executable, "-m", "axion_ray.cli", "infer", aoi.path, "--stages", "2",
+                           "--allow-random-init", "--device", "cuda"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "axion-ray infer: error: --device cuda asked for, but the Ray cluster has no GPU; use --device auto or cpu"]
