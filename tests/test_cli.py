@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -130,3 +131,18 @@ def test_console_script_runs_without_traceback_and_help_is_cheap(tmp_path):
              "print(','.join(heavy))")
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == ""
+
+
+def test_mistakes_found_before_ray_starts_leave_nothing_behind(tmp_path, capsys):
+    from axion_ray.config import SynthConfig
+    from axion_ray.store.synth import synthesize_aoi
+
+    store = synthesize_aoi(tmp_path / "t.zarr", SynthConfig(rows=1, cols=2, tile_size=16, seed=1)).path
+    started = time.time()
+    assert main(["tune", "stage2", "--train", store, "--val", store, "--samples", "0", "--out",
+                 str(tmp_path / "sweep")]) == 2
+    assert "--samples" in capsys.readouterr().err and not (tmp_path / "sweep").exists()
+    assert main(["train", "stage2", "--train", store, "--val", store, "--out", str(tmp_path / "run"),
+                 "--allow-random-init"]) == 2
+    assert "also a training store" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert time.time() - started < 60  # no Ray was started for either

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from axion_ray.cli.classify import add_training_options, classifier_config
 from axion_ray.cli.options import EXIT_OK, add_model_options, config_from_args, given, int_list, say
@@ -42,31 +43,46 @@ def _print_summary(s) -> None:
           + (f"; exported {s['export']}" if s.get("export") else ""))
 
 
+def _failed(exc: Exception) -> int:
+    print(f"axion-ray tune: {exc}", file=sys.stderr)
+    return 1
+
+
 def cmd_tune_stage2(args):
     from axion_ray.config import TrainConfig
-    from axion_ray.tune.sweeps import tune_stage2
+    from axion_ray.tune.sweeps import SweepFailedError, tune_stage2
 
     base = config_from_args(TrainConfig, args, val_every_steps=args.val_every)
-    _print_summary(tune_stage2(args.train, args.val, args.out, base, _sweep(args), args.space, say=say))
+    try:
+        _print_summary(tune_stage2(args.train, args.val, args.out, base, _sweep(args), args.space, say=say))
+    except SweepFailedError as exc:
+        return _failed(exc)
     return EXIT_OK
 
 
 def cmd_tune_stage3(args):
-    from axion_ray.tune.sweeps import STAGE3_SAMPLES, tune_stage3
+    from axion_ray.tune.sweeps import STAGE3_SAMPLES, SweepFailedError, tune_stage3
 
-    _print_summary(tune_stage3(args.store, args.out, sweep=_sweep(args, samples=STAGE3_SAMPLES), space_file=args.space,
-                               say=say, **given(
-        timesteps=args.timesteps, condition=args.condition, max_tiles=args.max_tiles, preset=args.preset,
-        weights=args.weights, checkpoint=args.checkpoint, allow_random_init=args.allow_random_init)))
+    try:
+        options = given(timesteps=args.timesteps, condition=args.condition, max_tiles=args.max_tiles,
+                        preset=args.preset, weights=args.weights, checkpoint=args.checkpoint,
+                        allow_random_init=args.allow_random_init)
+        _print_summary(tune_stage3(args.store, args.out, sweep=_sweep(args, samples=STAGE3_SAMPLES),
+                                   space_file=args.space, say=say, **options))
+    except SweepFailedError as exc:
+        return _failed(exc)
     return EXIT_OK
 
 
 def cmd_tune_classifier(args):
-    from axion_ray.tune.sweeps import tune_classifier
+    from axion_ray.tune.sweeps import SweepFailedError, tune_classifier
 
     models = tuple(m for m in (args.models or "").split(",") if m)
-    _print_summary(tune_classifier(args.data, args.out, classifier_config(args), models=models, sweep=_sweep(args),
-                                   space_file=args.space, say=say))
+    try:
+        _print_summary(tune_classifier(args.data, args.out, classifier_config(args), models=models,
+                                       sweep=_sweep(args), space_file=args.space, say=say))
+    except SweepFailedError as exc:
+        return _failed(exc)
     return EXIT_OK
 
 

@@ -140,12 +140,14 @@ Plot: `sweep.png` ({score_name} against each swept parameter).
 
 
 def write_outputs(out: Path, title: str, rows: list[dict[str, Any]], params: list[str], metrics: list[str],
-                  score_name: str, best_config: dict[str, Any], notes: str = "") -> list[dict[str, Any]]:
+                  score_name: str, best_config: dict[str, Any] | None, notes: str = "") -> list[dict[str, Any]]:
+    """Write the sweep's files; `best_config.yaml` only when a trial produced a score (None: all failed)."""
     import yaml
 
     ranked = rank_rows(rows)
     write_results_csv(ranked, out / RESULTS_CSV, params, metrics)
-    (out / "best_config.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False))
+    if best_config is not None:
+        (out / "best_config.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False))
     effects = parameter_effects(ranked, params)
     (out / "SWEEP.md").write_text(sweep_markdown(title, ranked, params, metrics, effects, score_name, notes))
     plot_scores(ranked, params, out / "sweep.png", score_name)

@@ -38,6 +38,24 @@ class SweepConfig:
     resume: bool = False
     seed: int = 0
 
+    def validate(self) -> None:
+        """Raise ConfigError before Ray starts or anything is written."""
+        if self.samples < 1 or self.max_concurrent < 1 or self.workers_per_trial < 1:
+            raise ConfigError(f"--samples, --max-concurrent and workers per trial must be at least 1, got "
+                              f"{self.samples}, {self.max_concurrent}, {self.workers_per_trial}")
+        if self.scheduler not in ("asha", "fifo"):
+            raise ConfigError(f"scheduler must be asha or fifo, got {self.scheduler!r}")
+
+
+class SweepFailedError(RuntimeError):
+    """Every trial of a sweep failed: there is no best configuration (exit 1, not a user mistake)."""
+
+
+def _require_a_best(best: dict[str, Any] | None, rows: list[dict[str, Any]], out: Path) -> None:
+    if best is None:
+        first = next((r["status"] for r in rows if str(r.get("status", "")).startswith("ERROR")), "no trial reported")
+        raise SweepFailedError(f"every trial of the sweep failed ({first}); see {out / 'SWEEP.md'}")
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage3Knobs:
@@ -209,6 +227,7 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
     from axion_ray.train.run import open_train_stores
     from axion_ray.train.select import select_and_export
 
+    sweep.validate()
     default = {**STAGE2_SPACE, **(STAGE2_LORA_SPACE if base.weights else {})}
     raw, space = load_space(space_file, default, TrainConfig)
     out = Path(out).resolve()
@@ -227,8 +246,9 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
     params = swept(raw)
     rows = _rows(grid, params, STAGE2_METRICS, "composite_score", "constraints_pass", max_t)
     best = _best_row(rows)
-    best_config = {**dataclasses.asdict(base), **(best["config"] if best else {})}
+    best_config = {**dataclasses.asdict(base), **best["config"]} if best else None
     ranked = write_outputs(out, "Stage 2 sweep", rows, params, STAGE2_METRICS, "composite_score", best_config)
+    _require_a_best(best, rows, out)
     summary: dict[str, Any] = {"out": str(out), "trials": len(rows), "best": _public(ranked[0]) if ranked else None}
     if best is not None:
         meta = select_and_export(Path(best["path"]) / "train", out / "best.pt", warn=say)
@@ -286,6 +306,7 @@ def tune_stage3(store_path: str, out: str | Path, *, timesteps: tuple[int, ...] 
     from axion_ray.models.builder import stage_provenance
     from axion_ray.store.tile_store import TileStatus, TileStore
 
+    sweep.validate()
     store = TileStore.open(store_path, mode="r")
     if not store.has("s2_truth"):
         raise ConfigError(f"{store.path} has no s2_truth: a Stage 3 sweep needs a reference to score against")
@@ -307,12 +328,13 @@ def tune_stage3(store_path: str, out: str | Path, *, timesteps: tuple[int, ...] 
     params = swept(raw)
     rows = _rows(grid, params, STAGE3_METRICS, "composite_score", "constraints_pass", 1)
     best = _best_row(rows)
-    best_config = {**dataclasses.asdict(Stage3Knobs()), **(best["config"] if best else {})}
+    best_config = {**dataclasses.asdict(Stage3Knobs()), **best["config"]} if best else None
     notes = ("\nTimesteps trade quality for time: read `tiles_per_s` beside the quality columns. Random-init "
              "TerraMind scores say nothing about real quality.\n" if allow_random_init else
              "\nTimesteps trade quality for time: read `tiles_per_s` beside the quality columns.\n")
     ranked = write_outputs(out, "Stage 3 inference sweep", rows, params, STAGE3_METRICS, "composite_score",
                            best_config, notes)
+    _require_a_best(best, rows, out)
     return {"out": str(out), "trials": len(rows), "best": _public(ranked[0]) if ranked else None}
 
 
@@ -341,6 +363,7 @@ def tune_classifier(data_dir: str | Path, out: str | Path, base: ClassifierConfi
     from axion_ray.distributed import init_ray
     from axion_ray.models.weights import resolve_weights
 
+    sweep.validate()
     default = {**CLASSIFIER_SPACE, **({"model": {"choice": list(models)}} if len(models) > 1 else {})}
     raw, space = load_space(space_file, default, ClassifierConfig)
     if len(models) == 1:
@@ -362,10 +385,12 @@ def tune_classifier(data_dir: str | Path, out: str | Path, base: ClassifierConfi
     params = swept(raw)
     rows = _rows(grid, params, CLASSIFIER_METRICS, "accuracy", "recall_floor_met", base.epochs)
     best = _best_row(rows)
-    best_config = {**dataclasses.asdict(base), **(best["config"] if best else {})}
-    best_config["classes"] = list(best_config["classes"])
+    best_config = {**dataclasses.asdict(base), **best["config"]} if best else None
+    if best_config is not None:
+        best_config["classes"] = list(best_config["classes"])
     ranked = write_outputs(out, "Classifier sweep", rows, params, CLASSIFIER_METRICS, "accuracy", best_config,
                            f"\nA trial whose pit recall is below {base.recall_floor} ranks below every trial that meets it.\n")
+    _require_a_best(best, rows, out)
     summary: dict[str, Any] = {"out": str(out), "trials": len(rows), "best": _public(ranked[0]) if ranked else None}
     if best is not None:
         src = Path(best["path"]) / "train" / "model_best.pt"
