@@ -107,16 +107,19 @@ def safe_file_name(name: str, what: str) -> str:
 
 
 def check_output(out: str | Path, inputs: tuple[str | Path, ...] = (), *, overwrite: bool = False,
-                 what: str = "output") -> str:
+                 may_contain_inputs: bool = False, what: str = "output") -> str:
     """Resolve an output location and refuse what would destroy data: an output that is, contains or
-    lies inside an input; one under a file; and one that exists, unless `overwrite`."""
+    lies inside an input; one under a file; and one that exists, unless `overwrite`.
+
+    `may_contain_inputs`: the output is a directory that only gains new files of its own (an NPZ
+    export), so an input below it is safe; being or lying inside an input is still refused."""
     from axion_ray.errors import OutputPathError
 
     resolved = resolve_location(out)
     for source in inputs:
         src = resolve_location(source)
         a, b = resolved.rstrip("/"), src.rstrip("/")
-        if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+        if a == b or a.startswith(b + "/") or (b.startswith(a + "/") and not may_contain_inputs):
             raise OutputPathError(f"{what} {resolved} is, contains or lies inside the input {src}; choose another path")
     if not is_url(resolved):
         path = Path(resolved)

@@ -277,7 +277,8 @@ def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2
 
     if not store.has(array):
         raise TileMetadataError(f"store {store.path} has no array {array!r} (it has {', '.join(store.arrays)})")
-    directory = Path(check_output(directory, (store.path,), overwrite=True, what="export directory"))
+    directory = Path(check_output(directory, (store.path,), overwrite=True, may_contain_inputs=True,
+                                  what="export directory"))
     if directory.exists() and not directory.is_dir():
         raise NpzFormatError(f"{directory} exists and is not a directory")
     if array in OUTPUT_ARRAYS:
