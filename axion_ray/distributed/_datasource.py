@@ -19,8 +19,9 @@ _S2L2A_BANDS = 12  # Stage 1's full output, carried in flight to Stage 3
 
 class TileStoreDatasource(Datasource):
     def __init__(self, store_path: str, tiles: np.ndarray, arrays: list[str], tile_shape: tuple[int, int], *,
-                 flags: dict[str, np.ndarray] | None = None, tiles_per_task: int = 16):
+                 flags: dict[str, np.ndarray] | None = None, tiles_per_task: int = 16, read_errors: bool = False):
         super().__init__()
+        self._read_errors = read_errors  # a `read_error_<array>` column per array instead of failing the block
         self._store_path = store_path
         self._tiles = np.asarray(tiles, dtype=np.int64)
         self._arrays = list(arrays)
@@ -52,7 +53,7 @@ class TileStoreDatasource(Datasource):
         return tasks
 
     def _reader(self, tiles: np.ndarray, flags: dict[str, np.ndarray]):
-        path, arrays = self._store_path, self._arrays
+        path, arrays, read_errors = self._store_path, self._arrays, self._read_errors
 
         def read():
             from axion_ray.store.tile_store import TileStore
@@ -63,7 +64,10 @@ class TileStoreDatasource(Datasource):
                      "biome_code": meta["biome_code"].astype(np.int64)}
             batch.update({k: v.copy() for k, v in flags.items()})
             for name in arrays:
-                batch[name], batch[f"read_error_{name}"] = _read_each_alone_on_error(store, name, tiles)
+                if read_errors:
+                    batch[name], batch[f"read_error_{name}"] = _read_each_alone_on_error(store, name, tiles)
+                else:
+                    batch[name] = store.read(name, tiles)
             yield BlockAccessor.batch_to_block(batch)
 
         return read

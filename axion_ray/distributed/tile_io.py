@@ -17,15 +17,19 @@ from axion_ray.distributed.session import READ_TASK_CPUS
 
 def read_tile_store(store_path: str, tiles: np.ndarray, arrays: list[str], tile_shape: tuple[int, int], *,
                     flags: dict[str, np.ndarray] | None = None, tiles_per_task: int = 16,
-                    num_cpus: float = READ_TASK_CPUS):
+                    num_cpus: float = READ_TASK_CPUS, read_errors: bool = False):
     """A Ray Dataset of the given tiles of a store: one row per tile with `tile`, `month`,
-    `biome_code`, the `arrays` and any per-tile `flags` columns; `tiles_per_task` tiles per read task."""
+    `biome_code`, the `arrays` and any per-tile `flags` columns; `tiles_per_task` tiles per read task.
+
+    With `read_errors`, a tile whose chunk cannot be read comes back NaN with the reason in a
+    `read_error_<array>` column (the pipeline fails that tile alone); without, the read task fails."""
     import ray
 
     from axion_ray.distributed._datasource import TileStoreDatasource
 
     return ray.data.read_datasource(
-        TileStoreDatasource(store_path, tiles, arrays, tile_shape, flags=flags, tiles_per_task=tiles_per_task),
+        TileStoreDatasource(store_path, tiles, arrays, tile_shape, flags=flags, tiles_per_task=tiles_per_task,
+                            read_errors=read_errors),
         num_cpus=num_cpus)
 
 

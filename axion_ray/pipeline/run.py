@@ -170,7 +170,7 @@ def _build_dataset(store: TileStore, tiles: np.ndarray, todo: np.ndarray, cfg: I
     DataContext.get_current().enable_progress_bars = False
     flags = {f"run_{stage}": todo[:, j] for j, stage in enumerate(cfg.stages)}
     ds = read_tile_store(store.path, tiles, chain_reads(cfg.stages), (store.height, store.width),
-                         flags=flags, tiles_per_task=cfg.tiles_per_read_task)
+                         flags=flags, tiles_per_task=cfg.tiles_per_read_task, read_errors=True)
     for plan in plans:
         with warnings.catch_warnings():
             # Ray 2.60 deprecates passing Ray remote args (here: the SPREAD strategy) without a named
