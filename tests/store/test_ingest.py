@@ -133,7 +133,8 @@ def test_three_scenes_in_three_crss_become_one_grid_matching_the_field(tmp_path)
     valid = np.isfinite(got).all(axis=0)
     assert valid.mean() > 0.5
     err = np.abs(got - truth_db)[:, valid]
-    assert np.percentile(err, 99) < 0.05 and err.max() < 0.3, (np.percentile(err, 99), err.max())  # dB, seams included
+    # dB, seams included (measured over the scenes' union: mean 0.0001, p99 0.0005, max 0.014)
+    assert np.percentile(err, 99) < 0.01 and err.max() < 0.1, (np.percentile(err, 99), err.max())
 
 
 def test_tiles_under_min_valid_are_no_data_and_bad_options_leave_nothing(tmp_path, capsys):
