@@ -13,7 +13,6 @@ import datetime as _dt
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +100,8 @@ def read_npz_tile(npz_path: str | Path) -> NpzTile:
     try:
         with np.load(path, allow_pickle=False) as npz:
             raw = {k: np.asarray(npz[k]) for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise NpzFormatError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # zipfile, zlib, numpy's header parser (even SyntaxError) raise many types
+        raise NpzFormatError(f"{path} is not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]})") from exc
     arrays: dict[str, np.ndarray] = {}
     if "s1_vv" in raw or "s1_vh" in raw:
         if not ("s1_vv" in raw and "s1_vh" in raw):

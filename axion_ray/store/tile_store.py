@@ -24,6 +24,7 @@ never "done" with missing data. Zarr's LocalStore writes each chunk atomically (
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import warnings
@@ -38,6 +39,7 @@ import zarr
 
 from axion_ray.bands import N_BIOMES, OPTICAL_BANDS, S1_BANDS
 from axion_ray.errors import (
+    AxionRayError,
     StoreExistsError,
     StoreLayoutError,
     StoreNotFoundError,
@@ -252,6 +254,17 @@ class TileStore:
             store.check_layout()
         return store
 
+    @contextlib.contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
+        """Turn a failure to read or decode `name` (a truncated chunk, bad metadata) into one clear error."""
+        try:
+            yield
+        except (AxionRayError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # zarr, numcodecs and the codecs raise many types for damaged data
+            raise StoreLayoutError(f"{self.path}: {name} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
+                                   "the store is damaged") from exc
+
     def _member(self, name: str) -> zarr.Array:
         try:
             return self._group[name]
@@ -269,7 +282,7 @@ class TileStore:
         if len(self._group["s1"].shape) != 4:
             raise StoreLayoutError(f"{self.path}: array s1 has rank {len(self._group['s1'].shape)}, expected 4")
         for name, bands in IMAGE_ARRAYS.items():
-            if name == "s2_truth" and name not in self._group:
+            if name == "s2_truth" and not self.has(name):
                 continue
             array = self._member(name)
             expected = (n, bands, h, w)
@@ -303,7 +316,8 @@ class TileStore:
         return tuple(n for n in IMAGE_ARRAYS if n in self._group)
 
     def has(self, array: str) -> bool:
-        return array in IMAGE_ARRAYS and array in self._group
+        with self._reading(array):
+            return array in IMAGE_ARRAYS and array in self._group
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -312,8 +326,11 @@ class TileStore:
     def tile_meta(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
         """month, biome_code, tile_row, tile_col and tile_id for `indices` (all tiles when None)."""
         sel = slice(None) if indices is None else self._check_indices(indices)
-        return {name: self._group[name].get_orthogonal_selection((sel,))
-                for name in (*_TILE_META, "tile_id")}
+        out = {}
+        for name in (*_TILE_META, "tile_id"):
+            with self._reading(name):
+                out[name] = self._group[name].get_orthogonal_selection((sel,))
+        return out
 
     def set_tile_meta(self, **fields: Sequence[Any] | np.ndarray) -> None:
         """Set whole per-tile metadata columns (month, biome_code, tile_row, tile_col, tile_id).
@@ -341,11 +358,13 @@ class TileStore:
 
     def sidecar_extras(self) -> list[dict[str, Any]]:
         """Per tile, the NPZ sidecar keys we carry through untouched."""
-        return [json.loads(raw) if raw else {} for raw in self._group["sidecar/extra"][:]]
+        with self._reading("sidecar/extra"):
+            return [json.loads(raw) if raw else {} for raw in self._group["sidecar/extra"][:]]
 
     def sidecar_sources(self) -> list[str]:
         """Per tile, the file it was imported from ("" when it was not imported)."""
-        return [str(s) for s in self._group["sidecar/source"][:]]
+        with self._reading("sidecar/source"):
+            return [str(s) for s in self._group["sidecar/source"][:]]
 
     def set_sidecar_extra(self, extras: Sequence[dict[str, Any]]) -> None:
         if len(extras) != self.n_tiles:
@@ -377,9 +396,10 @@ class TileStore:
 
     def valid_fractions(self) -> np.ndarray:
         """Per tile, the recorded fraction of valid `s1` pixels (NaN where not recorded)."""
-        if "valid_fraction" not in self._group:
-            return np.full(self.n_tiles, np.nan, np.float32)
-        return self._group["valid_fraction"][:]
+        with self._reading("valid_fraction"):
+            if "valid_fraction" not in self._group:
+                return np.full(self.n_tiles, np.nan, np.float32)
+            return self._group["valid_fraction"][:]
 
     def set_valid_fraction(self, fractions: Sequence[float] | np.ndarray) -> None:
         """Record every tile's valid fraction (one writer: ingest or import)."""
@@ -404,7 +424,8 @@ class TileStore:
 
     def provenance(self, array: str) -> dict[str, Any]:
         self._check_array(array)
-        return dict(self._group[array].attrs)
+        with self._reading(f"{array} attributes"):
+            return dict(self._group[array].attrs)
 
     def set_provenance(self, array: str, *, stage: str, model: str, checkpoint: str | None = None,
                        checkpoint_sha256: str | None = None, timesteps: int | None = None,
@@ -436,7 +457,8 @@ class TileStore:
         if idx.size == 0:
             c = IMAGE_ARRAYS[array]
             return np.empty((0, c, self.height, self.width), dtype=np.float32)
-        return self._group[array].get_orthogonal_selection((idx,))
+        with self._reading(f"{array} (tiles {idx[:5].tolist()}{' …' if idx.size > 5 else ''})"):
+            return self._group[array].get_orthogonal_selection((idx,))
 
     def iter_batches(self, array: str, indices: Sequence[int] | np.ndarray, batch_size: int = 64
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -502,7 +524,8 @@ class TileStore:
 
     def proc_ms(self, array: str) -> np.ndarray:
         self._check_output(array)
-        return self._group[f"proc_ms/{array}"][:]
+        with self._reading(f"proc_ms/{array}"):
+            return self._group[f"proc_ms/{array}"][:]
 
     def indices_with_status(self, array: str, status: TileStatus) -> np.ndarray:
         return np.flatnonzero(self.status(array) == status)
@@ -513,7 +536,8 @@ class TileStore:
         failed = np.flatnonzero(status == TileStatus.FAILED)
         if failed.size == 0:
             return {}
-        reasons = self._group[f"failure/{array}"].get_orthogonal_selection((failed,))
+        with self._reading(f"failure/{array}"):
+            reasons = self._group[f"failure/{array}"].get_orthogonal_selection((failed,))
         return {int(i): str(r) or "unknown" for i, r in zip(failed, reasons)}
 
     def counts(self, array: str) -> ArrayCounts:
