@@ -108,14 +108,14 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
     stage_provenance(cfg.stage, cfg.preset, weights=cfg.weights, allow_random_init=cfg.allow_random_init)  # fail fast
     trains = open_train_stores(train_store)
     val = TileStore.open(val_store, mode="r")
-    if val.path in [t.path for t in trains]:
-        raise ConfigError(f"the validation store {val.path} is also a training store: validate on an AOI the model "
-                          "does not train on")
     tiles_of = [_usable_tiles(train, "train", cfg) for train in trains]
     sizes = {(t.height, t.width) for t in trains}
     if len(sizes) > 1:
         raise TileDataError(f"training stores must share one tile size, got {sorted(sizes)}")
     _usable_tiles(val, "validation", cfg)
+    if val.path in [t.path for t in trains]:
+        raise ConfigError(f"the validation store {val.path} is also a training store: validate on an AOI the model "
+                          "does not train on")
     n_tiles = sum(t.size for t in tiles_of)
     out = Path(out_dir).resolve()
     resuming = _claim_run_dir(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains],

@@ -95,8 +95,11 @@ def test_a_stale_writer_writes_nothing_after_the_store_changed_hands(local_ray, 
                    "fallback_2": np.zeros(len(b["tile"]), np.int32)}, batch_format="numpy")
     tracker = ProgressTracker.remote([2])
     write_tile_store(ds, store.path, (2,), tracker, LeaseGuard(store.path, old.epoch))
-    snap = ray.get(tracker.snapshot.remote())
-    assert snap["refused"] == 4 and TileStore.open(store.path).counts("opt_v2").done == 0
+    deadline = time.time() + 30  # write tasks report asynchronously: the last report may still be on its way
+    while ray.get(tracker.snapshot.remote())["refused"] < 4 and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.get(tracker.snapshot.remote())["refused"] == 4
+    assert TileStore.open(store.path).counts("opt_v2").done == 0
     write_tile_store(ds, store.path, (2,), tracker, LeaseGuard(store.path, new.epoch))
     assert TileStore.open(store.path).counts("opt_v2").done == 4
     new.release()
