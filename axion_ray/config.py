@@ -79,7 +79,8 @@ class InferConfig:
 
     `num_cpus` / `num_gpus` of None mean "decide from the cluster": on a CPU-only machine the stage
     pools share the CPUs (Ray's default of 1 CPU per actor would starve the reader on 2 cores); with
-    GPUs each TerraMind actor takes one GPU and the light Stage 2 actor half of one.
+    GPUs the stages share them by measured cost so the whole chain fits (`pipeline.plan.gpu_shares`).
+    `stage1_kind` / `stage3_kind` pick generation or regression (models/registry.STAGE_KINDS).
     """
 
     stages: tuple[int, ...] = (1, 2, 3)
@@ -88,6 +89,8 @@ class InferConfig:
     stage1_checkpoint: str | None = None
     stage2_checkpoint: str | None = None
     stage3_checkpoint: str | None = None
+    stage1_kind: str | None = None  # generate | regress; None: the checkpoint's kind, else generate
+    stage3_kind: str | None = None
     allow_random_init: bool = False
     timesteps: int = 10
     seed: int = 0
@@ -115,6 +118,11 @@ class InferConfig:
             raise ConfigError(f"--actors MIN:MAX needs 1 <= MIN <= MAX, got {lo}:{hi}")
         if self.batch_size < 1 or self.timesteps < 1 or self.tiles_per_read_task < 1:
             raise ConfigError("batch size, timesteps and tiles per read task must be at least 1")
+        for stage in (1, 3):
+            if stage in self.stages and self.kind(stage) == "regress" and self.checkpoint(stage) is None \
+                    and not self.allow_random_init:
+                raise ConfigError(f"a regression Stage {stage} needs a trained checkpoint (--stage{stage}-checkpoint PT; "
+                                  "train one with `axion-ray train chain`). Use --allow-random-init for a smoke run")
         if 2 in self.stages and self.stage2_checkpoint is None and not self.allow_random_init:
             if PRESETS.get(self.preset) and PRESETS[self.preset].prithvi not in WEIGHT_FILES:
                 raise ConfigError(f"stage 2 needs a trained checkpoint (--stage2-checkpoint PT); preset {self.preset!r}"
@@ -123,6 +131,10 @@ class InferConfig:
     def checkpoint(self, stage: int) -> str | None:
         """The trained checkpoint given for `stage`, if any."""
         return getattr(self, f"stage{stage}_checkpoint")
+
+    def kind(self, stage: int) -> str | None:
+        """The kind asked for `stage` (None: its checkpoint's, else the stage's default)."""
+        return getattr(self, f"stage{stage}_kind", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +146,8 @@ class TrainConfig:
     everything, which is what a preset without published weights (`prithvi_eo_tiny`) needs. TerraMind
     (stages 1 and 3) is LoRA-only: a rank of 0 there means the default `TERRAMIND_LORA_RANK`.
     `timesteps` is the diffusion steps TerraMind validation generates with; `condition` is the array
-    Stage 3 grounds (`opt_v2`, or `opt_v1` to train on Stage 1 output directly).
+    Stage 3 grounds (`opt_v2`, or `opt_v1` to train on Stage 1 output directly). `kind` picks a
+    stage's model (`regress`: models/regress.py, trained on the pixel losses; `encoder`, `width`).
     """
 
     stage: int = 2
@@ -163,18 +176,67 @@ class TrainConfig:
     max_val_tiles: int = 256
     timesteps: int = 1
     condition: str = "opt_v2"
+    kind: str | None = None            # stages 1 and 3: generate (default) | regress
+    encoder: str | None = None         # regression stages: terramind | unet (models/presets.DEFAULT_ENCODER)
+    width: int | None = None           # regression stages: UNet width (models/presets.REGRESSION_WIDTH)
+    augment: bool = True               # regression stages: random flips/rotations of each batch
 
     def validate(self) -> None:
         """Raise ConfigError for a training run that cannot be made, before any store or Ray work."""
+        from axion_ray.models.presets import ENCODERS
         from axion_ray.models.registry import stage_spec
 
-        stage_spec(self.stage)
+        stage_spec(self.stage, self.kind)
+        if self.encoder is not None and self.encoder not in ENCODERS:
+            raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.width is not None and self.width < 4:
+            raise ConfigError(f"width must be at least 4, got {self.width}")
         if self.condition not in ("opt_v1", "opt_v2"):
             raise ConfigError(f"the Stage 3 condition must be opt_v1 or opt_v2, got {self.condition!r}")
         if self.workers < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("workers, epochs and batch size must be at least 1")
         if self.min_workers is not None and not 1 <= self.min_workers <= self.workers:
             raise ConfigError(f"min workers must be between 1 and workers ({self.workers}), got {self.min_workers}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainConfig:
+    """`axion-ray train chain`: Stages 1, 2 and 3 trained in turn, each on the previous stage's real
+    outputs (Axion-Sat's order). Stages 1 and 3 are the regression kind; Stage 2 is the refiner (its
+    tiny preset has no published weights, so it trains whole). One schedule serves all three stages
+    unless a stage's own `stageN_epochs` is given."""
+
+    preset: str = "tiny"
+    weights: str | None = None          # TerraMind encoder weights (else from scratch)
+    encoder: str | None = None
+    width: int | None = None
+    epochs: int = 12
+    stage1_epochs: int | None = None
+    stage2_epochs: int | None = None
+    stage3_epochs: int | None = None
+    batch_size: int = 16
+    lr: float = 2e-3
+    workers: int = 2
+    cpus_per_worker: float | None = None
+    use_gpu: bool = False
+    val_every_steps: int = 50
+    max_val_tiles: int = 256
+    seed: int = 0
+
+    def stage_config(self, stage: int) -> TrainConfig:
+        """The `TrainConfig` of one stage of the chain."""
+        common = {k: getattr(self, k) for k in ("preset", "weights", "batch_size", "lr", "workers",
+                                                 "cpus_per_worker", "use_gpu", "val_every_steps", "max_val_tiles",
+                                                 "seed")}
+        epochs = getattr(self, f"stage{stage}_epochs") or self.epochs
+        if stage == 2:  # the refiner: no published tiny weights to adapt; condition = the chain's opt_v1
+            return TrainConfig(stage=2, epochs=epochs, allow_random_init=True, **common)
+        return TrainConfig(stage=stage, kind="regress", encoder=self.encoder, width=self.width, epochs=epochs,
+                           condition="opt_v2", **common)
+
+    def validate(self) -> None:
+        for stage in (1, 2, 3):
+            self.stage_config(stage).validate()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,25 +1,20 @@
 """`axion-ray demo`: what the product does, end to end on a synthetic AOI, with embedded defaults.
 
-synthesise an AOI (with a Stage-1-like prior in opt_v1), write its S1 as GeoTIFF scenes in three CRSs
-with no-data wedges and ingest them onto one grid → a short Stage 2 training on Ray Train (on
-separate synthetic train/validation AOIs) → select/export the best checkpoint → Stages 2 and 3 on Ray
-Data (local Ray) → metrics of every stage against the truth → quicklook PNG → blended GeoTIFF mosaics
-→ NPZ export.
-Without pretrained TerraMind weights on disk, Stage 3 (and Stage 1) run with random weights: allowed
-here, printed loudly and recorded in the outputs' provenance. With weights found locally, Stage 1 runs
-too, on a second copy of the AOI. Each later capability (training) adds its step here.
+synthesise an AOI, write its S1 as GeoTIFF scenes in three CRSs with no-data wedges and ingest them
+onto one grid → train the chain on separate synthetic train/validation AOIs (Stage 1 regression from
+S1 alone, its outputs written over the training AOIs, Stage 2 on them, Stage 3 grounding; each stage
+selected by the composite score and exported) → Stages 1, 2 and 3 on Ray Data (local Ray) with those
+checkpoints → metrics of every stage against the truth → quicklook PNG → blended GeoTIFF mosaics →
+NPZ export. No stage runs on random weights: every output is a trained model's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from axion_ray.config import InferConfig, SynthConfig
-from axion_ray.errors import WeightsNotFoundError
+from axion_ray.config import ChainConfig, InferConfig, SynthConfig
 from axion_ray.metrics.evaluate import evaluate_store
 from axion_ray.report import metrics_markdown, quicklook
 from axion_ray.store.footprints import write_footprints
@@ -33,41 +28,30 @@ from axion_ray.store.synth_scenes import attach_reference, extent_geojson, write
 DEMO_AOI = SynthConfig(rows=4, cols=4, tile_size=64, overlap=8, seed=0)
 
 
-def _terramind_available() -> bool:
-    from axion_ray.models.builder import stage_provenance
-
-    try:
-        stage_provenance(1, "tiny")
-        return True
-    except WeightsNotFoundError:
-        return False
+#: The demo's chain: short, on two training AOIs that between them hold the seasons and the common and
+#: water-rich biomes (a model that never saw water makes it worse; bench/RESULTS.md).
+DEMO_CHAIN = ChainConfig(epochs=20, stage2_epochs=8, stage3_epochs=10, batch_size=16, val_every_steps=10, workers=2)
 
 
-def train_demo_refiner(out: Path, say: Callable[[str], None], epochs: int = 8) -> Path:
-    """A short Stage 2 training on synthetic train/validation AOIs; returns the exported checkpoint."""
-    from axion_ray.config import TrainConfig
-    from axion_ray.train import train_stage
-    from axion_ray.train.select import select_and_export
+def train_demo_chain(out: Path, say: Callable[[str], None], chain: ChainConfig = DEMO_CHAIN) -> dict[int, Path]:
+    """The chain trained on synthetic train/validation AOIs; returns each stage's exported checkpoint."""
+    import shutil
 
-    # Two training AOIs, pooled: between them the seasons, the common biomes and water-rich ones (a
-    # refiner that never saw water makes it worse; bench/RESULTS.md).
+    from axion_ray.train.chain import train_chain
+
     trains = [synthesize_aoi(out / f"train{i}.zarr", SynthConfig(
         rows=6, cols=6, tile_size=64, seed=101 + i, months=tuple(range(1 + i, 13, 2)),
         biomes=(1, 4, 6, 7, 8, 9, 12, 13, 14, 15)), overwrite=True) for i in range(2)]
     val = synthesize_aoi(out / "val.zarr", SynthConfig(rows=3, cols=3, tile_size=64, seed=202), overwrite=True)
-    cfg = TrainConfig(allow_random_init=True, epochs=epochs, batch_size=16, val_every_steps=8, workers=2)
-    shutil.rmtree(out / "run_stage2", ignore_errors=True)  # a new demo replaces the last one, never resumes it
-    train_stage([t.path for t in trains], val.path, out / "run_stage2", cfg, say=lambda line: say("      " + line))
-    export = out / "stage2_best.pt"
-    meta = select_and_export(out / "run_stage2", export, warn=lambda line: say("      " + line))
-    best = meta["selected"]
-    say(f"      selected step {best['step']}: composite {best['composite_score']:+.4f} "
-        f"({'PASS' if best['constraints_pass'] else 'FAIL'}); report {out / 'stage2_best_REPORT.md'}")
-    return export
+    shutil.rmtree(out / "run_chain", ignore_errors=True)  # a new demo replaces the last one, never resumes it
+    summary = train_chain([t.path for t in trains], val.path, out / "run_chain", chain,
+                          say=lambda line: say("      " + line))
+    say(f"      chain report: {summary['report']}")
+    return {int(k.removeprefix("stage")): Path(v) for k, v in summary["checkpoints"].items()}
 
 
-def run_demo(out_dir: str | Path, say: Callable[[str], None] = print, timesteps: int = 1,
-             train_epochs: int = 8) -> dict[str, Path]:
+def run_demo(out_dir: str | Path, say: Callable[[str], None] = print, chain: ChainConfig = DEMO_CHAIN
+             ) -> dict[str, Path]:
     """Run the demo into `out_dir` (replacing an earlier demo there) and return its outputs."""
     from axion_ray.pipeline import run_pipeline
 
@@ -81,32 +65,23 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print, timesteps:
                           aoi=extent_geojson(synthetic, out / "scenes" / "extent.geojson"), crs=synthetic.crs,
                           resolution=DEMO_AOI.pixel_size_m, tile_size=DEMO_AOI.tile_size, overlap=DEMO_AOI.overlap,
                           overwrite=True)
-    attach_reference(store, synthetic)  # the synthetic truth and Stage-1 prior, on the ingested tiles
+    attach_reference(store, synthetic, arrays=("s2_truth",))  # the synthetic truth, on the ingested tiles
     syn = synthetic.attrs["synthetic"]
     fractions = store.valid_fractions()
     say(f"      {len(scenes['scenes'])} scenes ({', '.join(p.stem for p in scenes['scenes'])}) → {store.n_tiles} tiles, "
         f"CRS {store.crs}; valid fraction per tile {fractions.min():.2f}–{fractions.max():.2f}; months {syn['months']}, "
-        f"biomes {syn['biomes']}; opt_v1 = synthetic Stage-1 prior")
+        f"biomes {syn['biomes']}")
 
-    pretrained = _terramind_available()
-    if not pretrained:
-        say("      NOTE: no TerraMind weights on this machine — Stage 3 runs with RANDOM weights (a placeholder "
-            "output, recorded as random_init in its provenance). Put weights in $AXION_RAY_WEIGHTS for real output.")
-    say("[2/6] a short Stage 2 training on Ray Train (2 workers), then select/export the best checkpoint")
-    checkpoint = train_demo_refiner(out, say, epochs=train_epochs)
-    say("      Stages 2 and 3 on Ray Data (local Ray) with that checkpoint")
-    cfg = InferConfig(stages=(2, 3), allow_random_init=True, timesteps=timesteps, batch_size=4, progress_interval_s=5,
-                      stage2_checkpoint=str(checkpoint))
+    say("[2/6] training the chain on Ray Train (2 workers): Stage 1 from S1 alone, Stage 2 on its outputs, "
+        "Stage 3 grounding; each selected by the composite score and exported")
+    checkpoints = train_demo_chain(out, say, chain)
+    say("      Stages 1, 2 and 3 on Ray Data (local Ray) with those checkpoints, from S1 alone")
+    cfg = InferConfig(stages=(1, 2, 3), batch_size=16, progress_interval_s=5,
+                      **{f"stage{s}_checkpoint": str(p) for s, p in checkpoints.items()})
     summary = run_pipeline(store.path, cfg, say=lambda line: say("      " + line))
     say("      " + summary.to_text().replace("\n", "\n      "))
-    outputs: dict[str, Path] = {"store": out / "aoi.zarr", "checkpoint": checkpoint,
-                                "checkpoint_report": out / "stage2_best_REPORT.md"}
-    if pretrained:
-        say("      TerraMind weights found: Stage 1 on a copy of the AOI without the prior")
-        s1_store = synthesize_aoi(out / "aoi_stage1.zarr", dataclasses.replace(DEMO_AOI, with_prior=False),
-                                  overwrite=True)
-        run_pipeline(s1_store.path, InferConfig(stages=(1,), timesteps=timesteps), say=lambda line: say("      " + line))
-        outputs["store_stage1"] = out / "aoi_stage1.zarr"
+    outputs: dict[str, Path] = {"store": out / "aoi.zarr", "chain_report": out / "run_chain" / "CHAIN_REPORT.md",
+                                **{f"checkpoint_stage{s}": p for s, p in checkpoints.items()}}
 
     say("[3/6] metrics against s2_truth")
     for pred, baseline in (("opt_v1", None), ("opt_v2", "opt_v1"), ("opt_v3", "opt_v2")):

@@ -6,7 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
-from axion_ray.cli.options import EXIT_OK, add_ray_address, class_names, config_from_args, given, int_list, min_max
+from axion_ray.cli.options import (
+    EXIT_OK,
+    add_overwrite_option,
+    add_ray_address,
+    checked_output,
+    class_names,
+    config_from_args,
+    given,
+    int_list,
+    min_max,
+    write_output,
+)
 from axion_ray.cli.options import say as _say
 
 
@@ -69,6 +80,7 @@ def cmd_report(args):
 def cmd_infer(args):
     from axion_ray.classify.infer import classify_images
 
+    checked_output(args.out, (args.images, args.run), overwrite=args.overwrite, what="predictions file")
     r = classify_images(args.run, args.images, args.out, num_gpus=1.0 if args.gpu else 0.0,
                         device="cuda" if args.gpu else "cpu", address=args.address,
                         **given(batch_size=args.batch_size, actors=args.actors))
@@ -81,6 +93,7 @@ def cmd_latency(args):
     from axion_ray.classify.models import build_classifier
     from axion_ray.models.common import resolve_device
 
+    out = checked_output(args.out, overwrite=args.overwrite, what="latency file")
     device = str(resolve_device(args.device))
     model = build_classifier(args.model, args.num_classes, image_size=args.image_size, weights=args.weights,
                              allow_random_init=True)  # latency does not depend on the weights' values
@@ -92,19 +105,19 @@ def cmd_latency(args):
     for row in r["results"]:
         print(f"| {row['batch_size']} | {row['p50_ms_per_image']:.2f} | {row['p95_ms_per_image']:.2f} "
               f"| {row['images_per_s']:.1f} |")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(r, indent=2))
+    if out:
+        write_output(out, json.dumps(r, indent=2))
     return EXIT_OK
 
 
 def cmd_compare(args):
     from axion_ray.classify.latency import compare_table
 
+    out = checked_output(args.out, tuple(args.runs) + tuple(args.latency), overwrite=args.overwrite, what="table file")
     table = compare_table(args.runs, args.latency, **given(batch_size=args.batch_size))
     print(table, end="")
-    if args.out:
-        Path(args.out).write_text(table)
+    if out:
+        write_output(out, table)
     return EXIT_OK
 
 
@@ -162,6 +175,7 @@ def add_classify_parser(sub) -> None:
     p.add_argument("--run", required=True, help="run directory (or a model_best.pt)")
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True, help="OUT.parquet")
+    add_overwrite_option(p)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--actors", type=min_max, metavar="MIN:MAX", help="actor pool size N or MIN:MAX (default 1)")
     p.add_argument("--gpu", action="store_true", help="one GPU per actor")
@@ -177,6 +191,7 @@ def add_classify_parser(sub) -> None:
     p.add_argument("--num-classes", type=int, default=3)
     p.add_argument("--weights")
     p.add_argument("--out", help="write the figures as JSON (for `compare`)")
+    add_overwrite_option(p)
     p.set_defaults(func=cmd_latency)
 
     p = csub.add_parser("compare", help="model-comparison table from measured runs and latency files")
@@ -184,4 +199,5 @@ def add_classify_parser(sub) -> None:
     p.add_argument("--latency", nargs="*", default=[], help="latency JSON files from `classify latency --out`")
     p.add_argument("--batch-size", type=int, help="batch size of the latency column (default 1)")
     p.add_argument("--out", help="write the Markdown table here too")
+    add_overwrite_option(p)
     p.set_defaults(func=cmd_compare)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from axion_ray.cli.options import (
     EXIT_OK,
     add_model_options,
+    add_overwrite_option,
     add_ray_address,
+    checked_output,
     config_from_args,
     int_list,
     min_max,
     say,
+    write_output,
 )
 
 
@@ -21,12 +23,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from axion_ray.config import InferConfig
     from axion_ray.pipeline.run import EXIT_FAILED_TILES, run_pipeline, summary_json
 
+    json_out = checked_output(args.json, (args.store,), overwrite=args.overwrite, what="summary file")
     summary = run_pipeline(args.store, config_from_args(InferConfig, args), say=say)
     print(summary.to_text())
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(summary_json(summary))
-        print(f"wrote {args.json}")
+    if json_out:
+        write_output(json_out, summary_json(summary))
+        print(f"wrote {json_out}")
     if summary.failed:
         print(f"axion-ray infer: {summary.failed} tile-stage(s) failed (see above); the rest completed",
               file=sys.stderr)
@@ -52,7 +54,7 @@ def cmd_infer_npz(args: argparse.Namespace) -> int:
 
 
 def add_infer_parsers(sub) -> None:
-    from axion_ray.models.registry import STAGES
+    from axion_ray.models.registry import STAGE_KINDS, STAGES
 
     p = sub.add_parser("infer", help="run stages 1-3 over every pending tile on Ray Data")
     p.add_argument("store")
@@ -60,6 +62,10 @@ def add_infer_parsers(sub) -> None:
     add_model_options(p)
     for stage in STAGES:
         p.add_argument(f"--stage{stage}-checkpoint", help=f"trained Stage {stage} checkpoint (.pt)")
+    for stage in (1, 3):
+        p.add_argument(f"--stage{stage}-kind", choices=list(STAGE_KINDS[stage]),
+                       help=f"Stage {stage}: TerraMind generation or the regression model (default: the checkpoint's "
+                            "kind, else generate)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="fp32 on CUDA too")
@@ -74,6 +80,7 @@ def add_infer_parsers(sub) -> None:
     p.add_argument("--wait", action="store_true", default=None,
                    help="if another run holds the store, wait for it instead of stopping")
     p.add_argument("--json", metavar="OUT", help="write the run summary as JSON")
+    add_overwrite_option(p, "an existing --json file")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("infer-npz", help="Axion-Sat infer_stage2.py options, any stage, on the Ray pipeline")

@@ -97,3 +97,30 @@ def say(line: str) -> None:
 
 def warn(line: str) -> None:
     print(line, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- report files
+def add_overwrite_option(p: argparse.ArgumentParser, what: str = "an existing output file") -> None:
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+def checked_output(path: str | None, inputs: tuple[str, ...] = (), *, overwrite: bool, what: str) -> str | None:
+    """Check a file the command will write — before any work: not an input, not under a file, not an
+    existing file unless `--overwrite` (None: not asked for)."""
+    if path is None:
+        return None
+    from axion_ray.store.location import check_output
+
+    return check_output(path, inputs, overwrite=overwrite, what=what)
+
+
+def write_output(path: str, text: str) -> None:
+    """Write a report file atomically (temp name + rename): whole or absent."""
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+

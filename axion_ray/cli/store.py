@@ -7,7 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from axion_ray.cli.options import EXIT_OK, config_from_args, given, int_list
+from axion_ray.cli.options import (
+    EXIT_OK,
+    add_overwrite_option,
+    checked_output,
+    config_from_args,
+    given,
+    int_list,
+    write_output,
+)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -55,6 +63,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from axion_ray.report import metrics_markdown
     from axion_ray.store.tile_store import TileStore
 
+    json_out = checked_output(args.json, (args.store,), overwrite=args.overwrite, what="metrics file")
     store = TileStore.open(args.store, mode="r")
     truth = None if args.truth.lower() == "none" else args.truth
     baseline = None if args.baseline.lower() == "none" else args.baseline
@@ -63,10 +72,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         print(f"warning: store has no {TRUTH_ARRAY}; computing geometry only", file=sys.stderr)
     result = evaluate_store(store, pred=args.pred, baseline=baseline, truth=truth)
     text = json.dumps(result, indent=2)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text)
-        print(f"wrote {args.json}")
+    if json_out:
+        write_output(json_out, text)
+        print(f"wrote {json_out}")
     print(metrics_markdown(result), end="")
     return EXIT_OK
 
@@ -191,6 +199,7 @@ def add_store_parsers(sub) -> None:
     p.add_argument("--baseline", default=STAGE_OUTPUTS[0], help="array whose edges must not move, or 'none'")
     p.add_argument("--truth", default=TRUTH_ARRAY, help="reference array, or 'none'")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
+    add_overwrite_option(p, "an existing --json file")
     p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("import-npz", help="Axion-Sat NPZ tile directory → tile store")

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from axion_ray.cli.options import EXIT_OK, add_model_options, config_from_args, say, warn
+from axion_ray.cli.options import (
+    EXIT_OK,
+    add_model_options,
+    add_overwrite_option,
+    checked_output,
+    config_from_args,
+    say,
+    warn,
+)
+from axion_ray.errors import ConfigError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from axion_ray.config import TrainConfig
     from axion_ray.train import train_stage
 
+    if args.stage == "chain":
+        return cmd_train_chain(args)
     cfg = config_from_args(TrainConfig, args, stage=int(args.stage.removeprefix("stage")), use_gpu=args.gpu,
                            val_every_steps=args.val_every)
     summary = train_stage(args.train, args.val, args.out, cfg, say=say)
@@ -21,14 +32,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train_chain(args: argparse.Namespace) -> int:
+    from axion_ray.train.chain import ChainConfig, train_chain
+
+    if args.kind == "generate" or args.condition is not None:
+        raise ConfigError("train chain trains the regression kind of stages 1 and 3 on the chain's own outputs: "
+                          "--kind generate and --condition do not apply")
+    chain = config_from_args(ChainConfig, args, use_gpu=args.gpu, val_every_steps=args.val_every)
+    summary = train_chain(args.train, args.val, args.out, chain, say=say)
+    print(summary["line"])
+    print(f"run directory: {summary['run_dir']} (report: {summary['report']})")
+    return EXIT_OK
+
+
 def cmd_select(args: argparse.Namespace) -> int:
     from axion_ray.train.select import select_and_export
 
+    checked_output(args.export, (args.run,), overwrite=args.overwrite, what="export")
     meta = select_and_export(args.run, args.export, fp16=args.fp16, warn=warn)
     best = meta["selected"]
     print(f"selected step {best['step']} (composite {best['composite_score']:+.4f}, "
           f"constraints {'PASS' if best['constraints_pass'] else 'FAIL'}) → {args.export}")
     return EXIT_OK
+
+
+def add_regression_options(p: argparse.ArgumentParser) -> None:
+    from axion_ray.models.presets import ENCODERS
+
+    p.add_argument("--encoder", choices=list(ENCODERS), help="regression stages: TerraMind encoder + UNet, or UNet")
+    p.add_argument("--width", type=int, help="regression stages: UNet width")
 
 
 def add_training_data_options(p: argparse.ArgumentParser) -> None:
@@ -50,8 +82,10 @@ def add_train_parsers(sub) -> None:
     from axion_ray.models.registry import STAGES
 
     p = sub.add_parser("train", help="train a stage on Ray Train (DDP, LoRA), keeping checkpoints by composite score")
-    p.add_argument("stage", choices=[spec.name for spec in STAGES.values()],
-                   help="stage2: the Prithvi refiner; stage1/stage3: LoRA on TerraMind (token objective)")
+    p.add_argument("stage", choices=[spec.name for spec in STAGES.values()] + ["chain"],
+                   help="stage2: the Prithvi refiner; stage1/stage3: LoRA on TerraMind (token objective) or, with "
+                        "--kind regress, the regression model; chain: Stages 1, 2, 3 in turn from S1 alone "
+                        "(regression stages; each selected and exported; a re-run resumes)")
     add_training_data_options(p)
     p.add_argument("--out", required=True, help="run directory")
     add_model_options(p, sampling=False)
@@ -64,6 +98,9 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--lora-alpha", type=int)
     p.add_argument("--timesteps", type=int, help="TerraMind diffusion steps used in validation")
     p.add_argument("--condition", choices=["opt_v1", "opt_v2"], help="stage 3: the optical array it grounds")
+    add_regression_options(p)
+    p.add_argument("--kind", choices=["generate", "regress"],
+                   help="stages 1 and 3: TerraMind generation (LoRA, token objective; default) or regression")
     p.add_argument("--seed", type=int)
     p.set_defaults(func=cmd_train)
 
@@ -71,4 +108,5 @@ def add_train_parsers(sub) -> None:
     p.add_argument("run")
     p.add_argument("--export", required=True, help="OUT.pt")
     p.add_argument("--fp16", action="store_true", help="store weights in fp16 (quantization_info)")
+    add_overwrite_option(p, "an existing export (and its report)")
     p.set_defaults(func=cmd_select)

@@ -60,6 +60,18 @@ def cmd_tune_stage2(args):
     return EXIT_OK
 
 
+def cmd_tune_regress(args):
+    from axion_ray.config import TrainConfig
+    from axion_ray.tune.sweeps import SweepFailedError, tune_stage2
+
+    base = config_from_args(TrainConfig, args, val_every_steps=args.val_every, kind="regress")
+    try:
+        _print_summary(tune_stage2(args.train, args.val, args.out, base, _sweep(args), args.space, say=say))
+    except SweepFailedError as exc:
+        return _failed(exc)
+    return EXIT_OK
+
+
 def cmd_tune_stage3(args):
     from axion_ray.tune.sweeps import STAGE3_SAMPLES, SweepFailedError, tune_stage3
 
@@ -108,6 +120,15 @@ def add_tune_parser(sub) -> None:
     add_schedule_options(p)
     _sweep_options(p)
     p.set_defaults(func=cmd_tune_stage2)
+
+    p = tsub.add_parser("regress", help="sweep the training of a regression Stage 1 or 3 (same space as stage2)")
+    p.add_argument("--stage", type=int, choices=[1, 3], required=True)
+    add_training_data_options(p)
+    add_model_options(p, sampling=False)
+    add_schedule_options(p)
+    p.add_argument("--encoder", choices=["terramind", "unet"])
+    _sweep_options(p)
+    p.set_defaults(func=cmd_tune_regress)
 
     p = tsub.add_parser("stage3", help="score Stage 3 diffusion timesteps (and other knobs): quality and tiles/s")
     p.add_argument("--store", required=True, help="store with s1, the condition and s2_truth")

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from axion_ray.bands import PRITHVI_BANDS
-from axion_ray.errors import CheckpointError, ConfigError
+from axion_ray.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from axion_ray.models.common import resolve_device
 from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
-from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES, StagePreset
+from axion_ray.models.presets import DEFAULT_ENCODER, ENCODERS, PRESETS, PRITHVI_BACKBONES, REGRESSION_WIDTH, StagePreset
 from axion_ray.models.registry import StageSpec, stage_spec
 from axion_ray.models.weights import Checkpoint, WeightsRecord, load_checkpoint, load_fitting_state, resolve_weights
 
@@ -38,17 +38,23 @@ def _base_weights(spec: StageSpec, backbone: str, weights: str | None, allow_ran
                   need_pretrained: bool) -> WeightsRecord:
     """The published files the stage's base model loads (the spec names them), or a random init when
     allowed; nothing is looked up when a full checkpoint will be loaded over the base."""
-    if not spec.generative and backbone not in PRITHVI_BACKBONES:
+    if spec.family == "prithvi" and backbone not in PRITHVI_BACKBONES:
         raise ConfigError(f"unknown Prithvi backbone {backbone!r}; choose one of {', '.join(PRITHVI_BACKBONES)}")
     if not need_pretrained:
         return WeightsRecord(random_init=False)
+    if not spec.weight_variants(backbone):  # nothing published to start from (the plain UNet)
+        if not allow_random_init:
+            raise WeightsNotFoundError(f"stage {spec.stage} ({spec.kind}, {backbone}) has no published weights: pass "
+                                       f"a trained checkpoint (train it with `axion-ray train chain`)")
+        return WeightsRecord(random_init=True)
     return resolve_weights(spec.weight_variants(backbone), weights, allow_random_init)
 
 
-def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None
-                           ) -> tuple[Checkpoint | None, dict[str, Any], str]:
-    """Validate stage and preset; a checkpoint's own config (stage, preset) wins over the arguments."""
-    stage_spec(stage)
+def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None, kind: str | None = None
+                           ) -> tuple[Checkpoint | None, dict[str, Any], str, StageSpec]:
+    """Validate stage, kind and preset; a checkpoint's own config (stage, kind, preset) wins over the
+    arguments (a checkpoint without a kind predates kinds: the stage's default, generation)."""
+    stage_spec(stage, kind)
     ckpt = load_checkpoint(checkpoint) if checkpoint else None
     cfg = dict(ckpt.config) if ckpt else {}
     if ckpt and cfg.get("stage") not in (None, stage):
@@ -56,7 +62,18 @@ def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None
     preset = cfg.get("preset", preset)
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return ckpt, cfg, preset
+    spec = stage_spec(stage, cfg.get("kind") if ckpt else kind)
+    return ckpt, cfg, preset, spec
+
+
+def _backbone_choice(spec: StageSpec, cfg: dict[str, Any], prithvi: str | None, encoder: str | None) -> str | None:
+    """The argument that picks a stage's backbone: Stage 2's Prithvi, a regression stage's encoder."""
+    if spec.family == "regress":
+        choice = cfg.get("encoder", encoder or DEFAULT_ENCODER)
+        if choice not in (None, *ENCODERS):
+            raise ConfigError(f"unknown encoder {choice!r}; choose one of {', '.join(ENCODERS)}")
+        return choice
+    return cfg.get("prithvi", prithvi)
 
 
 def _load_state(model: nn.Module, state: dict, checkpoint: str | None) -> tuple[list[str], list[str]]:
@@ -68,14 +85,18 @@ def _load_state(model: nn.Module, state: dict, checkpoint: str | None) -> tuple[
     return missing, unexpected
 
 
-def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None, checkpoint: str | None = None,
+def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, encoder: str | None = None,
+                width: int | None = None, weights: str | None = None, checkpoint: str | None = None,
                 allow_random_init: bool = False, timesteps: int = 10, standardize: bool = True,
                 seed: int | None = 0, prithvi: str | None = None, lora: LoraSettings | None = None,
                 device: str = "cpu") -> nn.Module:
     """Build stage 1, 2 or 3 in eval mode on `device`.
 
     Args:
-        stage: 1 (TerraMind S1→opt_v1), 2 (Prithvi refiner) or 3 (TerraMind grounding).
+        stage: 1 (S1→opt_v1), 2 (Prithvi refiner) or 3 (grounding).
+        kind: stages 1 and 3: `generate` (TerraMind generation, the default) or `regress`
+            (models/regress.py); a checkpoint's own kind wins.
+        encoder, width: a regression stage's encoder (`terramind` or `unet`) and UNet width.
         preset: `tiny`, `small`, `base` or `large` (see `models/presets.py`).
         weights: a pretrained-weights file or directory (see `models/weights.py`).
         checkpoint: an Axion-Ray training checkpoint; when given, no pretrained weights are needed.
@@ -89,15 +110,14 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
         ConfigError: unknown stage or preset. WeightsNotFoundError: no weights and no random init.
         CheckpointError: a checkpoint for another stage or architecture.
     """
-    ckpt, cfg, preset = _checkpoint_and_preset(stage, preset, checkpoint)
-    spec = stage_spec(stage)
+    ckpt, cfg, preset, spec = _checkpoint_and_preset(stage, preset, checkpoint, kind)
     need_pretrained = ckpt is None or _needs_base_weights(cfg)
     if ckpt is not None:  # the checkpoint says what base it needs; never substitute a random one
         allow_random_init = False
-    backbone = spec.backbone(PRESETS[preset], cfg.get("prithvi", prithvi))
+    backbone = spec.backbone(PRESETS[preset], _backbone_choice(spec, cfg, prithvi, encoder))
     record = _base_weights(spec, backbone, weights, allow_random_init, need_pretrained)
     model = _FAMILY_BUILDERS[spec.family](spec, PRESETS[preset], cfg, backbone, record,
-                                          timesteps=timesteps, standardize=standardize, seed=seed)
+                                          timesteps=timesteps, standardize=standardize, seed=seed, width=width)
     model_name = spec.model_name(backbone)
 
     lora_cfg = LoraSettings(**cfg["lora"]) if cfg.get("lora") else lora
@@ -123,7 +143,7 @@ def build_stage(stage: int, preset: str = "tiny", *, weights: str | None = None,
         model = merge_lora(model)  # a trained checkpoint is for inference: fold the adapters in
     target = resolve_device(device)
     model = model.to(target).eval()
-    model.provenance = _provenance(stage, model_name, preset, ckpt.path if ckpt else None,
+    model.provenance = _provenance(spec, model_name, preset, ckpt.path if ckpt else None,
                                    ckpt.sha256 if ckpt else None, record, timesteps, seed, lora_cfg)
     return model
 
@@ -138,7 +158,8 @@ def _build_refiner(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], ba
 
 
 def _build_terramind(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str,
-                     record: WeightsRecord, *, timesteps: int, standardize: bool, seed: int | None) -> nn.Module:
+                     record: WeightsRecord, *, timesteps: int, standardize: bool, seed: int | None,
+                     **_: Any) -> nn.Module:
     """A TerraMind generator (the spec's modalities → S2L2A) wrapped in the stage's model class."""
     from axion_ray.models.terramind import build_terramind_generator
 
@@ -147,8 +168,23 @@ def _build_terramind(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], 
     return spec.model_cls()(generator, timesteps=timesteps, standardize=standardize, seed=seed)
 
 
+def _build_regress(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str,
+                   record: WeightsRecord, *, width: int | None = None, **_: Any) -> nn.Module:
+    """A regression stage: its UNet, under a TerraMind encoder from terratorch's backbone registry
+    unless the encoder is `unet` (local weights through `ckpt_path`: terratorch never reaches the Hub)."""
+    encoder = None
+    if backbone_name != "unet":
+        from terratorch.registry import BACKBONE_REGISTRY
+
+        kwargs: dict[str, Any] = {"modalities": list(spec.modalities)}
+        if record.files:
+            kwargs["ckpt_path"] = record.files[backbone_name]
+        encoder = BACKBONE_REGISTRY.build(backbone_name, **kwargs)
+    return spec.model_cls()(encoder, width=int(cfg.get("width", width or REGRESSION_WIDTH)))
+
+
 #: How each model family of `models/registry.py` is built.
-_FAMILY_BUILDERS = {"prithvi": _build_refiner, "terramind": _build_terramind}
+_FAMILY_BUILDERS = {"prithvi": _build_refiner, "terramind": _build_terramind, "regress": _build_regress}
 
 
 def _needs_base_weights(cfg: dict[str, Any]) -> bool:
@@ -165,19 +201,20 @@ def _check_same_base(checkpoint: str | None, cfg: dict[str, Any], record: Weight
                               f"(sha256 differs); pass the weights it was trained on with --weights")
 
 
-def _provenance(stage: int, model_name: str, preset: str, checkpoint: str | None, checkpoint_sha256: str | None,
+def _provenance(spec: StageSpec, model_name: str, preset: str, checkpoint: str | None, checkpoint_sha256: str | None,
                 record: WeightsRecord, timesteps: int, seed: int | None, lora: LoraSettings | None) -> dict[str, Any]:
     return {
-        "stage": f"stage{stage}", "model": model_name, "preset": preset,
+        "stage": spec.name, "kind": spec.kind, "model": model_name, "preset": preset,
         "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
         "weights": record.to_dict(), "random_init": record.random_init,
-        "timesteps": timesteps if stage_spec(stage).generative else None,
-        "seed": seed if stage_spec(stage).generative else None,
+        "timesteps": timesteps if spec.generative else None,
+        "seed": seed if spec.generative else None,
         "lora": lora.to_dict() if lora else None,
     }
 
 
-def stage_provenance(stage: int, preset: str = "tiny", *, weights: str | None = None, checkpoint: str | None = None,
+def stage_provenance(stage: int, preset: str = "tiny", *, kind: str | None = None, encoder: str | None = None,
+                     width: int | None = None, weights: str | None = None, checkpoint: str | None = None,
                      allow_random_init: bool = False, timesteps: int = 10, seed: int | None = 0,
                      prithvi: str | None = None) -> dict[str, Any]:
     """What `build_stage` with these arguments would record, without building the model.
@@ -185,16 +222,15 @@ def stage_provenance(stage: int, preset: str = "tiny", *, weights: str | None = 
     The pipeline's driver calls it before starting Ray, so missing weights or a wrong checkpoint are
     reported at once (exit 2), and it writes the result into the output arrays' attrs.
     """
-    ckpt, cfg, preset = _checkpoint_and_preset(stage, preset, checkpoint)
-    spec = stage_spec(stage)
-    backbone = spec.backbone(PRESETS[preset], cfg.get("prithvi", prithvi))
+    ckpt, cfg, preset, spec = _checkpoint_and_preset(stage, preset, checkpoint, kind)
+    backbone = spec.backbone(PRESETS[preset], _backbone_choice(spec, cfg, prithvi, encoder))
     model_name = spec.model_name(backbone)
     if ckpt is None or _needs_base_weights(cfg):
         record = _base_weights(spec, backbone, weights, allow_random_init and ckpt is None, need_pretrained=True)
     else:  # a full checkpoint, or adapters on the seeded random base
         record = WeightsRecord(random_init=bool(cfg.get("adapter_only")))
     lora = LoraSettings(**cfg["lora"]) if cfg.get("lora") else None
-    return _provenance(stage, model_name, preset, ckpt.path if ckpt else None, ckpt.sha256 if ckpt else None,
+    return _provenance(spec, model_name, preset, ckpt.path if ckpt else None, ckpt.sha256 if ckpt else None,
                        record, timesteps, seed, lora)
 
 

@@ -32,6 +32,12 @@ PRITHVI_BACKBONES: tuple[str, ...] = (
     "prithvi_eo_v2_300_tl", "prithvi_eo_v2_600", "prithvi_eo_v2_600_tl",
 )
 
+#: Encoders of the regression stages 1 and 3 (models/regress.py): TerraMind's ViT (the preset's
+#: variant, its transformer file only) under the UNet, or the UNet alone. The default is what
+#: bench/chain_quality.py measured better without published weights (bench/RESULTS.md).
+ENCODERS: tuple[str, ...] = ("terramind", "unet")
+DEFAULT_ENCODER = "terramind"
+REGRESSION_WIDTH = 32     # channels of the UNet's full-resolution level (x2, x4, x4 below)
 
 #: TerraMind's S2L2A tokenizer (the diffusion decoder every generating stage needs beside its transformer).
 TOKENIZER_S2L2A = "terramind_v1_tokenizer_s2l2a"

@@ -31,7 +31,7 @@ class StageSpec:
     """
 
     stage: int
-    family: str                                   # "terramind" (generation) | "prithvi" (refiner)
+    family: str                                   # "terramind" (generation) | "prithvi" (refiner) | "regress"
     inputs: tuple[str, ...]
     output: str
     model_class: str
@@ -40,6 +40,7 @@ class StageSpec:
     conditioning: tuple[str, ...] = ()
     optional_inputs: tuple[str, ...] = ()
     modalities: tuple[str, ...] = ()              # TerraMind input modalities, in `inputs` order
+    kind: str = "generate"                        # which of the stage's models (see STAGE_KINDS)
 
     @property
     def name(self) -> str:
@@ -65,16 +66,23 @@ class StageSpec:
         return self.family == "terramind"
 
     def backbone(self, preset: StagePreset, override: str | None = None) -> str:
-        """The terratorch model this stage is built on at `preset` (Stage 2 may name another Prithvi)."""
+        """The terratorch model this stage is built on at `preset` (Stage 2 may name another Prithvi;
+        a regression stage's `override` is its encoder: "unet" has no terratorch backbone)."""
+        if self.family == "regress":
+            return preset.terramind if override in (None, "terramind") else str(override)
         return preset.terramind if self.generative else (override or preset.prithvi)
 
     def model_name(self, backbone: str) -> str:
         """The name written into provenance."""
-        return f"{backbone}_generate" if self.generative else backbone
+        return f"{backbone}_generate" if self.generative else f"{backbone}_regress" if self.family == "regress" \
+            else backbone
 
     def weight_variants(self, backbone: str) -> list[str]:
-        """The published weight files this stage needs, the model's own first (see `models/presets.py`)."""
-        return [backbone, TOKENIZER_S2L2A] if self.generative else [backbone]
+        """The published weight files this stage needs, the model's own first (see `models/presets.py`).
+        A regression stage's TerraMind encoder needs only the transformer's file, not the tokenizer."""
+        if self.generative:
+            return [backbone, TOKENIZER_S2L2A]
+        return [] if backbone == "unet" else [backbone]
 
     def inputs_for(self, condition: str | None = None) -> tuple[str, ...]:
         """`inputs` with the optical input replaced by a training condition (Stage 3 may ground opt_v1)."""
@@ -93,22 +101,46 @@ STAGES: dict[int, StageSpec] = {
                  summary="TerraMind generation: S1 (VV, VH) → opt_v1"),
     2: StageSpec(2, "prithvi", inputs=("opt_v1",), conditioning=("month", "biome_code"), output="opt_v2",
                  model_class="axion_ray.models.stage2:PrithviRefiner", train_baseline="opt_v1",
-                 summary="Prithvi refiner: opt_v1 + month + biome → opt_v2"),
+                 summary="Prithvi refiner: opt_v1 + month + biome → opt_v2", kind="refine"),
     3: StageSpec(3, "terramind", inputs=("s1", "opt_v2"), optional_inputs=("s2l2a_v1",), output="opt_v3",
                  modalities=("S1GRD", "S2L2A"), model_class="axion_ray.models.stage3:TerraMindStage3",
                  train_baseline="opt_v2", summary="TerraMind grounding: S1 + opt_v2 → opt_v3"),
+}
+
+#: The regression kind of stages 1 and 3 (models/regress.py): one pass, trainable from the store's own pairs.
+_REGRESSION: dict[int, StageSpec] = {
+    1: StageSpec(1, "regress", inputs=("s1",), conditioning=("month", "biome_code"), output="opt_v1",
+                 modalities=("S1GRD",), model_class="axion_ray.models.regress:RegressStage1", train_baseline="",
+                 summary="regression: S1 + month + biome → opt_v1", kind="regress"),
+    3: StageSpec(3, "regress", inputs=("s1", "opt_v2"), conditioning=("month", "biome_code"), output="opt_v3",
+                 modalities=("S1GRD", "S2L2A"), model_class="axion_ray.models.regress:RegressStage3",
+                 train_baseline="opt_v2", summary="regression grounding: S1 + opt_v2 + month + biome → opt_v3",
+                 kind="regress"),
+}
+
+#: Every model a stage can run, by kind; `STAGES` holds each stage's default kind.
+STAGE_KINDS: dict[int, dict[str, StageSpec]] = {
+    1: {"generate": STAGES[1], "regress": _REGRESSION[1]},
+    2: {"refine": STAGES[2]},
+    3: {"generate": STAGES[3], "regress": _REGRESSION[3]},
 }
 
 #: Every stage's output array, in chain order.
 STAGE_OUTPUTS: tuple[str, ...] = tuple(spec.output for spec in STAGES.values())
 
 
-def stage_spec(stage: int) -> StageSpec:
-    """The spec of `stage`; an unknown stage is a ConfigError naming the known ones."""
+def stage_spec(stage: int, kind: str | None = None) -> StageSpec:
+    """The spec of `stage` (its `kind`, default the stage's default); an unknown stage or kind is a
+    ConfigError naming the known ones."""
     try:
-        return STAGES[int(stage)]
+        kinds = STAGE_KINDS[int(stage)]
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"stage must be {', '.join(map(str, STAGES))}, got {stage!r}") from None
+    if kind is None:
+        return STAGES[int(stage)]
+    if kind not in kinds:
+        raise ConfigError(f"stage {stage} has no kind {kind!r}; choose one of {', '.join(kinds)}")
+    return kinds[kind]
 
 
 def check_stage_chain(stages: tuple[int, ...]) -> None:

@@ -46,3 +46,16 @@ def assemble_s2l2a(opt_v2: torch.Tensor, s2l2a_v1: torch.Tensor | None = None) -
         out = torch.where(torch.isfinite(carried), carried, out)
     out[:, list(TERRAMIND_S2L2A_INDEX)] = dn4
     return out
+
+
+def standardize_s2l2a(s2l2a_dn: torch.Tensor) -> torch.Tensor:
+    """(B, 12, H, W) DN standardised with TerraMind's own v1 pretraining statistics (read from
+    terratorch, not copied: they are what its encoder's published weights expect)."""
+    from terratorch.models.backbones.terramind.model.terramind_register import (
+        v1_pretraining_mean,
+        v1_pretraining_std,
+    )
+
+    mean = s2l2a_dn.new_tensor(v1_pretraining_mean["untok_sen2l2a@224"]).view(1, -1, 1, 1)
+    std = s2l2a_dn.new_tensor(v1_pretraining_std["untok_sen2l2a@224"]).view(1, -1, 1, 1)
+    return (s2l2a_dn - mean) / std

@@ -58,6 +58,10 @@ class StageActor:
         self.stage = stage
         self.spec = stage_spec(stage)
         self.carry_s2l2a = carry_s2l2a and stage == 1
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            # Scheduled on a GPU resource with no usable CUDA device (a GPU declared to Ray, a broken
+            # driver): run on the CPU; every row's device column says so, and the run summary with it.
+            device = "cpu"
         target = resolve_device(device)
         model = build_stage(stage, device=str(target), **build_kwargs)
         self.runner = StageRunner(model, target, amp=amp, method="generate" if self.carry_s2l2a else "forward")

@@ -2,7 +2,9 @@
 
 `plan_todo` reads the store's status (a stage runs where its output is not done; once a stage runs for
 a tile, every later requested stage runs too, since its input changed); `plan_stages` gives each stage
-its actors' CPUs/GPUs from the cluster; `stage_build_kwargs` is what each actor hands `build_stage`.
+its actors' CPUs/GPUs from the cluster — GPU shares from the stages' measured costs, so the whole chain
+fits one GPU — and refuses a plan whose minimum pools cannot all start; `stage_build_kwargs` is what
+each actor hands `build_stage`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from axion_ray.errors import DeviceError
 from axion_ray.models.registry import stage_spec
 from axion_ray.store.tile_store import TileStatus, TileStore
 
-#: GPUs per actor by default: TerraMind generation fills a GPU; the light Stage 2 refiner shares one.
-_DEFAULT_GPUS = {"terramind": 1.0, "prithvi": 0.5}
+#: Relative GPU cost per tile of each model family (measured, bench/RESULTS.md: TerraMind generation at
+#: 10 timesteps ≈ 75x the Stage 2 refiner on an H100; the regression stages run at the refiner's pace).
+GPU_COST = {"terramind": 75.0, "prithvi": 1.0, "regress": 1.0}
+#: The smallest GPU share an actor is given: a light stage beside a generating one still needs room.
+MIN_GPU_SHARE = 0.05
 
 
 @dataclass
@@ -33,6 +38,7 @@ class StagePlan:
     max_actors: int
     threads: int
     device: str
+    family: str = ""      # the stage model's family (registry): generation carries S2L2A from 1 to 3
 
 
 def plan_todo(store: TileStore, stages: tuple[int, ...], skip_existing: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +66,8 @@ def plan_tiles(store: TileStore, stages: tuple[int, ...], skip_existing: bool
     return tiles, todo[tiles], no_data
 
 
-def plan_stages(cfg: InferConfig, resources: dict[str, float], node_cpus: list[float] | None = None) -> list[StagePlan]:
+def plan_stages(cfg: InferConfig, resources: dict[str, float], node_cpus: list[float] | None = None,
+                families: dict[int, str] | None = None) -> list[StagePlan]:
     """Per-stage resources: fractional CPUs on a CPU-only cluster so pools never starve the reader.
 
     The CPUs (less a read task's share) are shared by every stage's minimum pool, and no actor may
@@ -73,18 +80,49 @@ def plan_stages(cfg: InferConfig, resources: dict[str, float], node_cpus: list[f
     use_gpu = cfg.device != "cpu" and gpus > 0
     lo, hi = cfg.actors
     plans = []
+
+    def family_of(stage: int) -> str:  # a checkpoint's kind, as the driver read it, else the asked kind
+        return (families or {}).get(stage) or stage_spec(stage, cfg.kind(stage)).family
+
+    shares = gpu_shares({s: family_of(s) for s in cfg.stages}, gpus, lo) if use_gpu else {}
     for stage in cfg.stages:
         if use_gpu:
-            default_gpus = _DEFAULT_GPUS[stage_spec(stage).family]
-            num_gpus = cfg.num_gpus if cfg.num_gpus is not None else default_gpus
+            num_gpus = cfg.num_gpus if cfg.num_gpus is not None else shares[stage]
             num_cpus = cfg.num_cpus if cfg.num_cpus is not None else 1.0
         else:
             num_gpus = 0.0
             share = cpu_share(len(cfg.stages) * lo, cpus=cpus, reserve=READ_TASK_CPUS, per_node=per_node)
             num_cpus = cfg.num_cpus if cfg.num_cpus is not None else share
         plans.append(StagePlan(stage, cfg.batch_size, num_cpus, num_gpus, lo, hi,
-                               threads=max(1, int(round(num_cpus))), device="cuda" if use_gpu else "cpu"))
+                               threads=max(1, int(round(num_cpus))), device="cuda" if use_gpu else "cpu",
+                               family=family_of(stage)))
+    check_fits(plans, cpus, gpus)
     return plans
+
+
+def gpu_shares(families: dict[int, str], gpus: float, min_actors: int) -> dict[int, float]:
+    """Each stage's GPUs per actor, so that every stage's minimum pool fits the cluster's GPUs at once:
+    shares proportional to the stages' measured costs, at least `MIN_GPU_SHARE`, at most one GPU per
+    actor (an actor uses one device). On one GPU, a 1,2,3 chain of generating stages asks 0.5 + 0.05 +
+    0.5 (Ray Data's actor pool then adds actors up to `--actors MAX` while GPUs are free)."""
+    cost = {s: GPU_COST[f] for s, f in families.items()}
+    budget = gpus / max(1, min_actors)
+    total = sum(cost.values())
+    shares = {s: max(MIN_GPU_SHARE, budget * c / total) for s, c in cost.items()}
+    scale = min(1.0, budget / sum(shares.values()))  # the floors may overshoot a small budget
+    return {s: round(min(1.0, max(MIN_GPU_SHARE / 2, v * scale)), 3) for s, v in shares.items()}
+
+
+def check_fits(plans: list[StagePlan], cpus: float, gpus: float) -> None:
+    """Every stage's minimum pool must be scheduled at once, or the run waits forever (NeMo Curator's
+    hang when stages outnumber resources): a plan that cannot fit is a user error, before any work."""
+    asked_gpus = sum(p.num_gpus * p.min_actors for p in plans)
+    asked_cpus = sum(p.num_cpus * p.min_actors for p in plans)
+    if asked_gpus > gpus + 1e-6 or asked_cpus > cpus + 1e-6:
+        detail = ", ".join(f"stage {p.stage}: {p.min_actors} x ({p.num_cpus:g} CPU, {p.num_gpus:g} GPU)" for p in plans)
+        raise DeviceError(f"the stage pools cannot all start: they ask {asked_cpus:g} CPUs and {asked_gpus:g} GPUs "
+                          f"({detail}); the cluster has {cpus:g} CPUs and {gpus:g} GPUs. Lower --num-gpus, "
+                          "--num-cpus or the minimum of --actors")
 
 
 def stage_build_kwargs(cfg: InferConfig, stage: int) -> dict[str, Any]:
@@ -95,5 +133,6 @@ def stage_build_kwargs(cfg: InferConfig, stage: int) -> dict[str, Any]:
     def absolute(path: str | None) -> str | None:
         return str(Path(path).resolve()) if path else None
 
-    return {"preset": cfg.preset, "weights": absolute(cfg.weights), "allow_random_init": cfg.allow_random_init,
-            "checkpoint": absolute(cfg.checkpoint(stage)), "timesteps": cfg.timesteps, "seed": cfg.seed}
+    return {"preset": cfg.preset, "kind": cfg.kind(stage), "weights": absolute(cfg.weights),
+            "allow_random_init": cfg.allow_random_init, "checkpoint": absolute(cfg.checkpoint(stage)),
+            "timesteps": cfg.timesteps, "seed": cfg.seed}

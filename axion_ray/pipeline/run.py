@@ -119,7 +119,8 @@ def _run_under_lease(store: TileStore, cfg: InferConfig, provenance: dict[int, d
 
     init_ray(cfg.address)
     plans = plan_stages(cfg, ray.cluster_resources(),
-                        [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")])
+                        [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")],
+                        families={s: stage_spec(s, p["kind"]).family for s, p in provenance.items()})
     global _CURRENT_TRACKER
     # The tracker lives on the driver's node: if it sat on a worker node that dies, its counts would
     # restart from zero and the driver's progress calls fail (seen in the node-loss test).
@@ -176,12 +177,18 @@ def _build_dataset(store: TileStore, tiles: np.ndarray, todo: np.ndarray, cfg: I
             # Ray 2.60 deprecates passing Ray remote args (here: the SPREAD strategy) without a named
             # replacement yet; the warning would only reach the user's terminal.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-            ds = _stage_pool(ds, plan, cfg, tracker)
+            ds = _stage_pool(ds, plan, cfg, tracker, plans)
         # Ray Data's actor pools restart dead actors and retry their tasks by default (max_restarts=-1).
     return ds
 
 
-def _stage_pool(ds: Any, plan: StagePlan, cfg: InferConfig, tracker: Any) -> Any:
+def _carries_s2l2a(plans: list[StagePlan]) -> bool:
+    """Stage 1 hands its 12-band S2L2A to Stage 3 when both generate (a regression stage has none)."""
+    generating = {p.stage for p in plans if p.family == "terramind"}
+    return {1, 3} <= generating
+
+
+def _stage_pool(ds: Any, plan: StagePlan, cfg: InferConfig, tracker: Any, plans: list[StagePlan]) -> Any:
     from ray.data import ActorPoolStrategy
 
     from axion_ray.pipeline.actor import StageActor
@@ -190,7 +197,7 @@ def _stage_pool(ds: Any, plan: StagePlan, cfg: InferConfig, tracker: Any) -> Any
             StageActor, batch_size=plan.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"stage": plan.stage, "build_kwargs": stage_build_kwargs(cfg, plan.stage),
                                    "device": plan.device, "amp": cfg.amp, "num_threads": plan.threads,
-                                   "carry_s2l2a": 1 in cfg.stages and 3 in cfg.stages, "tracker": tracker},
+                                   "carry_s2l2a": _carries_s2l2a(plans), "tracker": tracker},
             compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
             num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None,
             # Spread a stage's actors over the nodes (soft): more nodes share the load, and losing one

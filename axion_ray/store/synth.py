@@ -89,6 +89,22 @@ def _validate(cfg: SynthConfig) -> None:
         raise TileMetadataError(f"biome codes must be 0–{N_BIOMES - 1}, got {bad_biomes}")
 
 
+def replay_land_cover(cfg: SynthConfig) -> np.ndarray:
+    """The land-cover class of every pixel of every tile of the AOI `synthesize_aoi(cfg)` writes,
+    (N, H, W) indices into LAND_COVER: the same seed replays the same map (an oracle's input)."""
+    _validate(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    stride = cfg.tile_size - cfg.overlap
+    shape = (cfg.rows * stride + cfg.overlap, cfg.cols * stride + cfg.overlap)
+    if not cfg.months:
+        _choose_months(rng, min(cfg.cols, 3))
+    biomes = cfg.biomes or tuple(int(b) for b in rng.choice(_DEFAULT_BIOME_POOL, size=2, replace=False))
+    cover = scene_fields(rng, shape, biomes).cover
+    rows, cols = np.divmod(np.arange(cfg.rows * cfg.cols), cfg.cols)
+    return np.stack([cover[r * stride:r * stride + cfg.tile_size, c * stride:c * stride + cfg.tile_size]
+                     for r, c in zip(rows, cols)])
+
+
 def synthesize_aoi(path: str | Path, cfg: SynthConfig = SynthConfig(), *, overwrite: bool = False) -> TileStore:
     """Generate an AOI and write it as a tile store at `path`.
 

@@ -352,6 +352,43 @@ class TileStore:
                 raise TileMetadataError(f"biome_code must be 0–{N_BIOMES - 1} (0 = unknown), got {bad}")
             self._group[name][:] = values.astype(str) if name == "tile_id" else values.astype(_TILE_META[name])
 
+    @classmethod
+    def pool_inputs(cls, sources: Sequence[TileStore], path: str | Path, *, batch: int = 256) -> TileStore:
+        """A new store at `path` holding the inputs of every store in `sources` one after another —
+        tile metadata, validity, `s1`, `s2_truth` — and none of their outputs: where a training chain
+        writes its own stage outputs, never into the users' stores (which may hold another opt_v1).
+
+        One source keeps its grid and georeferencing; a pool of several AOIs has neither (its tiles'
+        ids say which AOI each came from). Tile sizes must agree.
+        """
+        sizes = {(s.height, s.width) for s in sources}
+        if len(sizes) != 1:
+            raise TileDataError(f"stores to pool must share one tile size, got {sorted(sizes)}")
+        first = sources[0]
+        single = len(sources) == 1
+        n = sum(s.n_tiles for s in sources)
+        out = cls.create(path, n, (first.height, first.width), crs=first.crs if single else None,
+                         transform=first.attrs.get("transform") if single else None,
+                         overlap=first.overlap if single else 0,
+                         grid_shape=tuple(first.grid_shape) if single else None,
+                         with_truth=all(s.has("s2_truth") for s in sources),
+                         attrs={k: v for k, v in first.attrs.items() if k == "min_valid"})
+        metas = [s.tile_meta() for s in sources]
+        meta = {k: np.concatenate([m[k] for m in metas]) for k in _TILE_META}
+        # zarr's variable-length strings → plain str; pooled ids say which AOI a tile came from
+        meta["tile_id"] = [str(t) if single else f"aoi{i}_{t}" for i, m in enumerate(metas) for t in m["tile_id"]]
+        out.set_tile_meta(**meta)
+        out.set_valid_fraction(np.concatenate([s.valid_fractions() for s in sources]))
+        offset = 0
+        for source in sources:
+            for name in ("s1", "s2_truth") if out.has("s2_truth") else ("s1",):
+                for start in range(0, source.n_tiles, batch):
+                    idx = np.arange(start, min(start + batch, source.n_tiles))
+                    out.write(name, idx + offset, source.read(name, idx))
+            out.mark_no_data(offset + np.flatnonzero(source.status(OUTPUT_ARRAYS[0]) == TileStatus.NO_DATA))
+            offset += source.n_tiles
+        return out
+
     def tile_id_defaults(self) -> None:
         width = max(4, len(str(self.n_tiles)))
         self._group["tile_id"][:] = np.array([f"tile_{i:0{width}d}" for i in range(self.n_tiles)])

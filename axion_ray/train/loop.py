@@ -4,8 +4,11 @@ What differs between stages is kept in one `StageTask` each:
 
 - Stage 2 (Prithvi refiner) trains on `stage2_loss` against the truth and Stage 1's edges; all of it
   (or LoRA adapters + head) trains, and checkpoints hold the whole state.
-- Stages 1 and 3 (TerraMind) fine-tune LoRA adapters on TerraMind's token objective (`token_loss`);
-  checkpoints hold only the adapters (the ~300 M-parameter base is rebuilt from its recorded weights).
+- Stages 1 and 3 of the generation kind (TerraMind) fine-tune LoRA adapters on TerraMind's token
+  objective (`token_loss`); checkpoints hold only the adapters (the ~300 M-parameter base is rebuilt
+  from its recorded weights).
+- Stages 1 and 3 of the regression kind (models/regress.py) train on Stage 2's pixel losses against
+  the truth, whole (or LoRA on a published encoder + the UNet); checkpoints hold the whole state.
 
 Every `val_every_steps` steps (and at the end) rank 0 measures the full metric set on the validation
 store — the model against the stage's baseline and the truth — and reports it with a checkpoint
@@ -152,8 +155,94 @@ class TokenObjective(torch.nn.Module):
         return self.stage_model.training_loss(*tensors)
 
 
+class RegressTask(StageTask):
+    """Stages 1 and 3 as regression (models/regress.py): the pixel losses of Stage 2 against the truth,
+    whole-state checkpoints. The TerraMind encoder trains from scratch, or — when its published file is
+    on disk — gets LoRA adapters while the UNet trains fully."""
+
+    def __init__(self, config: dict[str, Any], stage: int):
+        super().__init__(config)
+        self.stage = stage
+
+    @property
+    def spec(self) -> StageSpec:
+        return stage_spec(self.stage, "regress")
+
+    @property
+    def baseline_array(self) -> str | None:
+        # Stage 3 must beat the input it grounds; Stage 1 has none: the Validator's flat baseline.
+        return self.config["condition"] if self.spec.optical_input else None
+
+    def validation_inputs(self) -> list[str]:
+        return list(self.spec.inputs_for(self.config["condition"]))
+
+    def build(self) -> torch.nn.Module:
+        from axion_ray.models import apply_lora, build_stage
+
+        c = self.config
+        # From scratch is a regression stage's normal start (recorded in provenance), not a smoke run.
+        model = build_stage(self.stage, c["preset"], kind="regress", encoder=c["encoder"], width=c["width"],
+                            weights=c["weights"], allow_random_init=True)
+        provenance = model.provenance
+        if self.uses_lora(model):
+            model = apply_lora(model, self.lora_settings())
+        model.provenance = provenance
+        return model
+
+    def uses_lora(self, model: torch.nn.Module) -> bool:
+        """LoRA on a published encoder; a from-scratch encoder must train whole."""
+        return self.config["lora_rank"] > 0 and model.encoder is not None and not model.provenance["random_init"]
+
+    def lora_settings(self):
+        from axion_ray.models import LoraSettings
+
+        return LoraSettings(rank=self.config["lora_rank"], alpha=self.config["lora_alpha"], trainable=("decoder",))
+
+    def model_config(self, model: torch.nn.Module) -> dict[str, Any]:
+        from axion_ray.models.presets import DEFAULT_ENCODER, REGRESSION_WIDTH
+
+        lora = self.lora_settings().to_dict() if any("lora_" in n for n, _ in model.named_parameters()) else None
+        return {"stage": self.stage, "kind": "regress", "preset": self.config["preset"],
+                "encoder": self.config["encoder"] or DEFAULT_ENCODER, "width": self.config["width"] or REGRESSION_WIDTH,
+                "lora": lora, "base_weights": model.provenance["weights"]}
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        from axion_ray.models.common import autocast
+        from axion_ray.train.losses import stage2_loss
+
+        images = {name: batch[name].float() for name in self.validation_inputs()}
+        truth = batch[TRUTH_ARRAY].float()
+        if self.config.get("augment", True):  # one of the 8 flips/rotations, the same for every image
+            k, flip = int(torch.randint(4, ())), bool(torch.randint(2, ()))
+            images, truth = ({n: dihedral(v, k, flip) for n, v in images.items()}, dihedral(truth, k, flip))
+        with autocast(device, True, dtype=torch.float16):  # no-data pixels (NaN) reach the model as 0
+            pred = model(*[torch.nan_to_num(v, nan=0.0) for v in images.values()],
+                         batch["month"].long(), batch["biome_code"].long())
+        # Edges: Stage 3 keeps its optical input's; Stage 1 has none, so it is asked for the truth's.
+        edges = images[self.spec.inputs_for(self.config["condition"])[1]] if self.stage == 3 else truth
+        weights = {k: self.config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
+        return stage2_loss(pred.float(), truth, edges, **weights)
+
+    def predict(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(*[inputs[name] for name in self.validation_inputs()], inputs["month"], inputs["biome_code"])
+
+
+def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """(B, C, H, W) rotated by k·90° and optionally mirrored: land cover has no preferred orientation,
+    so the regression stages see 8x the views of a small training set (square tiles only)."""
+    if x.shape[-1] != x.shape[-2]:
+        return x
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
 def stage_task(config: dict[str, Any]) -> StageTask:
-    return StageTask(config) if config["stage"] == 2 else TerraMindTask(config, config["stage"])
+    if config["stage"] == 2:
+        return StageTask(config)
+    if config.get("kind") == "regress":
+        return RegressTask(config, config["stage"])
+    return TerraMindTask(config, config["stage"])
 
 
 class Validator:
@@ -169,7 +258,10 @@ class Validator:
         from axion_ray.store.validity import fill_invalid, valid_pixels
 
         store = TileStore.open(store_path, mode="r")
-        tiles = np.flatnonzero(store.status(task.baseline_array) == TileStatus.DONE)[:max_tiles]
+        if task.baseline_array:
+            tiles = np.flatnonzero(store.status(task.baseline_array) == TileStatus.DONE)[:max_tiles]
+        else:  # Stage 1 regression reads only s1: every tile with data
+            tiles = np.flatnonzero(store.status(task.spec.output) != TileStatus.NO_DATA)[:max_tiles]
         self.task = task
         self.inputs = {name: store.read(name, tiles) for name in task.validation_inputs()}
         # No-data pixels are filled for the model and are NaN in its prediction (the metrics skip them).
@@ -178,9 +270,13 @@ class Validator:
         meta = store.tile_meta(tiles)
         self.inputs.update(month=meta["month"].astype(np.int64), biome_code=meta["biome_code"].astype(np.int64))
         self.truth = store.read(TRUTH_ARRAY, tiles)
-        baseline = store.read(task.baseline_array, tiles)
+        if task.baseline_array:
+            baseline = store.read(task.baseline_array, tiles)
+        else:  # the best flat image: the truth's mean spectrum (what a model that ignores S1 could reach)
+            mean = np.nanmean(self.truth, axis=(0, 2, 3))[None, :, None, None]
+            baseline = np.where(np.isnan(self.truth), np.nan, mean).astype(np.float32)
         self.edges_of = self.truth if task.stage == 1 else baseline
-        self.batch_size = batch_size if task.stage == 2 else 4
+        self.batch_size = 4 if task.spec.generative else batch_size
         acc = SpectralAccumulator()
         acc.update(baseline, self.truth)
         self.baseline = acc.compute()
@@ -226,20 +322,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = task.build()
     provenance = model.provenance
     model.train()
-    ddp_model, core_trained = prepare_ddp(model if task.stage == 2 else TokenObjective(model))
-    core = core_trained if task.stage == 2 else core_trained.stage_model
+    tokens = task.spec.generative  # TerraMind generation trains through its token objective
+    ddp_model, core_trained = prepare_ddp(TokenObjective(model) if tokens else model)
+    core = core_trained.stage_model if tokens else core_trained
     device = next(core.parameters()).device
     params = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"])
     scheduler = warmup_cosine(optimizer, config["epochs"] * config["steps_per_epoch"], warmup_steps=20)
-    # Loss scaling for the fp16 refiner on GPU; TerraMind trains in bf16, which needs none.
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and task.stage == 2)
+    # Loss scaling for the fp16 pixel models on GPU; TerraMind's token objective trains in bf16, which needs none.
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not tokens)
 
     step, start_epoch, resumed_from = 0, 0, None
     state = restored_checkpoint()
     if state is not None:
         missing, unexpected, mismatched = load_fitting_state(core, state["model_state_dict"])
-        if mismatched or unexpected or (task.stage == 2 and missing):
+        if mismatched or unexpected or (not tokens and missing):
             raise RuntimeError(f"the run's checkpoint (step {state['step']}) does not fit this model (shapes differ "
                                f"{mismatched[:2]}, missing {missing[:3]}, unexpected {unexpected[:3]}): was it "
                                "written by another version? Train into a new run directory.")

@@ -24,9 +24,12 @@ from axion_ray.store.tile_store import TileStatus, TileStore
 TERRAMIND_LORA_RANK = 8  # stages 1 and 3 train LoRA adapters only (checkpoints hold just those)
 
 
-def _needed_array(cfg: TrainConfig) -> tuple[str, str]:
-    """The array whose done tiles a stage trains on, and how to name it in an error."""
-    spec = stage_spec(cfg.stage)
+def _needed_array(cfg: TrainConfig) -> tuple[str | None, str]:
+    """The array whose done tiles a stage trains on (None: every tile with data), and how to name it
+    in an error."""
+    spec = stage_spec(cfg.stage, cfg.kind)
+    if spec.optical_input is None and not spec.train_baseline:
+        return None, "tile with data"
     if spec.optical_input is None:
         return spec.train_baseline, f"a Stage {cfg.stage} baseline ({spec.train_baseline}) to beat"
     if cfg.stage == 2:
@@ -39,7 +42,10 @@ def _usable_tiles(store: TileStore, role: str, cfg: TrainConfig) -> np.ndarray:
     if not store.has(TRUTH_ARRAY):
         raise TileDataError(f"{role} store {store.path} has no {TRUTH_ARRAY}: training needs a reference image")
     array, what = _needed_array(cfg)
-    tiles = np.flatnonzero(store.status(array) == TileStatus.DONE) if store.has(array) else np.empty(0, int)
+    if array is None:  # Stage 1 regression reads only s1
+        tiles = np.flatnonzero(store.status(stage_spec(cfg.stage).output) != TileStatus.NO_DATA)
+    else:
+        tiles = np.flatnonzero(store.status(array) == TileStatus.DONE) if store.has(array) else np.empty(0, int)
     if tiles.size == 0:
         hint = (" — run `axion-ray infer --stages 2` on it first, or train with --condition opt_v1"
                 if cfg.stage == 3 else "")
@@ -101,11 +107,15 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
     from axion_ray.train.loop import stage_task, train_loop_per_worker
 
     cfg.validate()
-    if stage_spec(cfg.stage).generative and cfg.lora_rank <= 0:
+    spec = stage_spec(cfg.stage, cfg.kind)
+    if spec.generative and cfg.lora_rank <= 0:
         cfg = dataclasses.replace(cfg, lora_rank=TERRAMIND_LORA_RANK)
     if cfg.weights:  # workers do not share the driver's working directory
         cfg = dataclasses.replace(cfg, weights=str(Path(cfg.weights).resolve()))
-    stage_provenance(cfg.stage, cfg.preset, weights=cfg.weights, allow_random_init=cfg.allow_random_init)  # fail fast
+    base = stage_provenance(cfg.stage, cfg.preset, kind=cfg.kind, encoder=cfg.encoder, weights=cfg.weights,
+                            allow_random_init=cfg.allow_random_init or spec.family == "regress")  # fail fast
+    if spec.family == "regress" and not base["random_init"] and base["weights"]["files"] and cfg.lora_rank <= 0:
+        cfg = dataclasses.replace(cfg, lora_rank=TERRAMIND_LORA_RANK)  # a published encoder: LoRA on it
     trains = open_train_stores(train_store)
     val = TileStore.open(val_store, mode="r")
     tiles_of = [_usable_tiles(train, "train", cfg) for train in trains]
@@ -135,11 +145,12 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
     loop_config = {**dataclasses.asdict(cfg), "val_store": val.path, "train_tiles": int(n_tiles),
                    "fault_exit_at_step": fault_exit_at_step,
                    "torch_threads": max(1, int(round(cpus_each))) if not cfg.use_gpu else None}
-    what = "LoRA adapters on the token objective" if stage_spec(cfg.stage).generative else "the refiner"
+    what = {"terramind": "LoRA adapters on the token objective", "prithvi": "the refiner",
+            "regress": f"regression, {base['model']}" + (" from scratch" if base["random_init"] else "")}[spec.family]
     say(f"training Stage {cfg.stage} ({cfg.preset}, {what}) on {n_tiles} tiles with {cfg.workers} worker(s) x {cpus_each:g} CPU, "
         f"{cfg.epochs} epoch(s) of {steps_per_epoch} steps, validating every {cfg.val_every_steps} steps")
     result = fit_trainer(
-        train_loop_per_worker, loop_config, name=stage_spec(cfg.stage).name, storage_path=out,
+        train_loop_per_worker, loop_config, name=spec.name, storage_path=out,
         workers=(cfg.min_workers, cfg.workers) if cfg.min_workers else cfg.workers, use_gpu=cfg.use_gpu,
         worker_cpus=cpus_each, score_attribute="composite_score", keep=cfg.keep_top_k,
         max_failures=cfg.max_failures, callbacks=callbacks, datasets={"train": ds})

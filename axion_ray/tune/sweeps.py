@@ -217,7 +217,8 @@ def _stage2_trial(config: dict[str, Any], base: dict[str, Any], train_store: lis
 def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Path, base: TrainConfig = TrainConfig(),
                 sweep: SweepConfig = SweepConfig(), space_file: str | Path | None = None,
                 say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Sweep Stage 2 training against `composite_score`; export the best trial's best checkpoint.
+    """Sweep Stage 2 training — or, with `base.kind == "regress"`, a regression Stage 1 or 3 —
+    against `composite_score`; export the best trial's best checkpoint.
 
     `train_store` is one store or several (pooled, as in `train_stage`)."""
     from ray import tune
@@ -234,11 +235,13 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     trains, val = open_train_stores(train_store), TileStore.open(val_store, mode="r")
     init_ray(None)
+    # Stage 2, or a regression Stage 1 or 3 (the same pixel losses, so the same search space).
     base = dataclasses.replace(base, workers=sweep.workers_per_trial, use_gpu=sweep.gpus_per_trial,
-                               cpus_per_worker=_cpus_per_worker(sweep), stage=2)
+                               cpus_per_worker=_cpus_per_worker(sweep),
+                               stage=base.stage if base.kind == "regress" else 2)
     steps = base.epochs * math.ceil(sum(t.n_tiles for t in trains) / base.workers / base.batch_size)
     max_t = max(1, math.ceil(steps / base.val_every_steps))
-    say(f"Stage 2 sweep: {sweep.samples} trial(s) over {', '.join(swept(raw)) or 'nothing'}, scheduler "
+    say(f"Stage {base.stage} sweep: {sweep.samples} trial(s) over {', '.join(swept(raw)) or 'nothing'}, scheduler "
         f"{sweep.scheduler}, up to {sweep.max_concurrent} at once, {max_t} validation(s) per trial")
     trainable = _trial_resources(tune.with_parameters(
         _stage2_trial, base=dataclasses.asdict(base), train_store=[t.path for t in trains], val_store=val.path))
@@ -247,7 +250,7 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
     rows = _rows(grid, params, STAGE2_METRICS, "composite_score", "constraints_pass", max_t)
     best = _best_row(rows)
     best_config = {**dataclasses.asdict(base), **best["config"]} if best else None
-    ranked = write_outputs(out, "Stage 2 sweep", rows, params, STAGE2_METRICS, "composite_score", best_config)
+    ranked = write_outputs(out, f"Stage {base.stage} sweep", rows, params, STAGE2_METRICS, "composite_score", best_config)
     _require_a_best(best, rows, out)
     summary: dict[str, Any] = {"out": str(out), "trials": len(rows), "best": _public(ranked[0]) if ranked else None}
     if best is not None:

@@ -1,10 +1,12 @@
+import contextlib
+
 import numpy as np
 import pytest
 import zarr
 
 from axion_ray.cli import main
 from axion_ray.config import InferConfig, SynthConfig
-from axion_ray.errors import ConfigError
+from axion_ray.errors import ConfigError, DeviceError
 from axion_ray.pipeline import plan_stages, plan_todo, run_pipeline
 from axion_ray.store import TileStatus, TileStore
 from axion_ray.store.synth import synthesize_aoi
@@ -62,7 +64,28 @@ def test_resources_leave_room_for_the_reader_on_two_cpus():
     two_nodes = plan_stages(InferConfig(stages=(2,), actors=(2, 2)), {"CPU": 2.0}, node_cpus=[1.0, 1.0])
     assert two_nodes[0].num_cpus <= 0.75
     gpu = plan_stages(InferConfig(stages=(1, 2, 3), actors=(1, 4)), {"CPU": 16.0, "GPU": 2.0})
-    assert [p.num_gpus for p in gpu] == [1.0, 0.5, 1.0] and all(p.max_actors == 4 for p in gpu)
+    assert sum(p.num_gpus for p in gpu) <= 2.0 and gpu[0].num_gpus > 0.9 and all(p.max_actors == 4 for p in gpu)
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 8])
+def test_the_gpu_plan_fits_the_cluster_and_scales_with_it(gpus):
+    """Shares from the stages' measured costs: the whole chain's minimum pools fit `gpus` GPUs at once
+    (on one GPU too), generation gets the lion's share, no actor asks more than one GPU."""
+    for stages, kinds in (((1, 2, 3), {}), ((1, 2, 3), {"stage1_kind": "regress", "stage3_kind": "regress"}),
+                          ((2,), {})):
+        cfg = InferConfig(stages=stages, actors=(1, 4), allow_random_init=True, **kinds)
+        plans = plan_stages(cfg, {"CPU": 16.0, "GPU": float(gpus)})
+        assert sum(p.num_gpus * p.min_actors for p in plans) <= gpus
+        assert all(0 < p.num_gpus <= 1 and p.device == "cuda" for p in plans)
+        if not kinds and len(stages) == 3:
+            assert plans[0].num_gpus >= 5 * plans[1].num_gpus  # generation ≈ 75x the refiner per tile
+    two = plan_stages(InferConfig(stages=(2,), actors=(2, 4)), {"CPU": 16.0, "GPU": float(gpus)})
+    assert two[0].num_gpus * 2 <= gpus  # a minimum pool of two fits too
+    # Asked for more than the cluster has: one line naming both, before any work.
+    with pytest.raises(DeviceError, match=f"ask 3 CPUs and 3 GPUs .* has 16 CPUs and {gpus:g} GPUs") \
+            if gpus < 3 else contextlib.nullcontext():
+        plan_stages(InferConfig(stages=(1, 2, 3), num_gpus=1.0, allow_random_init=True),
+                    {"CPU": 16.0, "GPU": float(gpus)})
 
 
 def test_user_mistakes_in_the_config(aoi, capsys):

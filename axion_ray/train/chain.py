@@ -1,0 +1,172 @@
+"""`train_chain`: Stages 1, 2 and 3 trained in turn from S1 alone, the way Axion-Sat trains them.
+
+1. Working copies under `RUN/data/`: the training stores pooled into one (`train.zarr`), and the
+   validation store (s1, s2_truth, metadata; no outputs). Every stage output the chain writes goes
+   there, never into the user's stores; one pooled store is one pipeline run per stage, not one per AOI.
+2. Stage 1 (regression) on (s1 → s2_truth); selected by the composite score, exported `stage1.pt`.
+3. Stage 1's outputs written over every copy by the pipeline (Axion-Sat's `00_precompute_stage1`),
+   so Stage 2 learns from real Stage 1 errors, not from a synthetic prior.
+4. Stage 2 (the refiner) on (opt_v1 → truth); exported; its outputs written the same way.
+5. Stage 3 (regression grounding) on (s1, opt_v2 → truth); exported; run on the validation copy.
+6. One report: each stage against the truth on the validation AOI (`CHAIN_REPORT.md`,
+   `chain_summary.json`) and the one-line summary the CLI and the bench print.
+
+Resume: each step is skipped when its product exists (copies, exports; the pipeline skips done
+tiles; a stage's Ray Train run resumes from its own checkpoints), so a re-run continues a killed one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from axion_ray.config import ChainConfig, InferConfig
+from axion_ray.errors import ConfigError
+from axion_ray.store.tile_store import TileStore
+
+CHAIN_CONFIG_FILE = "chain_config.json"
+CHAIN_OUTPUTS = ("opt_v1", "opt_v2", "opt_v3")
+
+
+def _claim(out: Path, record: dict[str, Any]) -> None:
+    """Record what the run directory trains; refuse another configuration in it (it would mix runs)."""
+    path = out / CHAIN_CONFIG_FILE
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != record:
+            changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
+            raise ConfigError(f"{out} holds a chain run with another configuration ({', '.join(changed)} differ); "
+                              "use a new --out, or delete it to start over")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _working_copy(sources: list[TileStore], dest: Path) -> TileStore:
+    """`TileStore.pool_inputs` made under a temporary name and renamed: a copy is whole or absent."""
+    if dest.exists():
+        return TileStore.open(dest, mode="r+")
+    partial = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # ours: a copy an earlier run did not finish
+    TileStore.pool_inputs(sources, partial)
+    partial.rename(dest)
+    return TileStore.open(dest, mode="r+")
+
+
+def _stage_export(stage: int, trains: list[str], val: str, out: Path, cfg: ChainConfig,
+                  say: Callable[[str], None]) -> Path:
+    from axion_ray.train.run import train_stage
+    from axion_ray.train.select import select_and_export
+
+    export = out / f"stage{stage}.pt"
+    if export.exists():
+        say(f"stage {stage}: already trained and exported ({export})")
+        return export
+    train_stage(trains, val, out / f"stage{stage}", cfg.stage_config(stage), say=lambda line: say("  " + line))
+    meta = select_and_export(out / f"stage{stage}", export, warn=lambda line: say("  " + line))
+    best = meta["selected"]
+    say(f"stage {stage}: selected step {best['step']}, composite {best['composite_score']:+.4f} "
+        f"({'PASS' if best['constraints_pass'] else 'FAIL'}) → {export}")
+    return export
+
+
+def _write_outputs(stage: int, stores: list[TileStore], checkpoint: Path, cfg: ChainConfig,
+                   say: Callable[[str], None]) -> None:
+    """Run one trained stage over every working copy (done tiles are skipped: resumable)."""
+    from axion_ray.pipeline.run import run_pipeline
+
+    infer = InferConfig(stages=(stage,), preset=cfg.preset, batch_size=32, device="cuda" if cfg.use_gpu else "cpu",
+                        progress_interval_s=30.0, **{f"stage{stage}_checkpoint": str(checkpoint)})
+    for store in stores:
+        summary = run_pipeline(store.path, infer, say=lambda line: None)
+        stats = summary.per_stage.get(stage, {})
+        say(f"  stage {stage} outputs on {Path(store.path).name}: {stats.get('done', 0)} written, "
+            f"{stats.get('skipped', 0)} already done, {stats.get('failed', 0)} failed")
+
+
+def chain_line(per_stage: dict[str, dict[str, Any]], constraints_pass: bool) -> str:
+    """The chain's one-line summary: each output's NDVI/EVI RMSE and SAM against the truth."""
+    parts = [f"{name} ndvi={m['ndvi_rmse']:.4f} evi={m['evi_rmse']:.4f} sam={m['sam_rad']:.4f}"
+             for name, m in per_stage.items()]
+    return "chain " + " | ".join(parts) + f" constraints={'PASS' if constraints_pass else 'FAIL'}"
+
+
+def evaluate_chain(store: TileStore) -> dict[str, Any]:
+    """Each chain output against the truth; each later stage's geometry and composite score against
+    the stage before it (the hard constraints are those of Stages 2 and 3 keeping their input's edges)."""
+    from axion_ray.metrics.evaluate import evaluate_store
+
+    results = {name: evaluate_store(store, pred=name, baseline=(None if i == 0 else CHAIN_OUTPUTS[i - 1]),
+                                    truth="s2_truth")
+               for i, name in enumerate(CHAIN_OUTPUTS)}
+    constraints = all(r["constraints_pass"] for r in results.values() if "constraints_pass" in r)
+    return {"per_stage": {k: r["pred_metrics"] for k, r in results.items()}, "results": results,
+            "constraints_pass": bool(constraints)}
+
+
+def _report(out: Path, evaluation: dict[str, Any], exports: dict[int, Path], val: str) -> Path:
+    lines = ["# Chain report", "", f"Validation AOI: `{val}` (every figure computed on its tiles against s2_truth).", "",
+             "| output | checkpoint | NDVI RMSE | EVI RMSE | SAM (rad) | PSNR (dB) | SSIM | composite vs previous "
+             "| constraints |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for i, name in enumerate(CHAIN_OUTPUTS):
+        r = evaluation["results"][name]
+        m = r["pred_metrics"]
+        comp = f"{r['composite_score']:+.4f}" if "composite_score" in r else "—"
+        ok = ("PASS" if r["constraints_pass"] else "FAIL") if "constraints_pass" in r else "—"
+        lines.append(f"| {name} | `{exports[i + 1].name}` | {m['ndvi_rmse']:.4f} | {m['evi_rmse']:.4f} | "
+                     f"{m['sam_rad']:.4f} | {m['psnr_db']:.2f} | {m['ssim']:.4f} | {comp} | {ok} |")
+    lines += ["", "Each stage's own selection report lies beside its export (`stageN_REPORT.md`).", ""]
+    path = out / "CHAIN_REPORT.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def train_chain(train_stores: Sequence[str | Path], val_store: str | Path, out_dir: str | Path,
+                cfg: ChainConfig = ChainConfig(), say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train the whole chain into `out_dir`; returns the summary written to `chain_summary.json`."""
+    cfg.validate()
+    trains = [TileStore.open(p, mode="r") for p in ([train_stores] if isinstance(train_stores, str | Path)
+                                                    else train_stores)]
+    if not trains:
+        raise ConfigError("no training store given")
+    val = TileStore.open(val_store, mode="r")
+    if val.path in [t.path for t in trains]:
+        raise ConfigError(f"the validation store {val.path} is also a training store: validate on an AOI the chain "
+                          "does not train on")
+    for store in [*trains, val]:
+        if not store.has("s2_truth"):
+            raise ConfigError(f"{store.path} has no s2_truth: the chain trains against a reference image")
+    out = Path(out_dir).resolve()
+    _claim(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains], "val_store": val.path})
+
+    say(f"[chain] working copies of {len(trains)} training store(s) and the validation store → {out / 'data'}")
+    train_copy = _working_copy(trains, out / "data" / "train.zarr")
+    val_copy = _working_copy([val], out / "data" / "val.zarr")
+    exports: dict[int, Path] = {}
+    train_seconds: dict[str, float] = {}
+    for stage in (1, 2, 3):
+        say(f"[chain] stage {stage}")
+        start = time.perf_counter()
+        exports[stage] = _stage_export(stage, [train_copy.path], val_copy.path, out, cfg, say)
+        train_seconds[f"stage{stage}"] = round(time.perf_counter() - start, 1)
+        # Each stage's outputs feed the next stage's training; Stage 3's only the final evaluation.
+        _write_outputs(stage, [train_copy, val_copy] if stage < 3 else [val_copy], exports[stage], cfg, say)
+    evaluation = evaluate_chain(val_copy)
+    report = _report(out, evaluation, exports, val.path)
+    line = chain_line(evaluation["per_stage"], evaluation["constraints_pass"])
+    summary = {"run_dir": str(out), "report": str(report), "line": line,
+               "checkpoints": {f"stage{s}": str(p) for s, p in exports.items()},
+               "train_seconds": train_seconds,  # this invocation's (a resumed stage's is only the rest)
+               "validation": {"store": val.path, "copy": val_copy.path, **evaluation["per_stage"],
+                              "constraints_pass": evaluation["constraints_pass"]}}
+    (out / "chain_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    say(line)
+    return summary

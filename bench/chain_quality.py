@@ -1,0 +1,269 @@
+"""SAR → optical, learned and measured: the chain trained from scratch, scored on AOIs it never saw.
+
+What it does, in one run (2 CPU workers here; figures into bench/RESULTS.md):
+1. Synthesises training AOIs that together cover every biome the synthesiser draws and all twelve
+   months, a selection AOI (the chain's own validation store, for checkpoint selection) and the
+   evaluation AOIs (`--val-seeds`, never used in training or selection).
+2. `train_chain` (Ray Train): Stage 1 (regression, S1 → opt_v1), Stage 1's outputs written over the
+   training AOIs, Stage 2 (refiner), its outputs written, Stage 3 (regression grounding).
+3. A plain convolutional baseline — segmentation_models_pytorch's UNet (ResNet-18 encoder, 3 levels,
+   no pretrained weights), fed the same inputs (S1, month, biome) and the same loss — trained for
+   the same wall-clock time as Stage 1, in a plain PyTorch loop with the same 2 cores.
+4. An oracle floor: the synthesiser replays each evaluation AOI's land-cover map, and each pixel is
+   painted with the mean truth spectrum of its class in its tile's month and biome on that AOI — what
+   a model that knew the land cover exactly, but nothing of within-class texture, parcel phase or
+   vigour, would score. A SAR model can beat it only by reading that texture from the backscatter.
+5. Each evaluation AOI through the three exported stages on the Ray pipeline, each output scored
+   against the truth; the means over the evaluation AOIs on the last line:
+   `chain opt_v1 ndvi=… evi=… sam=… | opt_v2 … | opt_v3 … constraints=PASS|FAIL`.
+6. Speed, model only, same process and tile size: regression Stage 1 vs TerraMind generation at 10
+   timesteps (random weights: the cost of generation does not depend on its weights).
+7. The encoder comparison: Stage 1 alone with the other encoder (`terramind` ViT + UNet, or the UNet
+   alone), same data and schedule, scored on the same evaluation AOIs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Training AOIs: the ten biomes of the synthesiser's pool in pairs, three months each (all twelve).
+TRAIN_AOIS = [((4, 5), (1, 6, 11)), ((6, 7), (2, 7, 12)), ((8, 12), (3, 8, 1)), ((15, 1), (4, 9, 2)),
+              ((2, 13), (5, 10, 3))]
+SELECTION_SEED = 8000
+
+
+def synth(out: Path, seeds_and_cfg):
+    from axion_ray.store.synth import synthesize_aoi
+
+    return [synthesize_aoi(out / name, cfg, overwrite=True) for name, cfg in seeds_and_cfg]
+
+
+def spectral(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    from axion_ray.metrics.spectral import SpectralAccumulator
+
+    acc = SpectralAccumulator()
+    acc.update(pred, truth)
+    return acc.compute()
+
+
+def oracle(cfg, store) -> np.ndarray:
+    """Per (class, month, biome) mean truth spectrum, painted on the replayed land-cover map."""
+    from axion_ray.store.synth import replay_land_cover
+
+    cover = replay_land_cover(cfg)
+    truth = store.read("s2_truth", np.arange(store.n_tiles))
+    meta = store.tile_meta()
+    key = (meta["month"].astype(np.int64) * 16 + meta["biome_code"].astype(np.int64))[:, None, None] * 16 + cover
+    pred = np.empty_like(truth)
+    for k in np.unique(key):
+        mask = key == k
+        for band in range(4):
+            pred[:, band][mask] = truth[:, band][mask].mean()
+    return pred
+
+
+class BaselineInputs:
+    """S1 features + month (sin, cos) + biome one-hot as image channels: what the baseline sees."""
+
+    @staticmethod
+    def make(s1, month, biome):
+        import torch
+
+        from axion_ray.bands import N_BIOMES
+        from axion_ray.models.regress import s1_features
+        from axion_ray.models.stage2 import month_features
+
+        h, w = s1.shape[-2:]
+        m = month_features(month)[:, :, None, None].expand(-1, -1, h, w)
+        b = torch.nn.functional.one_hot(biome.long().clamp(0, N_BIOMES - 1), N_BIOMES).float()[:, :, None, None]
+        return torch.cat([s1_features(s1), m, b.expand(-1, -1, h, w)], dim=1)
+
+
+def train_baseline(train_stores, seconds: float, seed: int = 0):
+    """smp UNet for `seconds` of wall-clock time on the pooled training tiles; returns (model, steps)."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from axion_ray.train.losses import stage2_loss
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(2)
+    s1 = np.concatenate([s.read("s1", np.arange(s.n_tiles)) for s in train_stores])
+    truth = np.concatenate([s.read("s2_truth", np.arange(s.n_tiles)) for s in train_stores])
+    month = np.concatenate([s.tile_meta()["month"] for s in train_stores]).astype(np.int64)
+    biome = np.concatenate([s.tile_meta()["biome_code"] for s in train_stores]).astype(np.int64)
+    model = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(64, 32, 16),
+                     in_channels=21, classes=4)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    rng = np.random.default_rng(seed)
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        idx = rng.choice(len(s1), size=16, replace=False)
+        x = BaselineInputs.make(torch.from_numpy(s1[idx]), torch.from_numpy(month[idx]), torch.from_numpy(biome[idx]))
+        t = torch.from_numpy(truth[idx])
+        pred = torch.sigmoid(model(x))
+        loss, _ = stage2_loss(pred, t, t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+    return model.eval(), steps
+
+
+def baseline_predict(model, store) -> np.ndarray:
+    import torch
+
+    idx = np.arange(store.n_tiles)
+    meta = store.tile_meta()
+    with torch.no_grad():
+        x = BaselineInputs.make(torch.from_numpy(store.read("s1", idx)), torch.from_numpy(meta["month"].astype(np.int64)),
+                                torch.from_numpy(meta["biome_code"].astype(np.int64)))
+        return torch.sigmoid(model(x)).numpy()
+
+
+def stage_predict(model, store) -> np.ndarray:
+    import torch
+
+    idx = np.arange(store.n_tiles)
+    meta = store.tile_meta()
+    with torch.no_grad():
+        return model(torch.from_numpy(store.read("s1", idx)), torch.from_numpy(meta["month"].astype(np.int64)),
+                     torch.from_numpy(meta["biome_code"].astype(np.int64))).numpy()
+
+
+def model_rates(stage1_checkpoint: str, tiles: int = 32, size: int = 64) -> dict[str, float]:
+    """Model-only tiles/s, same process and tile size: regression Stage 1 vs generation at 10 steps."""
+    import torch
+
+    from axion_ray.models import build_stage
+
+    torch.set_num_threads(2)
+    s1 = torch.randn(tiles, 2, size, size) * 4 - 12
+    month, biome = torch.full((tiles,), 6), torch.full((tiles,), 4)
+    regress = build_stage(1, checkpoint=stage1_checkpoint)
+    with torch.no_grad():
+        regress(s1[:4], month[:4], biome[:4])
+        start = time.perf_counter()
+        for i in range(0, tiles, 16):
+            regress(s1[i:i + 16], month[i:i + 16], biome[i:i + 16])
+        regress_rate = tiles / (time.perf_counter() - start)
+    del regress
+    generate = build_stage(1, kind="generate", allow_random_init=True, timesteps=10)
+    with torch.no_grad():
+        generate(s1[:1])
+        start = time.perf_counter()
+        n = 4
+        generate(s1[:n])
+        generate_rate = n / (time.perf_counter() - start)
+    return {"regress_tiles_s": regress_rate, "generate10_tiles_s": generate_rate,
+            "ratio": regress_rate / generate_rate}
+
+
+def main() -> None:
+    from axion_ray.config import ChainConfig, InferConfig, SynthConfig
+    from axion_ray.models import build_stage
+    from axion_ray.models.presets import DEFAULT_ENCODER, ENCODERS
+    from axion_ray.pipeline.run import run_pipeline
+    from axion_ray.store.tile_store import TileStore
+    from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line, evaluate_chain, train_chain
+    from axion_ray.train.run import train_stage
+    from axion_ray.train.select import select_and_export
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="/tmp/axion_chain_quality")
+    ap.add_argument("--val-seeds", default="9001,9002,9003", help="evaluation AOIs (never trained or selected on)")
+    ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols)")
+    ap.add_argument("--stage1-epochs", type=int, default=35)
+    ap.add_argument("--stage2-epochs", type=int, default=10)
+    ap.add_argument("--stage3-epochs", type=int, default=15)
+    ap.add_argument("--encoder", default=DEFAULT_ENCODER)
+    ap.add_argument("--compare-encoder", default="auto",
+                    help="also train Stage 1 alone with this encoder (auto: the other one; none: skip)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    out = Path(args.out)
+    val_seeds = [int(s) for s in args.val_seeds.split(",") if s]
+
+    trains = synth(out, [(f"train_{i}.zarr", SynthConfig(rows=args.rows, cols=args.rows, seed=100 + i, biomes=b,
+                                                          months=m))
+                         for i, (b, m) in enumerate(TRAIN_AOIS)])
+    (select,) = synth(out, [("select.zarr", SynthConfig(rows=4, cols=4, seed=SELECTION_SEED))])
+    val_cfgs = {seed: SynthConfig(rows=4, cols=4, seed=seed, with_prior=False) for seed in val_seeds}
+    vals = dict(zip(val_seeds, synth(out, [(f"val_{s}.zarr", c) for s, c in val_cfgs.items()])))
+    print(f"training AOIs: {len(trains)} x {trains[0].n_tiles} tiles, biomes "
+          f"{sorted({b for bs, _ in TRAIN_AOIS for b in bs})}, months {sorted({m for _, ms in TRAIN_AOIS for m in ms})}")
+    print("evaluation AOIs: " + ", ".join(f"seed {s} (biomes {v.attrs['synthetic']['biomes']}, months "
+                                          f"{v.attrs['synthetic']['months']})" for s, v in vals.items()))
+
+    shutil.rmtree(out / "run", ignore_errors=True)
+    chain_cfg = ChainConfig(encoder=args.encoder, epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
+                            stage3_epochs=args.stage3_epochs, batch_size=16, val_every_steps=60, workers=2)
+    start = time.perf_counter()
+    chain = train_chain([t.path for t in trains], select.path, out / "run", chain_cfg, say=print)
+    chain_s = time.perf_counter() - start
+    stage1_s = chain["train_seconds"]["stage1"]
+    print(f"chain trained in {chain_s:.0f} s (stage 1 {stage1_s:.0f} s); baseline UNet for the same {stage1_s:.0f} s")
+    baseline, baseline_steps = train_baseline(trains, stage1_s)
+    other = {"auto": next(e for e in ENCODERS if e != args.encoder), "none": None}.get(args.compare_encoder,
+                                                                                     args.compare_encoder)
+    other_model = None
+    if other:
+        print(f"Stage 1 alone with encoder={other}, same schedule, for the encoder comparison")
+        run = out / f"stage1_{other}"
+        shutil.rmtree(run, ignore_errors=True)
+        cfg1 = dataclasses.replace(chain_cfg.stage_config(1), encoder=other)
+        train_stage([str(out / "run" / "data" / "train.zarr")], str(out / "run" / "data" / "val.zarr"), run, cfg1,
+                    say=lambda line: print("  " + line))
+        select_and_export(run, out / f"stage1_{other}.pt", warn=print)
+        other_model = build_stage(1, checkpoint=str(out / f"stage1_{other}.pt"))
+
+    rows, per_aoi = [], {}
+    for seed, store in vals.items():
+        shutil.rmtree(out / f"eval_{seed}.zarr", ignore_errors=True)
+        work = TileStore.pool_inputs([store], out / f"eval_{seed}.zarr")
+        run_pipeline(work.path, InferConfig(stages=(1, 2, 3), batch_size=32, device="cpu",
+                                            **{f"stage{s}_checkpoint": chain["checkpoints"][f"stage{s}"]
+                                               for s in (1, 2, 3)}), say=lambda line: None)
+        evaluation = evaluate_chain(work)
+        truth = store.read("s2_truth", np.arange(store.n_tiles))
+        figures = {**evaluation["per_stage"], "baseline_unet": spectral(baseline_predict(baseline, store), truth),
+                   "oracle": spectral(oracle(val_cfgs[seed], store), truth)}
+        if other_model is not None:
+            figures[f"opt_v1 encoder={other}"] = spectral(stage_predict(other_model, store), truth)
+        per_aoi[seed] = {"figures": figures, "constraints_pass": evaluation["constraints_pass"],
+                         "composite": {k: r.get("composite_score") for k, r in evaluation["results"].items()}}
+        for name, m in figures.items():
+            rows.append((seed, name, m))
+
+    print("\n| AOI seed | output | NDVI RMSE | EVI RMSE | SAM (rad) | PSNR (dB) |\n|---|---|---|---|---|---|")
+    for seed, name, m in rows:
+        print(f"| {seed} | {name} | {m['ndvi_rmse']:.4f} | {m['evi_rmse']:.4f} | {m['sam_rad']:.4f} | {m['psnr_db']:.2f} |")
+    names = [*CHAIN_OUTPUTS, "baseline_unet", "oracle"] + ([f"opt_v1 encoder={other}"] if other_model else [])
+    means = {n: {k: float(np.mean([per_aoi[s]["figures"][n][k] for s in per_aoi]))
+                 for k in ("ndvi_rmse", "evi_rmse", "sam_rad", "psnr_db")} for n in names}
+    print("\n| mean over evaluation AOIs | NDVI RMSE | EVI RMSE | SAM (rad) |\n|---|---|---|---|")
+    for n in names:
+        print(f"| {n} | {means[n]['ndvi_rmse']:.4f} | {means[n]['evi_rmse']:.4f} | {means[n]['sam_rad']:.4f} |")
+    rates = model_rates(chain["checkpoints"]["stage1"])
+    print(f"\nspeed (model only, 64 px, 2 threads): regression Stage 1 {rates['regress_tiles_s']:.1f} tiles/s, "
+          f"generation at 10 timesteps {rates['generate10_tiles_s']:.2f} tiles/s, ratio {rates['ratio']:.0f}x")
+    print(f"baseline: {baseline_steps} steps of 16 tiles in {stage1_s:.0f} s")
+    constraints = all(per_aoi[s]["constraints_pass"] for s in per_aoi)
+    result = {"train_seconds": chain["train_seconds"], "chain_seconds": chain_s, "baseline_steps": baseline_steps,
+              "per_aoi": {str(k): v for k, v in per_aoi.items()}, "means": means, "speed": rates,
+              "constraints_pass": constraints, "encoder": args.encoder, "compared_encoder": other,
+              "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs}}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    print(chain_line({n: means[n] for n in CHAIN_OUTPUTS}, constraints))
+
+
+if __name__ == "__main__":
+    main()
