@@ -5,6 +5,7 @@ that takes the config). YAML files map onto them 1:1."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,8 @@ class InferConfig:
         from axion_ray.models.registry import check_stage_chain
 
         check_stage_chain(self.stages)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         lo, hi = self.actors
         if lo < 1 or hi < lo:
             raise ConfigError(f"--actors MIN:MAX needs 1 <= MIN <= MAX, got {lo}:{hi}")

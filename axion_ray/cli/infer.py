@@ -45,7 +45,8 @@ def cmd_infer_npz(args: argparse.Namespace) -> int:
                             timesteps=args.timesteps, address=args.address,
                             **{f"stage{args.stage}_checkpoint": args.checkpoint})
     summary = run_npz_inference(args.stage, args.input_dir, args.output_dir, cfg,
-                                skip_existing=not args.no_skip_existing, say=say)
+                                skip_existing=not args.no_skip_existing, say=say,
+                                output_suffix=args.output_suffix or "", layout=args.layout or "arrays")
     print(summary.to_text())
     if summary.failures:
         print(f"axion-ray infer-npz: {len(summary.failures)} tile(s) failed (listed above)", file=sys.stderr)
@@ -90,7 +91,12 @@ def add_infer_parsers(sub) -> None:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--config", help="YAML with model options (its infer: section or known top-level keys)")
     p.add_argument("--batch_size", type=int)
-    p.add_argument("--device", choices=["cuda", "cpu", "auto"], help="default: cuda, as Axion-Sat's scripts")
+    p.add_argument("--device", help="cuda, cuda:N, cpu or auto (default: cuda, falling back to the CPU with a "
+                                    "warning, as Axion-Sat's scripts do)")
+    p.add_argument("--output-suffix", "--output_suffix", dest="output_suffix",
+                   help="appended to each output file's stem (Axion-Sat's Stage 1 writes <stem>_opt.npz)")
+    p.add_argument("--layout", choices=["arrays", "bands"],
+                   help="output keys: the stage's array (default) or Axion-Sat's per-band keys (s2_b2…s2_b8)")
     p.add_argument("--no_amp", dest="amp", action="store_false", default=None)
     p.add_argument("--no_skip_existing", action="store_true")
     p.add_argument("--weights", help="pretrained weights file or directory (stages 1 and 3)")

@@ -94,7 +94,7 @@ def cmd_export_npz(args: argparse.Namespace) -> int:
     from axion_ray.store.tile_store import TileStore
 
     report = export_npz_dir(TileStore.open(args.store, mode="r"), args.out_dir, overwrite=args.overwrite,
-                            **given(array=args.array))
+                            **given(array=args.array, layout=args.layout, scale=args.scale))
     skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n)
     print(f"wrote {report.written} {report.array} tiles to {report.directory}" + (f" (skipped {skipped})" if skipped else ""))
     return EXIT_OK
@@ -212,5 +212,9 @@ def add_store_parsers(sub) -> None:
     p.add_argument("store")
     p.add_argument("out_dir")
     p.add_argument("--array", help="array to export (default opt_v2)")
+    p.add_argument("--layout", choices=["arrays", "bands"],
+                   help="NPZ keys: one array under its name (default), or Axion-Sat's per-band keys (s2_b2…s2_b8)")
+    p.add_argument("--scale", choices=["source", "reflectance", "dn"],
+                   help="optical values: as each tile was imported (default), reflectance 0–1, or DN 0–10000")
     p.add_argument("--overwrite", action="store_true", help="replace files of the same names in OUT_DIR")
     p.set_defaults(func=cmd_export_npz)

@@ -33,11 +33,6 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     loud = verbose()
-    if not loud:
-        # Ray's C++ core worker writes its own lines straight to the driver's stderr (e.g. "constructor
-        # arguments in the object store", ray#53727, for every Ray Data actor pool). Below fatal they are
-        # dropped for a Ray this process starts (its raylet inherits the level); --verbose keeps them.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     level = logging.INFO if loud else logging.ERROR
     options = {"logging_level": level, "log_to_driver": loud}
     if address:

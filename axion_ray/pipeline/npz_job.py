@@ -9,6 +9,7 @@ the Axion-Sat output format. Tiles whose output already exists are skipped unles
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from collections import defaultdict
 from collections.abc import Callable
@@ -59,12 +60,33 @@ def load_infer_config(path: str | Path | None, **overrides: Any) -> InferConfig:
         section = raw.get("infer", raw)
         # Axion-Sat hardware configs carry unrelated keys: take the ones we know, leave the rest.
         data.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items() if k in known})
-    return InferConfig(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+    cfg = InferConfig(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+    return dataclasses.replace(cfg, device=axion_sat_device(cfg.device))
+
+
+def axion_sat_device(device: str, warn: Callable[[str], None] | None = None) -> str:
+    """Axion-Sat's scripts take any torch device string (`cuda:0` too) and fall back to the CPU with a
+    warning when CUDA is absent; so does infer-npz (`infer` itself stays strict)."""
+    import sys
+
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        return device  # cpu, auto — or not a device, which InferConfig.validate refuses
+    import torch
+
+    if torch.cuda.is_available():
+        return device
+    (warn or (lambda line: print(line, file=sys.stderr)))(f"warning: CUDA not available; {device} → cpu "
+                                                           "(as Axion-Sat's scripts do)")
+    return "cpu"
 
 
 def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path, cfg: InferConfig, *,
-                      skip_existing: bool = True, say: Callable[[str], None] = print) -> NpzRunSummary:
-    """Run one stage over an NPZ tile directory and write the Axion-Sat output directory."""
+                      skip_existing: bool = True, say: Callable[[str], None] = print, output_suffix: str = "",
+                      layout: str = "arrays") -> NpzRunSummary:
+    """Run one stage over an NPZ tile directory and write the Axion-Sat output directory.
+
+    `output_suffix` and `layout` give Axion-Sat's own output names and keys (their Stage 1 writes
+    `<stem>_opt.npz` with per-band `s2_b*` keys: `output_suffix="_opt", layout="bands"`)."""
     import time
 
     from axion_ray.pipeline.run import run_pipeline
@@ -78,7 +100,7 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
 
     groups: dict[tuple[int, int], list[NpzTile]] = defaultdict(list)
     for path in files:
-        if skip_existing and (output_dir / path.name).exists():
+        if skip_existing and (output_dir / f"{path.stem}{output_suffix}.npz").exists():
             summary.skipped_existing += 1
             continue
         try:
@@ -109,7 +131,8 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
         say(f"{len(tiles)} tiles of {h}x{w} px")
         result = run_pipeline(store.path, run_cfg, say=say)
         done_store = TileStore.open(store.path, mode="r")
-        export_npz_dir(done_store, output_dir, spec.output, overwrite=not skip_existing)
+        export_npz_dir(done_store, output_dir, spec.output, overwrite=not skip_existing, layout=layout,
+                       name_suffix=output_suffix)
         stats = result.per_stage[stage]
         summary.done += stats["done"]
         summary.cpu_fallbacks += stats["cpu_fallbacks"]

@@ -9,6 +9,7 @@ each actor hands `build_stage`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,8 @@ def gpu_shares(families: dict[int, str], gpus: float, min_actors: int) -> dict[i
     total = sum(cost.values())
     shares = {s: max(MIN_GPU_SHARE, budget * c / total) for s, c in cost.items()}
     scale = min(1.0, budget / sum(shares.values()))  # the floors may overshoot a small budget
-    return {s: round(min(1.0, max(MIN_GPU_SHARE / 2, v * scale)), 3) for s, v in shares.items()}
+    # Rounded down to 1/1000 GPU: a rounded-up share could ask a hair more than the cluster has.
+    return {s: math.floor(1000 * min(1.0, max(MIN_GPU_SHARE / 2, v * scale))) / 1000 for s, v in shares.items()}
 
 
 def check_fits(plans: list[StagePlan], cpus: float, gpus: float) -> None:

@@ -87,6 +87,8 @@ class NpzTile:
     biome_code: int
     extra: dict[str, Any]
     had_sidecar: bool
+    warnings: list[str] = field(default_factory=list)
+    position: tuple[int, int] | None = None   # (row, col) from the sidecar
 
 
 def read_npz_tile(npz_path: str | Path) -> NpzTile:
@@ -103,16 +105,22 @@ def read_npz_tile(npz_path: str | Path) -> NpzTile:
     except Exception as exc:  # zipfile, zlib, numpy's header parser (even SyntaxError) raise many types
         raise NpzFormatError(f"{path} is not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]})") from exc
     arrays: dict[str, np.ndarray] = {}
-    if "s1_vv" in raw or "s1_vh" in raw:
-        if not ("s1_vv" in raw and "s1_vh" in raw):
-            raise NpzFormatError(f"{path}: s1_vv and s1_vh must come together")
-        vv, vh = raw["s1_vv"], raw["s1_vh"]
-        if vv.ndim != 2 or vv.shape != vh.shape:
-            raise NpzFormatError(f"{path}: s1_vv and s1_vh must be (H, W) arrays of one shape, got {vv.shape} and {vh.shape}")
-        arrays["s1"] = np.stack([vv, vh])
+    try:
+        groups = per_band_keys(raw)
+    except NpzFormatError as exc:
+        raise NpzFormatError(f"{path}: {exc}") from None
+    for name, keys in groups.items():
+        bands = [raw[k] for k in keys]
+        if any(b.ndim != 2 or b.shape != bands[0].shape for b in bands):
+            raise NpzFormatError(f"{path}: {', '.join(keys)} must be (H, W) arrays of one shape, got "
+                                 f"{[b.shape for b in bands]}")
+        arrays[name] = np.stack(bands)
     for key in IMAGE_ARRAYS:
         if key in raw:
             arrays[key] = raw[key]
+    scales: dict[str, str] = {}
+    for key in [k for k in arrays if k != "s1"]:  # DN 0–10000 (Axion-Sat's tiler) or reflectance 0–1
+        arrays[key], scales[key] = reflectance_of(arrays[key])
     if not arrays:
         raise NpzFormatError(f"{path} holds none of the keys {', '.join(IMAGE_ARRAYS)} (found: {', '.join(raw) or 'nothing'})")
     for key, data in arrays.items():
@@ -137,12 +145,86 @@ def read_npz_tile(npz_path: str | Path) -> NpzTile:
             raise NpzFormatError(f"{sidecar_path} must hold a JSON object")
     month = parse_month(meta["month"], str(sidecar_path)) if "month" in meta else DEFAULT_MONTH
     biome = parse_biome(meta["biome_code"], str(sidecar_path)) if "biome_code" in meta else 0
+    warnings: list[str] = []
+    # Month and biome stored in the NPZ (Axion-Sat's create_tiles_from_files writes rasters): they win
+    # over the sidecar; a disagreement is named.
+    for key, parse in (("month", parse_month), ("biome_code", parse_biome)):
+        if key in raw:
+            value = parse(tile_value(raw[key], f"{path}: {key}"), f"{path}: {key}")
+            side = month if key == "month" else biome
+            if key in meta and value != side:
+                warnings.append(f"{path.name}: {key} {value} in the NPZ, {side} in its sidecar; using {value}")
+            month, biome = (value, biome) if key == "month" else (month, value)
     extra = {k: v for k, v in meta.items() if k not in _KNOWN_SIDECAR_KEYS}
+    if any(v == "dn" for v in scales.values()):
+        extra["optical_scale"] = "dn"  # recorded: an export can write the user's scale back
     from axion_ray.store.location import safe_file_name
 
     tile_id = safe_file_name(str(meta.get("tile_id", path.stem)), f"{sidecar_path.name}: tile_id")
     return NpzTile(path, tile_id, {k: v.astype(np.float32) for k, v in arrays.items()},
-                   month, biome, extra, bool(meta) or sidecar_path.exists())
+                   month, biome, extra, bool(meta) or sidecar_path.exists() or "month" in raw, warnings,
+                   grid_position(meta))
+
+
+#: Axion-Sat's per-band optical keys, band order B02, B03, B04, B08.
+_BANDS = (2, 3, 4, 8)
+
+
+def per_band_keys(raw: dict[str, np.ndarray]) -> dict[str, tuple[str, ...]]:
+    """Which of our arrays a file's per-band keys make: `s1_vv` + `s1_vh` → s1; `opt_vN_b2…b8` → opt_vN;
+    `s2_b2…b8` → s2_truth in a tile that also holds S1 (Axion-Sat's tiler), else opt_v1 (their
+    Stage 1 output, `<stem>_opt.npz`, which their Stage 2 reads by those keys)."""
+    found: dict[str, tuple[str, ...]] = {}
+    if "s1_vv" in raw or "s1_vh" in raw:
+        if not ("s1_vv" in raw and "s1_vh" in raw):
+            raise NpzFormatError("s1_vv and s1_vh must come together")
+        found["s1"] = ("s1_vv", "s1_vh")
+    for prefix in ("s2", *OUTPUT_ARRAYS):
+        keys = tuple(f"{prefix}_b{b}" for b in _BANDS)
+        present = [k for k in keys if k in raw]
+        if present and len(present) != len(keys):
+            raise NpzFormatError(f"{', '.join(keys)} must come together (found only {', '.join(present)})")
+        if present:
+            has_s1 = "s1" in raw or "s1" in found
+            found["s2_truth" if prefix == "s2" and has_s1 else "opt_v1" if prefix == "s2" else prefix] = keys
+    return found
+
+
+#: Above this, an optical array is DN (reflectance x 10000), not reflectance: reflectance tops out
+#: near 1.0–1.6 (bright snow, specular glint), DN of any land cover well above 10.
+_DN_THRESHOLD = 5.0
+
+
+def reflectance_of(optical: np.ndarray) -> tuple[np.ndarray, str]:
+    """(reflectance, "dn" | "reflectance"): DN are divided by 10000 (S2_DN_SCALE)."""
+    from axion_ray.bands import S2_DN_SCALE
+
+    finite = optical[np.isfinite(optical)]
+    if finite.size and float(np.abs(finite).max()) > _DN_THRESHOLD:
+        return optical / S2_DN_SCALE, "dn"
+    return optical, "reflectance"
+
+
+def tile_value(values: np.ndarray, source: str) -> float:
+    """One value for a tile from a scalar or a raster (Axion-Sat writes month and biome as (H, W)
+    rasters): the most common finite value."""
+    finite = np.asarray(values, dtype=np.float64).ravel()
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        raise TileMetadataError(f"{source} has no finite value")
+    uniq, counts = np.unique(finite, return_counts=True)
+    return float(uniq[counts.argmax()])
+
+
+def grid_position(meta: dict[str, Any]) -> tuple[int, int] | None:
+    """(row, col) of the tile in its grid from a sidecar's `row`/`col` (or `tile_row`/`tile_col`)."""
+    for r, c in (("row", "col"), ("tile_row", "tile_col")):
+        if r in meta and c in meta:
+            try:
+                return int(meta[r]), int(meta[c])
+            except (TypeError, ValueError):
+                raise TileMetadataError(f"sidecar {r}/{c} must be integers, got {meta[r]!r}, {meta[c]!r}") from None
+    return None
 
 
 @dataclass
@@ -190,8 +272,11 @@ def import_npz_dir(directory: str | Path, store_path: str | Path, *, overwrite: 
     present = [a for a in IMAGE_ARRAYS if any(a in t.arrays for t in tiles)]
     store = TileStore.create(store_path, len(tiles), (h, w), with_truth="s2_truth" in present, overwrite=overwrite,
                              attrs={"source": {"format": "axion-sat-npz", "directory": str(directory.resolve())}})
+    positions = [t.position for t in tiles]
+    rows, cols = (np.array([p[0] for p in positions]), np.array([p[1] for p in positions])) \
+        if all(positions) else (np.arange(len(tiles)), np.zeros(len(tiles)))  # sidecar row/col, else a count
     store.set_tile_meta(month=[t.month for t in tiles], biome_code=[t.biome_code for t in tiles], tile_id=ids,
-                        tile_row=np.arange(len(tiles)), tile_col=np.zeros(len(tiles)))
+                        tile_row=rows, tile_col=cols)
     store.set_sidecar_extra([t.extra for t in tiles])
     store.set_sidecar_sources([str(t.path) for t in tiles])
     for name in present:
@@ -207,7 +292,7 @@ def import_npz_dir(directory: str | Path, store_path: str | Path, *, overwrite: 
         under = np.flatnonzero(fractions < store.min_valid)
         for name in OUTPUT_ARRAYS:  # an output the directory already holds stays done
             store.mark_no_data(under[store.status(name)[under] != TileStatus.DONE], arrays=[name])
-    warnings = []
+    warnings = [w for t in tiles for w in t.warnings]
     no_sidecar = [t.path.name for t in tiles if not t.had_sidecar]
     if no_sidecar:
         shown = ", ".join(no_sidecar[:5]) + (" …" if len(no_sidecar) > 5 else "")
@@ -228,7 +313,7 @@ def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez_compressed(fh, **arrays)  # as Axion-Sat's own scripts write them
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -262,9 +347,48 @@ def output_sidecar(month: int, biome_code: int, tile_id: str, extra: dict[str, A
     }
 
 
+#: NPZ key layouts of an export: one (4, H, W) array under its name, or Axion-Sat's per-band keys.
+EXPORT_LAYOUTS = ("arrays", "bands")
+#: Optical scales of an export: as imported (`source`: DN where the tile came in as DN), or one for all.
+EXPORT_SCALES = ("source", "reflectance", "dn")
+
+
+def _band_prefix(array: str) -> str:
+    """Axion-Sat's per-band key prefix: their Stage 1 output and their tiles' reference are `s2_b*`."""
+    return "s2" if array in ("opt_v1", "s2_truth") else array
+
+
+def _npz_members(array: str, tile: np.ndarray, layout: str, dn: bool) -> dict[str, np.ndarray]:
+    from axion_ray.bands import S2_DN_SCALE
+
+    if array != "s1" and dn:
+        tile = tile * S2_DN_SCALE
+    if layout == "arrays":
+        return {array: tile}
+    if array == "s1":
+        return {"s1_vv": tile[0], "s1_vh": tile[1]}
+    return {f"{_band_prefix(array)}_b{b}": tile[i] for i, b in enumerate(_BANDS)}
+
+
+def _tile_georeference(store: TileStore, row: int, col: int) -> dict[str, Any]:
+    """The tile's own GDAL geotransform and CRS, when the store has them (Axion-Sat's sidecars do)."""
+    if not store.crs or not store.transform:
+        return {}
+    x0, px, rx, y0, ry, py = store.transform
+    stride = store.height - store.overlap
+    return {"crs": store.crs, "geotransform": [x0 + col * stride * px, px, rx, y0 + row * stride * py, ry, py],
+            "row": int(row), "col": int(col)}
+
+
 def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2", *, overwrite: bool = False,
-                   progress: Callable[[int, int], None] | None = None) -> ExportReport:
+                   progress: Callable[[int, int], None] | None = None, layout: str = "arrays",
+                   scale: str = "source", name_suffix: str = "") -> ExportReport:
     """Write every produced tile of `array` as `<tile_id>.npz` + `<tile_id>.json` in `directory`.
+
+    `layout` "bands" writes Axion-Sat's per-band keys (`s2_b2…s2_b8` for opt_v1 and s2_truth,
+    `opt_vN_b*` otherwise, `s1_vv`/`s1_vh`); `scale` "dn" writes optical values x 10000, "source" as
+    each tile was imported. Sidecars carry the tile's geotransform, CRS and grid position when the
+    store has them. Files are compressed, as Axion-Sat writes them.
 
     Output arrays export only their done tiles; pending, failed and no-data tiles are counted as
     skipped. File names come from the data (tile ids, source names): each must be a plain file name.
@@ -276,6 +400,9 @@ def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2
 
     if not store.has(array):
         raise TileMetadataError(f"store {store.path} has no array {array!r} (it has {', '.join(store.arrays)})")
+    if layout not in EXPORT_LAYOUTS or scale not in EXPORT_SCALES:
+        raise TileMetadataError(f"layout must be one of {', '.join(EXPORT_LAYOUTS)} and scale one of "
+                                f"{', '.join(EXPORT_SCALES)}, got {layout!r}, {scale!r}")
     directory = Path(check_output(directory, (store.path,), overwrite=True, may_contain_inputs=True,
                                   what="export directory"))
     if directory.exists() and not directory.is_dir():
@@ -292,7 +419,7 @@ def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2
     meta = store.tile_meta()
     sources, extras = store.sidecar_sources(), store.sidecar_extras()
     prov = store.provenance(array)
-    names = {int(i): safe_file_name(Path(sources[i]).stem if sources[i] else str(meta["tile_id"][i]),
+    names = {int(i): safe_file_name((Path(sources[i]).stem if sources[i] else str(meta["tile_id"][i])) + name_suffix,
                                     f"tile {int(i)}'s name") for i in indices}
     if len(set(names.values())) != len(names):
         raise NpzFormatError(f"tiles of {store.path} share file names; their tile ids must be unique to export")
@@ -306,9 +433,11 @@ def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2
         for i, tile in zip(batch_idx, data):
             tile_id = str(meta["tile_id"][i])
             name = names[int(i)]  # Axion-Sat keeps the input's file name, else the tile id
-            atomic_write_npz(directory / f"{name}.npz", {array: tile})
+            dn = scale == "dn" or (scale == "source" and extras[i].get("optical_scale") == "dn")
+            atomic_write_npz(directory / f"{name}.npz", _npz_members(array, tile, layout, dn))
+            place = _tile_georeference(store, int(meta["tile_row"][i]), int(meta["tile_col"][i]))
             sidecar = output_sidecar(
-                meta["month"][i], meta["biome_code"][i], tile_id, extras[i],
+                meta["month"][i], meta["biome_code"][i], tile_id, {**place, **extras[i]},
                 stage=STAGE_LABELS[array], input_file=sources[i] or f"{store.path}[{int(i)}]",
                 checkpoint=prov.get("checkpoint"), device=prov.get("device", "cpu"),
                 use_amp=bool(prov.get("amp", False)), processing_time_ms=float(proc_ms[i]))

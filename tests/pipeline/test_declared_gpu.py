@@ -13,11 +13,14 @@ from axion_ray.store.synth import synthesize_aoi
 def ray_with_a_declared_gpu():
     import ray
 
-    if ray.is_initialized():
+    was_up = ray.is_initialized()  # the session's shared local Ray (tests/conftest.py): put it back after
+    if was_up:
         ray.shutdown()
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
+    if was_up:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
 
 
 def test_actors_on_a_declared_gpu_fall_back_to_the_cpu(ray_with_a_declared_gpu, tmp_path):
