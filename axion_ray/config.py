@@ -225,6 +225,7 @@ class ChainConfig:
     val_every_steps: int = 50
     max_val_tiles: int = 256
     seed: int = 0
+    holdout: bool = True                # Stage 1 on half the AOIs, Stages 2-3 on its outputs on the others
 
     def stage_config(self, stage: int) -> TrainConfig:
         """The `TrainConfig` of one stage of the chain."""

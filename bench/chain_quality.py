@@ -1,14 +1,15 @@
 """SAR → optical, learned and measured: the chain trained from scratch, scored on AOIs it never saw.
 
 What it does, in one run (2 CPU workers here; figures into bench/RESULTS.md):
-1. Synthesises training AOIs that together cover every biome the synthesiser draws and all twelve
-   months, a selection AOI (the chain's own validation store, for checkpoint selection) and the
-   evaluation AOIs (`--val-seeds`, never used in training or selection).
+1. Synthesises training AOIs that cover every biome the synthesiser draws and all twelve months —
+   twice: Stage 1 trains on one half, Stages 2 and 3 on its outputs over the other —, a selection AOI
+   (the chain's validation store, for checkpoint selection) and the evaluation AOIs (`--val-seeds`,
+   never used in training or selection).
 2. `train_chain` (Ray Train): Stage 1 (regression, S1 → opt_v1), Stage 1's outputs written over the
-   training AOIs, Stage 2 (refiner), its outputs written, Stage 3 (regression grounding).
+   held-out training AOIs, Stage 2 (refiner), its outputs written, Stage 3 (regression grounding).
 3. A plain convolutional baseline — segmentation_models_pytorch's UNet (ResNet-18 encoder, 3 levels,
    no pretrained weights), fed the same inputs (S1, month, biome) and the same loss — trained for
-   the same wall-clock time as Stage 1, in a plain PyTorch loop with the same 2 cores.
+   the same wall-clock time as Stage 1 on Stage 1's AOIs, in a plain PyTorch loop on the same 2 cores.
 4. An oracle floor: the synthesiser replays each evaluation AOI's land-cover map, and each pixel is
    painted with the mean truth spectrum of its class in its tile's month and biome on that AOI — what
    a model that knew the land cover exactly, but nothing of within-class texture, parcel phase or
@@ -33,9 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-# Training AOIs: the ten biomes of the synthesiser's pool in pairs, three months each (all twelve).
-TRAIN_AOIS = [((4, 5), (1, 6, 11)), ((6, 7), (2, 7, 12)), ((8, 12), (3, 8, 1)), ((15, 1), (4, 9, 2)),
-              ((2, 13), (5, 10, 3))]
+# Training AOIs: the ten biomes of the synthesiser's pool in pairs, three months each. The chain holds
+# out every other AOI from Stage 1 (Stages 2 and 3 learn from its errors there), so each half on its
+# own covers all ten biomes and all twelve months.
+_HALF_A = [((4, 5), (1, 6, 11)), ((6, 7), (2, 7, 12)), ((8, 12), (3, 8, 1)), ((15, 1), (4, 9, 2)),
+           ((2, 13), (5, 10, 3))]
+_HALF_B = [((5, 6), (4, 9, 2)), ((7, 8), (5, 10, 3)), ((12, 15), (6, 11, 4)), ((1, 2), (7, 12, 5)),
+           ((13, 4), (8, 1, 6))]
+TRAIN_AOIS = [aoi for pair in zip(_HALF_A, _HALF_B) for aoi in pair]
 SELECTION_SEED = 8000
 
 
@@ -179,7 +185,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/axion_chain_quality")
     ap.add_argument("--val-seeds", default="9001,9002,9003", help="evaluation AOIs (never trained or selected on)")
-    ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols)")
+    ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--stage1-epochs", type=int, default=35)
     ap.add_argument("--stage2-epochs", type=int, default=10)
     ap.add_argument("--stage3-epochs", type=int, default=15)
@@ -210,7 +216,7 @@ def main() -> None:
     chain_s = time.perf_counter() - start
     stage1_s = chain["train_seconds"]["stage1"]
     print(f"chain trained in {chain_s:.0f} s (stage 1 {stage1_s:.0f} s); baseline UNet for the same {stage1_s:.0f} s")
-    baseline, baseline_steps = train_baseline(trains, stage1_s)
+    baseline, baseline_steps = train_baseline(trains[0::2], stage1_s)  # Stage 1's AOIs
     other = {"auto": next(e for e in ENCODERS if e != args.encoder), "none": None}.get(args.compare_encoder,
                                                                                      args.compare_encoder)
     other_model = None
@@ -219,7 +225,7 @@ def main() -> None:
         run = out / f"stage1_{other}"
         shutil.rmtree(run, ignore_errors=True)
         cfg1 = dataclasses.replace(chain_cfg.stage_config(1), encoder=other)
-        train_stage([str(out / "run" / "data" / "train.zarr")], str(out / "run" / "data" / "val.zarr"), run, cfg1,
+        train_stage([str(out / "run" / "data" / "train_stage1.zarr")], str(out / "run" / "data" / "val.zarr"), run, cfg1,
                     say=lambda line: print("  " + line))
         select_and_export(run, out / f"stage1_{other}.pt", warn=print)
         other_model = build_stage(1, checkpoint=str(out / f"stage1_{other}.pt"))

@@ -1,11 +1,13 @@
 """`train_chain`: Stages 1, 2 and 3 trained in turn from S1 alone, the way Axion-Sat trains them.
 
-1. Working copies under `RUN/data/`: the training stores pooled into one (`train.zarr`), and the
-   validation store (s1, s2_truth, metadata; no outputs). Every stage output the chain writes goes
-   there, never into the user's stores; one pooled store is one pipeline run per stage, not one per AOI.
+1. Working copies under `RUN/data/`: the training stores pooled (with `holdout`, two pools: every
+   other AOI for Stage 1, the rest for Stages 2 and 3), and the validation store (s1, s2_truth,
+   metadata; no outputs). Every stage output the chain writes goes there, never into the user's
+   stores; one pooled store is one pipeline run per stage, not one per AOI.
 2. Stage 1 (regression) on (s1 → s2_truth); selected by the composite score, exported `stage1.pt`.
-3. Stage 1's outputs written over every copy by the pipeline (Axion-Sat's `00_precompute_stage1`),
-   so Stage 2 learns from real Stage 1 errors, not from a synthetic prior.
+3. Stage 1's outputs written by the pipeline (Axion-Sat's `00_precompute_stage1`) over the AOIs
+   Stages 2 and 3 train on, so they learn from real Stage 1 errors — with `holdout`, its errors on
+   AOIs it did not train on — not from a synthetic prior.
 4. Stage 2 (the refiner) on (opt_v1 → truth); exported; its outputs written the same way.
 5. Stage 3 (regression grounding) on (s1, opt_v2 → truth); exported; run on the validation copy.
 6. One report: each stage against the truth on the validation AOI (`CHAIN_REPORT.md`,
@@ -148,17 +150,27 @@ def train_chain(train_stores: Sequence[str | Path], val_store: str | Path, out_d
     _claim(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains], "val_store": val.path})
 
     say(f"[chain] working copies of {len(trains)} training store(s) and the validation store → {out / 'data'}")
-    train_copy = _working_copy(trains, out / "data" / "train.zarr")
+    if cfg.holdout and len(trains) >= 2:
+        # Stage 1 trains on every other AOI; Stages 2 and 3 on the rest, where Stage 1's outputs carry
+        # the errors it makes on AOIs it never saw — the errors it will make in production. Trained on
+        # its own training AOIs' outputs, the later stages learn residuals that do not exist elsewhere.
+        first = _working_copy(trains[0::2], out / "data" / "train_stage1.zarr")
+        later = _working_copy(trains[1::2], out / "data" / "train_stages23.zarr")
+    else:
+        first = later = _working_copy(trains, out / "data" / "train.zarr")
+        if cfg.holdout:
+            say("[chain] one training store: Stages 2 and 3 learn from Stage 1's outputs on its own training tiles "
+                "(give two or more AOIs to hold some out)")
     val_copy = _working_copy([val], out / "data" / "val.zarr")
     exports: dict[int, Path] = {}
     train_seconds: dict[str, float] = {}
     for stage in (1, 2, 3):
         say(f"[chain] stage {stage}")
         start = time.perf_counter()
-        exports[stage] = _stage_export(stage, [train_copy.path], val_copy.path, out, cfg, say)
+        exports[stage] = _stage_export(stage, [(first if stage == 1 else later).path], val_copy.path, out, cfg, say)
         train_seconds[f"stage{stage}"] = round(time.perf_counter() - start, 1)
         # Each stage's outputs feed the next stage's training; Stage 3's only the final evaluation.
-        _write_outputs(stage, [train_copy, val_copy] if stage < 3 else [val_copy], exports[stage], cfg, say)
+        _write_outputs(stage, [later, val_copy] if stage < 3 else [val_copy], exports[stage], cfg, say)
     evaluation = evaluate_chain(val_copy)
     report = _report(out, evaluation, exports, val.path)
     line = chain_line(evaluation["per_stage"], evaluation["constraints_pass"])

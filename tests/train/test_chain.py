@@ -34,10 +34,14 @@ def test_the_chain_trains_exports_reports_resumes_and_leaves_the_users_stores_al
         assert (tmp_path / "run" / f"stage{stage}.pt").exists()
     assert stage_provenance(1, checkpoint=summary["checkpoints"]["stage1"])["kind"] == "regress"
     assert "| opt_v3 |" in (tmp_path / "run" / "CHAIN_REPORT.md").read_text()
-    # Stage 2 trained on the chain's own Stage 1 outputs (the pooled copy), not on the stores' prior:
-    pooled = TileStore.open(tmp_path / "run" / "data" / "train.zarr")
-    assert pooled.n_tiles == 18 and pooled.counts("opt_v1").done == 18 and pooled.counts("opt_v2").done == 18
-    assert pooled.provenance("opt_v1")["checkpoint"] == summary["checkpoints"]["stage1"]
+    # Stage 1 trained on the first AOI; Stages 2 and 3 on its outputs over the second (held out from
+    # Stage 1: its real errors), not on the stores' prior:
+    first = TileStore.open(tmp_path / "run" / "data" / "train_stage1.zarr")
+    later = TileStore.open(tmp_path / "run" / "data" / "train_stages23.zarr")
+    assert first.n_tiles == later.n_tiles == 9 and first.counts("opt_v1").done == 0
+    assert later.counts("opt_v1").done == 9 and later.counts("opt_v2").done == 9
+    assert later.provenance("opt_v1")["checkpoint"] == summary["checkpoints"]["stage1"]
+    np.testing.assert_array_equal(later.read("s1", np.arange(9)), trains[1].read("s1", np.arange(9)))
     # … and nothing was written into the users' stores.
     np.testing.assert_array_equal(TileStore.open(trains[0].path).read("opt_v1", np.arange(9)), prior)
     assert TileStore.open(val.path).counts("opt_v2").done == 0
