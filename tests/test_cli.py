@@ -38,7 +38,7 @@ def test_synth_status_metrics_export_import(tmp_path, capsys):
                        "--json", str(tmp_path / "m.json"))
     assert code == 0 and "geometry" not in json.loads((tmp_path / "m.json").read_text())
     code, out, _ = run(capsys, "metrics", str(store), "--pred", "opt_v1", "--baseline", "opt_v1",
-                       "--json", str(tmp_path / "m.json"))
+                       "--json", str(tmp_path / "m.json"), "--overwrite")  # replaces the file written above
     assert code == 0
     figures = json.loads((tmp_path / "m.json").read_text())
     for key in ("ndvi_rmse", "evi_rmse", "sam_rad", "mse", "mae", "rmse", "psnr_db", "ssim"):
@@ -146,3 +146,18 @@ def test_mistakes_found_before_ray_starts_leave_nothing_behind(tmp_path, capsys)
                  "--allow-random-init"]) == 2
     assert "also a training store" in capsys.readouterr().err and not (tmp_path / "run").exists()
     assert time.time() - started < 60  # no Ray was started for either
+
+
+def test_report_files_are_never_replaced_without_overwrite_nor_written_into_an_input(small_aoi, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    argv = ["metrics", small_aoi.path, "--pred", "opt_v1", "--baseline", "none"]
+    assert main([*argv, "--json", str(out)]) == 0
+    first = out.read_text()
+    out.write_text("the user's notes")
+    assert main([*argv, "--json", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_text() == "the user's notes"
+    assert main([*argv, "--json", str(out), "--overwrite"]) == 0 and out.read_text() == first
+    assert main([*argv, "--json", f"{small_aoi.path}/m.json"]) == 2  # inside the input store
+    assert "lies inside the input" in capsys.readouterr().err
+    assert main(["classify", "latency", "--model", "resnet18", "--batch-sizes", "1", "--out", str(out)]) == 2
+    assert out.read_text() == first  # refused before any model was built

@@ -53,6 +53,7 @@ class ConditionEmbedding(nn.Module):
         super().__init__()
         self.month_proj = nn.Linear(2, dim)
         self.biome_embed = nn.Embedding(N_BIOMES, dim)
+        nn.init.zeros_(self.biome_embed.weight)  # a biome never seen in training stays neutral
 
     def forward(self, month: torch.Tensor, biome: torch.Tensor) -> torch.Tensor:
         return F.gelu(self.month_proj(month_features(month)) + self.biome_embed(biome.long().clamp(0, N_BIOMES - 1)))

@@ -118,9 +118,6 @@ def read_npz_tile(npz_path: str | Path) -> NpzTile:
     for key in IMAGE_ARRAYS:
         if key in raw:
             arrays[key] = raw[key]
-    scales: dict[str, str] = {}
-    for key in [k for k in arrays if k != "s1"]:  # DN 0–10000 (Axion-Sat's tiler) or reflectance 0–1
-        arrays[key], scales[key] = reflectance_of(arrays[key])
     if not arrays:
         raise NpzFormatError(f"{path} holds none of the keys {', '.join(IMAGE_ARRAYS)} (found: {', '.join(raw) or 'nothing'})")
     for key, data in arrays.items():
@@ -130,6 +127,9 @@ def read_npz_tile(npz_path: str | Path) -> NpzTile:
             raise NpzFormatError(f"{path}: {key} must be a float array, got {data.dtype}")
         if np.isinf(data).any() or not np.isfinite(data).any():  # NaN pixels are no-data (kept), as Axion-Sat's
             raise NpzFormatError(f"{path}: {key} has NaN/Inf values in every pixel (or infinities): no valid data")
+    scales: dict[str, str] = {}
+    for key in [k for k in arrays if k != "s1"]:  # DN 0–10000 (Axion-Sat's tiler) or reflectance 0–1
+        arrays[key], scales[key] = reflectance_of(arrays[key])
     shapes = {a.shape[1:] for a in arrays.values()}
     if len(shapes) > 1:
         raise NpzFormatError(f"{path}: arrays differ in size {sorted(shapes)}")

@@ -41,9 +41,9 @@ def test_every_parameter_learns_and_month_biome_condition_the_output():
     model = build_stage(1, kind="regress", encoder="terramind", allow_random_init=True)
     model(s1, month, biome).square().mean().backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []  # the encoder's tokens are used
-    with torch.no_grad():  # FiLM starts at zero (neutral); a trained model's is not
+    with torch.no_grad():  # FiLM and the biome embedding start at zero (neutral); a trained model's do not
         for name, param in model.decoder.named_parameters():
-            if ".film." in name:
+            if ".film." in name or "biome_embed" in name:
                 torch.nn.init.normal_(param, std=0.5)
         same = s1[:1].repeat(2, 1, 1, 1)
         out = model(same, torch.tensor([1, 7]), torch.tensor([4, 4]))
