@@ -8,6 +8,7 @@ that leaves `READ_TASK_CPUS` free for the tasks that feed it — one formula, in
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 #: CPUs one Ray Data read task reserves (and what every share leaves free for one).
 READ_TASK_CPUS = 0.25
@@ -45,7 +46,35 @@ def init_ray(address: str | None = None) -> None:
 
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ != "SessionFileHandler":  # the console: quiet; its log file keeps everything
-            handler.setLevel(logging.INFO if loud else logging.ERROR)
+            # CRITICAL: Ray Data logs a failed run's full stack trace at ERROR; our one line says what failed.
+            handler.setLevel(logging.INFO if loud else logging.CRITICAL)
+    if not loud:
+        _driver_fd2_to_session_log()
+
+
+def _driver_fd2_to_session_log() -> None:
+    """Send what Ray's C++ core worker writes to this process's file descriptor 2 (e.g. "constructor
+    arguments in the object store", ray#53727, once per actor pool) to the session's log directory,
+    while Python's `sys.stderr` — our one-line errors and warnings — keeps the terminal.
+
+    Deliberately below Ray's API: Ray offers no switch for its driver's C++ log lines, and no level
+    that does not itself print a line saying so.
+    """
+    import sys
+
+    import ray
+
+    try:
+        if sys.stderr is None or sys.stderr.fileno() != 2:
+            return  # stderr is not the process's fd 2 (a test's capture): nothing to separate
+        logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    except Exception:  # no session directory to write to: leave stderr as it is
+        return
+    terminal = os.dup(2)
+    log = os.open(str(logs / "axion_ray_driver_stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
 
 
 def cluster_cpus() -> float:

@@ -225,6 +225,8 @@ def stage_provenance(stage: int, preset: str = "tiny", *, kind: str | None = Non
     ckpt, cfg, preset, spec = _checkpoint_and_preset(stage, preset, checkpoint, kind)
     backbone = spec.backbone(PRESETS[preset], _backbone_choice(spec, cfg, prithvi, encoder))
     model_name = spec.model_name(backbone)
+    if ckpt is not None:
+        check_checkpoint_fits(spec, PRESETS[preset], cfg, backbone, ckpt)
     if ckpt is None or _needs_base_weights(cfg):
         record = _base_weights(spec, backbone, weights, allow_random_init and ckpt is None, need_pretrained=True)
     else:  # a full checkpoint, or adapters on the seeded random base
@@ -232,6 +234,66 @@ def stage_provenance(stage: int, preset: str = "tiny", *, kind: str | None = Non
     lora = LoraSettings(**cfg["lora"]) if cfg.get("lora") else None
     return _provenance(spec, model_name, preset, ckpt.path if ckpt else None, ckpt.sha256 if ckpt else None,
                        record, timesteps, seed, lora)
+
+
+def _fit_marker(spec: StageSpec, backbone: str, cfg: dict[str, Any], ckpt: Checkpoint):
+    """Where a passed check of this checkpoint against this version's model is remembered, or None."""
+    import hashlib
+    import json
+    import os
+    from pathlib import Path
+
+    from axion_ray.version import __version__
+
+    if not ckpt.sha256:
+        return None
+    key = hashlib.sha256(json.dumps([ckpt.sha256, __version__, spec.kind, backbone, cfg], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:32]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "axion_ray" / "checkpoints_checked"
+    return root / key
+
+
+def check_checkpoint_fits(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone: str,
+                          ckpt: Checkpoint) -> None:
+    """Compare a checkpoint's tensor names and shapes with the model it would load into, on the
+    driver, before any Ray work: a wrong checkpoint is one line (exit 2), not a pool of actors dying.
+
+    The model is built on the meta device where its code allows (no memory, no weights read), else on
+    the CPU; TerraMind generation (~300 M parameters, adapter-only checkpoints) is left to the actor.
+    A passed check is remembered per checkpoint digest and version, so a run pays it once.
+    """
+    if spec.generative:
+        return
+    marker = _fit_marker(spec, backbone, cfg, ckpt)
+    if marker is not None and marker.exists():
+        return
+    build = _FAMILY_BUILDERS[spec.family]
+    try:
+        with torch.device("meta"):
+            model = build(spec, preset, cfg, backbone, WeightsRecord(random_init=True), timesteps=1, standardize=True,
+                          seed=0)
+    except Exception:  # code that reads tensor values while it builds (TerraMind's encoder): the CPU
+        model = build(spec, preset, cfg, backbone, WeightsRecord(random_init=True), timesteps=1, standardize=True,
+                      seed=0)
+    if cfg.get("lora"):
+        model = apply_lora(model, LoraSettings(**cfg["lora"]))
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
+    mismatched = [f"{k} {theirs[k]} vs {own[k]}" for k in theirs if k in own and theirs[k] != own[k]]
+    missing = [k for k in own if k not in theirs]
+    unexpected = [k for k in theirs if k not in own]
+    if mismatched or missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} does not fit stage {spec.stage} ({spec.kind}, {spec.model_name(backbone)}): "
+            + (f"shapes differ ({'; '.join(mismatched[:2])}); " if mismatched else "")
+            + f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). "
+            "It was written by another version or configuration of the model: retrain it")
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:  # a read-only home: check again next time
+            pass
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -240,15 +240,28 @@ def _stream(ds: Any, store_path: str, cfg: InferConfig, n_tiles: int, tracker: A
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """Surface a user error raised inside a Ray task or actor as itself."""
+    """Surface a user error raised inside a Ray task or actor as itself.
+
+    An actor that died in its constructor reaches us as an `ActorDiedError` that carries the original
+    error only as text: the user error is rebuilt from its last `axion_ray.errors.X: message` line."""
+    import re
+
+    from axion_ray import errors
+
     seen = exc
     for _ in range(10):
         cause = getattr(seen, "cause", None) or seen.__cause__
         if isinstance(cause, AxionRayError):
             return cause
-        if cause is None:
+        if not isinstance(cause, BaseException):
             break
         seen = cause
+    found = re.findall(r"axion_ray\.errors\.(\w+): (.+)", str(exc))
+    if found:
+        name, message = found[-1]
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, AxionRayError):
+            return cls(message.strip())
     return exc
 
 

@@ -109,17 +109,38 @@ def _release_leaked_placement_groups(before: set[str]) -> int:
     return len(leaked)
 
 
+def _janitor(before: set[str]):
+    """A Tune callback that releases leaked placement groups whenever a trial ends and no other trial
+    is running: a trial ASHA stopped must not hold its workers' CPUs while the next one waits for them
+    (the sweep that never ended: its third trial waited NO_RESOURCES behind a stopped trial's group)."""
+    from ray import tune
+
+    class PlacementGroupJanitor(tune.Callback):
+        def _release_if_idle(self, trials, trial) -> None:
+            if not any(t is not trial and t.status == "RUNNING" for t in trials):
+                _release_leaked_placement_groups(before)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._release_if_idle(trials, trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._release_if_idle(trials, trial)
+
+    return PlacementGroupJanitor()
+
+
 def _run_tuner(trainable, space: dict[str, Any], out: Path, sweep: SweepConfig, max_t: int):
     from ray.util import placement_group_table
 
     before = set(placement_group_table())
     try:
-        return _fit_tuner(trainable, space, out, sweep, max_t)
+        return _fit_tuner(trainable, space, out, sweep, max_t, callbacks=[_janitor(before)])
     finally:
         _release_leaked_placement_groups(before)
 
 
-def _fit_tuner(trainable, space: dict[str, Any], out: Path, sweep: SweepConfig, max_t: int):
+def _fit_tuner(trainable, space: dict[str, Any], out: Path, sweep: SweepConfig, max_t: int,
+               callbacks: list | None = None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -149,7 +170,7 @@ def _fit_tuner(trainable, space: dict[str, Any], out: Path, sweep: SweepConfig, 
                                     reuse_actors=False,
                                     search_alg=BasicVariantGenerator(random_state=sweep.seed,
                                                                      max_concurrent=sweep.max_concurrent)),
-        run_config=tune.RunConfig(name=SWEEP_NAME, storage_path=str(storage)))
+        run_config=tune.RunConfig(name=SWEEP_NAME, storage_path=str(storage), callbacks=callbacks))
     return tuner.fit()
 
 

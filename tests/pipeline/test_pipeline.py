@@ -100,6 +100,32 @@ def test_user_mistakes_in_the_config(aoi, capsys):
     assert code == 2 and "TerraMind_v1_small.pt" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_checkpoint_that_does_not_fit_is_refused_before_ray_starts(aoi, tmp_path, capsys, monkeypatch):
+    """Right stage, wrong tensors: one line and exit 2 from the driver (no actor is started), for the
+    refiner and for a regression stage alike."""
+    import torch
+
+    from axion_ray.models import build_stage
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    refiner = build_stage(2, allow_random_init=True).state_dict()
+    refiner["head.out.weight"] = torch.zeros(5, *refiner["head.out.weight"].shape[1:])
+    torch.save({"model_state_dict": refiner, "config": {"stage": 2, "preset": "tiny"}}, tmp_path / "s2.pt")
+    regress = build_stage(1, kind="regress", encoder="unet", width=8, allow_random_init=True).state_dict()
+    torch.save({"model_state_dict": regress, "config": {"stage": 1, "kind": "regress", "encoder": "unet",
+                                                        "width": 16}}, tmp_path / "s1.pt")  # says 16, holds 8
+    import ray
+
+    was_up = ray.is_initialized()
+    assert main(["infer", aoi.path, "--stages", "2", "--stage2-checkpoint", str(tmp_path / "s2.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shapes differ (head.out.weight (5, 32, 1, 1) vs (4, 32, 1, 1))" in err[0]
+    assert main(["infer", aoi.path, "--stages", "1", "--stage1-checkpoint", str(tmp_path / "s1.pt")]) == 2
+    assert "does not fit stage 1 (regress, unet_regress)" in capsys.readouterr().err
+    assert ray.is_initialized() == was_up  # refused on the driver: no Ray was started for it
+    assert not (tmp_path / "cache" / "axion_ray").exists()  # nothing remembered as passed
+
+
 @pytest.mark.slow
 def test_three_stages_with_bad_tiles(local_ray, tmp_path, capsys):
     store = synthesize_aoi(tmp_path / "bad.zarr", SynthConfig(rows=2, cols=2, tile_size=32, seed=3, with_prior=False))
