@@ -196,7 +196,9 @@ def add_store_parsers(sub) -> None:
     p = sub.add_parser("metrics", help="spectral, geometry and composite metrics over a store")
     p.add_argument("store")
     p.add_argument("--pred", default=STAGE_OUTPUTS[1])
-    p.add_argument("--baseline", default=STAGE_OUTPUTS[0], help="array whose edges must not move, or 'none'")
+    p.add_argument("--baseline", default=STAGE_OUTPUTS[0],
+                   help="array whose edges must not move, 'flat' (the truth's mean spectrum: edges then against "
+                        "the truth), or 'none'")
     p.add_argument("--truth", default=TRUTH_ARRAY, help="reference array, or 'none'")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     add_overwrite_option(p, "an existing --json file")

@@ -20,6 +20,20 @@ def _usable(store: TileStore, array: str) -> np.ndarray:
     return np.ones(store.n_tiles, dtype=bool)
 
 
+#: `baseline=` value for the best flat image: every pixel the truth's mean spectrum over the tiles
+#: evaluated. What a model that ignores its input could reach; Stage 1 regression is scored against it.
+FLAT_BASELINE = "flat"
+
+
+def _truth_mean(store: TileStore, truth: str, indices: np.ndarray, batch_size: int) -> np.ndarray:
+    sums, counts = np.zeros(4), np.zeros(4)
+    for start in range(0, indices.size, batch_size):
+        t = store.read(truth, indices[start:start + batch_size]).astype(np.float64)
+        sums += np.nansum(t, axis=(0, 2, 3))
+        counts += np.isfinite(t).sum(axis=(0, 2, 3))
+    return (sums / np.maximum(counts, 1))[None, :, None, None]
+
+
 def evaluate_store(store: TileStore, pred: str = "opt_v2", baseline: str | None = "opt_v1",
                    truth: str | None = "s2_truth", *, batch_size: int = 64,
                    geometry_cfg: GeometryConfig = GeometryConfig(),
@@ -32,13 +46,16 @@ def evaluate_store(store: TileStore, pred: str = "opt_v2", baseline: str | None 
     Raises:
         TileDataError: unknown arrays, no usable tile, or non-finite truth/prediction values.
     """
-    for name in filter(None, (pred, baseline, truth)):
+    flat = baseline == FLAT_BASELINE
+    if flat and truth is None:
+        raise TileDataError("the flat baseline is the truth's mean spectrum: give a truth array")
+    for name in filter(None, (pred, None if flat else baseline, truth)):
         if not store.has(name):
             raise TileDataError(f"store {store.path} has no array {name!r} (it has {', '.join(store.arrays)})")
     if truth is None and baseline is None:
         raise TileDataError("give a truth array, a baseline array, or both")
     mask = _usable(store, pred)
-    for name in filter(None, (baseline, truth)):
+    for name in filter(None, (None if flat else baseline, truth)):
         mask &= _usable(store, name)
     indices = np.flatnonzero(mask)
     if indices.size == 0:
@@ -46,6 +63,7 @@ def evaluate_store(store: TileStore, pred: str = "opt_v2", baseline: str | None 
 
     pred_acc, base_acc = SpectralAccumulator(), SpectralAccumulator()
     geo_acc = GeometryAccumulator(geometry_cfg)
+    mean = _truth_mean(store, truth, indices, batch_size) if flat else None
     for start in range(0, indices.size, batch_size):
         idx = indices[start:start + batch_size]
         p = store.read(pred, idx)
@@ -54,7 +72,10 @@ def evaluate_store(store: TileStore, pred: str = "opt_v2", baseline: str | None 
             t = store.read(truth, idx)
             _check_finite(t, truth, idx)
             pred_acc.update(p, t)
-        if baseline:
+        if flat:  # the best flat image; edges are then measured against the truth's own
+            geo_acc.update(p, t)
+            base_acc.update(np.where(np.isnan(t), np.nan, mean).astype(np.float32), t)
+        elif baseline:
             b = store.read(baseline, idx)
             _check_finite(b, baseline, idx)
             geo_acc.update(p, b)
