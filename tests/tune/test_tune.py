@@ -94,22 +94,6 @@ def test_stage2_sweep_ranks_exports_and_resumes(local_ray, tmp_path):
     assert len(read_results_csv(tmp_path / "sweep" / RESULTS_CSV)) == 2
 
 
-def test_a_regression_stage1_sweep_exports_a_regression_checkpoint(local_ray, tmp_path):
-    from axion_ray.models.builder import stage_provenance
-
-    train = synthesize_aoi(tmp_path / "train.zarr", SynthConfig(rows=3, cols=3, tile_size=32, seed=1))
-    val = synthesize_aoi(tmp_path / "val.zarr", SynthConfig(rows=2, cols=2, tile_size=32, seed=2))
-    space = tmp_path / "space.yaml"
-    space.write_text("lr: {grid: [2.0e-3, 6.0e-3]}\n")
-    assert main(["tune", "regress", "--stage", "1", "--encoder", "unet", "--train", train.path, "--val", val.path,
-                 "--out", str(tmp_path / "sweep"), "--samples", "1", "--space", str(space), "--scheduler", "fifo",
-                 "--epochs", "1", "--batch-size", "4", "--val-every", "2", "--max-val-tiles", "4"]) == 0
-    rows = _check_outputs(tmp_path / "sweep", ["lr"])
-    assert len(rows) == 2
-    prov = stage_provenance(1, checkpoint=str(tmp_path / "sweep" / "best.pt"))
-    assert prov["kind"] == "regress" and prov["model"] == "unet_regress"
-
-
 @pytest.mark.slow
 def test_stage3_timestep_sweep_scores_quality_and_speed(local_ray, tmp_path):
     store = synthesize_aoi(tmp_path / "aoi.zarr", SynthConfig(rows=1, cols=2, tile_size=32, seed=4))
@@ -134,3 +118,27 @@ def test_classifier_sweep_uses_recall_as_a_floor(local_ray, tmp_path):
     rows = _check_outputs(tmp_path / "cs", ["label_smoothing", "augment"])
     assert len(rows) == 2 and all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert (tmp_path / "cs" / "best_model.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_with_more_trials_than_fit_at_once_ends(tmp_path):
+    """Three trials of a regression Stage 1, one at a time, ASHA stopping the weak ones: every trial
+    ends, the sweep exits 0 with a regression checkpoint and its stderr holds no traceback (run as the
+    user runs it, in its own process, with a time limit)."""
+    import subprocess
+    import sys
+
+    from axion_ray.models.builder import stage_provenance
+
+    train = synthesize_aoi(tmp_path / "train.zarr", SynthConfig(rows=3, cols=3, tile_size=32, seed=1))
+    val = synthesize_aoi(tmp_path / "val.zarr", SynthConfig(rows=2, cols=2, tile_size=32, seed=2))
+    proc = subprocess.run([sys.executable, "-m", "axion_ray.cli", "tune", "regress", "--stage", "1", "--encoder",
+                           "unet", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "sweep"),
+                           "--samples", "3",
+                           "--scheduler", "asha", "--max-concurrent", "1", "--epochs", "1", "--batch-size", "4",
+                           "--val-every", "1", "--max-val-tiles", "4"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(read_results_csv(tmp_path / "sweep" / RESULTS_CSV)) == 3
+    prov = stage_provenance(1, checkpoint=str(tmp_path / "sweep" / "best.pt"))
+    assert prov["kind"] == "regress" and prov["model"] == "unet_regress"
