@@ -249,7 +249,10 @@ def _fit_marker(spec: StageSpec, backbone: str, cfg: dict[str, Any], ckpt: Check
         return None
     key = hashlib.sha256(json.dumps([ckpt.sha256, __version__, spec.kind, backbone, cfg], sort_keys=True,
                                     default=str).encode()).hexdigest()[:32]
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "axion_ray" / "checkpoints_checked"
+    try:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "axion_ray" / "checkpoints_checked"
+    except RuntimeError:  # no home directory to remember in: check every time
+        return None
     return root / key
 
 
