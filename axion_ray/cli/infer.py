@@ -17,6 +17,7 @@ from axion_ray.cli.options import (
     say,
     write_output,
 )
+from axion_ray.errors import ConfigError
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -44,9 +45,13 @@ def cmd_infer_npz(args: argparse.Namespace) -> int:
                             allow_random_init=args.allow_random_init, weights=args.weights,
                             timesteps=args.timesteps, address=args.address,
                             **{f"stage{args.stage}_checkpoint": args.checkpoint})
-    summary = run_npz_inference(args.stage, args.input_dir, args.output_dir, cfg,
+    input_dir = args.opt_v2_dir or args.input_dir
+    if input_dir is None or (args.opt_v2_dir and args.input_dir) or bool(args.opt_v2_dir) != bool(args.s1_dir):
+        raise ConfigError("give --input_dir, or Stage 3's pair of directories --opt-v2-dir and --s1-dir")
+    summary = run_npz_inference(args.stage, input_dir, args.output_dir, cfg,
                                 skip_existing=not args.no_skip_existing, say=say,
-                                output_suffix=args.output_suffix or "", layout=args.layout or "arrays")
+                                output_suffix=args.output_suffix or "", layout=args.layout or "arrays",
+                                s1_dir=args.s1_dir)
     print(summary.to_text())
     if summary.failures:
         print(f"axion-ray infer-npz: {len(summary.failures)} tile(s) failed (listed above)", file=sys.stderr)
@@ -87,7 +92,10 @@ def add_infer_parsers(sub) -> None:
     p = sub.add_parser("infer-npz", help="Axion-Sat infer_stage2.py options, any stage, on the Ray pipeline")
     p.add_argument("--stage", type=int, default=2, choices=list(STAGES))
     p.add_argument("--checkpoint", help="trained checkpoint (.pt); required for stage 2")
-    p.add_argument("--input_dir", required=True)
+    p.add_argument("--input_dir", help="the tiles (or, for Axion-Sat's Stage 3 layout, --opt-v2-dir and --s1-dir)")
+    p.add_argument("--opt-v2-dir", "--opt_v2_dir", dest="opt_v2_dir",
+                   help="stage 3: the opt_v2 tiles, paired by file name with those in --s1-dir")
+    p.add_argument("--s1-dir", "--s1_dir", dest="s1_dir", help="stage 3: the S1 tiles")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--config", help="YAML with model options (its infer: section or known top-level keys)")
     p.add_argument("--batch_size", type=int)
@@ -95,8 +103,9 @@ def add_infer_parsers(sub) -> None:
                                     "warning, as Axion-Sat's scripts do)")
     p.add_argument("--output-suffix", "--output_suffix", dest="output_suffix",
                    help="appended to each output file's stem (Axion-Sat's Stage 1 writes <stem>_opt.npz)")
-    p.add_argument("--layout", choices=["arrays", "bands"],
-                   help="output keys: the stage's array (default) or Axion-Sat's per-band keys (s2_b2…s2_b8)")
+    p.add_argument("--layout", choices=["arrays", "bands", "stage3"],
+                   help="output keys: the stage's array (default), Axion-Sat's per-band keys (s2_b2…s2_b8), or "
+                        "their Stage 3 output (opt_final + opt_v3, quality_status; the default with --s1-dir)")
     p.add_argument("--no_amp", dest="amp", action="store_false", default=None)
     p.add_argument("--no_skip_existing", action="store_true")
     p.add_argument("--weights", help="pretrained weights file or directory (stages 1 and 3)")

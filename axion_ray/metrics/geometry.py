@@ -104,3 +104,25 @@ def geometry_metrics(candidate: np.ndarray, baseline: np.ndarray, cfg: GeometryC
     acc = GeometryAccumulator(cfg)
     acc.update(candidate, baseline)
     return acc.compute()
+
+
+#: Axion-Sat's Stage 3 threshold: below it an output is "preview-only", not ARS-S v1 certified.
+SAR_AGREEMENT_PRODUCTION = 0.6
+
+
+def sar_agreement(optical: np.ndarray, s1: np.ndarray) -> float:
+    """Axion-Sat's Stage 3 grounding check, as their report defines it: the cosine similarity of the
+    min-max-normalised Sobel edge magnitudes of the optical luminance (0.2989 R + 0.587 G + 0.114 B)
+    and of the mean S1 band, clipped to [0, 1]. No-data (NaN) pixels take the image's mean first."""
+    from scipy import ndimage
+
+    def edges(image: np.ndarray) -> np.ndarray:
+        image = np.where(np.isfinite(image), image, np.nanmean(image) if np.isfinite(image).any() else 0.0)
+        image = (image - image.min()) / (image.max() - image.min() + 1e-8)
+        magnitude = np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1))
+        magnitude = (magnitude - magnitude.min()) / (magnitude.max() - magnitude.min() + 1e-8)
+        return magnitude.ravel() / (np.linalg.norm(magnitude) + 1e-8)
+
+    luminance = 0.2989 * optical[2] + 0.5870 * optical[1] + 0.1140 * optical[0]
+    return float(np.clip(np.dot(edges(luminance), edges(s1.mean(axis=0))), 0.0, 1.0))
+

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from axion_ray.config import InferConfig, read_yaml_mapping
-from axion_ray.errors import AxionRayError
+from axion_ray.errors import AxionRayError, ConfigError, NpzFormatError
 from axion_ray.models.registry import STAGES, stage_spec
 from axion_ray.store.npz import NpzTile, export_npz_dir, list_npz_tiles, read_npz_tile
 from axion_ray.store.tile_store import TileStore
@@ -80,19 +80,44 @@ def axion_sat_device(device: str, warn: Callable[[str], None] | None = None) -> 
     return "cpu"
 
 
+def _read_pair(opt_path: Path, s1_path: Path) -> NpzTile:
+    """One tile of Axion-Sat's Stage 3 layout: opt_v2 from its directory (the `opt_v2` key, or the
+    per-band keys their Stage 3 also reads), S1 from the file of the same name in the S1 directory;
+    month and biome from the opt_v2 tile's metadata, else the S1 tile's."""
+    if not s1_path.exists():
+        raise NpzFormatError(f"{opt_path}: no S1 tile of the same name in {s1_path.parent}")
+    tile, s1_tile = read_npz_tile(opt_path), read_npz_tile(s1_path)
+    optical = tile.arrays.get("opt_v2", tile.arrays.get("opt_v1"))  # s2_b* without S1 read as opt_v1
+    if optical is None or "s1" not in s1_tile.arrays:
+        raise NpzFormatError(f"{opt_path}: needs opt_v2 (or s2_b2…s2_b8) here and s1 in {s1_path}")
+    tile.arrays = {"opt_v2": optical, "s1": s1_tile.arrays["s1"]}
+    if not tile.had_sidecar:
+        tile.month, tile.biome_code, tile.extra = s1_tile.month, s1_tile.biome_code, s1_tile.extra
+    return tile
+
+
 def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path, cfg: InferConfig, *,
                       skip_existing: bool = True, say: Callable[[str], None] = print, output_suffix: str = "",
-                      layout: str = "arrays") -> NpzRunSummary:
+                      layout: str = "arrays", s1_dir: str | Path | None = None) -> NpzRunSummary:
     """Run one stage over an NPZ tile directory and write the Axion-Sat output directory.
 
     `output_suffix` and `layout` give Axion-Sat's own output names and keys (their Stage 1 writes
-    `<stem>_opt.npz` with per-band `s2_b*` keys: `output_suffix="_opt", layout="bands"`)."""
+    `<stem>_opt.npz` with per-band `s2_b*` keys: `output_suffix="_opt", layout="bands"`).
+    `s1_dir` is Axion-Sat's Stage 3 layout: `input_dir` holds the opt_v2 tiles (`--opt-v2-dir`),
+    `s1_dir` the S1 tiles, paired by file name; outputs carry `opt_final` + `opt_v3` and a
+    `quality_status` (layout "stage3", the default then)."""
     import time
 
     from axion_ray.pipeline.run import run_pipeline
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     spec = stage_spec(stage)
+    if s1_dir is not None:
+        if stage != 3:
+            raise ConfigError("--s1-dir pairs S1 tiles with opt_v2 tiles: it is Stage 3's layout (--stage 3)")
+        if not Path(s1_dir).is_dir():
+            raise NpzFormatError(f"S1 directory {s1_dir} does not exist or is not a directory")
+        layout = "stage3" if layout == "arrays" else layout
     files = list_npz_tiles(input_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = NpzRunSummary(stage, len(files))
@@ -104,7 +129,7 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
             summary.skipped_existing += 1
             continue
         try:
-            tile = read_npz_tile(path)
+            tile = read_npz_tile(path) if s1_dir is None else _read_pair(path, Path(s1_dir) / path.name)
         except AxionRayError as exc:
             summary.failures[path.name] = str(exc).replace(f"{path}: ", "").replace(str(path), path.name)
             continue

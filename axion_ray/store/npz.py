@@ -347,8 +347,9 @@ def output_sidecar(month: int, biome_code: int, tile_id: str, extra: dict[str, A
     }
 
 
-#: NPZ key layouts of an export: one (4, H, W) array under its name, or Axion-Sat's per-band keys.
-EXPORT_LAYOUTS = ("arrays", "bands")
+#: NPZ key layouts of an export: one (4, H, W) array under its name, Axion-Sat's per-band keys, or
+#: their Stage 3 output (`opt_final` and its alias `opt_v3`, with a `quality_status` in the sidecar).
+EXPORT_LAYOUTS = ("arrays", "bands", "stage3")
 #: Optical scales of an export: as imported (`source`: DN where the tile came in as DN), or one for all.
 EXPORT_SCALES = ("source", "reflectance", "dn")
 
@@ -365,9 +366,21 @@ def _npz_members(array: str, tile: np.ndarray, layout: str, dn: bool) -> dict[st
         tile = tile * S2_DN_SCALE
     if layout == "arrays":
         return {array: tile}
+    if layout == "stage3":
+        return {"opt_final": tile, "opt_v3": tile}
     if array == "s1":
         return {"s1_vv": tile[0], "s1_vh": tile[1]}
     return {f"{_band_prefix(array)}_b{b}": tile[i] for i, b in enumerate(_BANDS)}
+
+
+def _quality_status(optical: np.ndarray, s1: np.ndarray) -> dict[str, Any]:
+    """Axion-Sat's Stage 3 sidecar fields: SAR agreement, production or preview-only, certified."""
+    from axion_ray.metrics.geometry import SAR_AGREEMENT_PRODUCTION, sar_agreement
+
+    agreement = sar_agreement(optical, s1)
+    production = agreement >= SAR_AGREEMENT_PRODUCTION
+    return {"sar_agreement": round(agreement, 4), "quality_status": "production" if production else "preview-only",
+            "ars_s_v1_certified": bool(production)}
 
 
 def _tile_georeference(store: TileStore, row: int, col: int) -> dict[str, Any]:
@@ -436,6 +449,8 @@ def export_npz_dir(store: TileStore, directory: str | Path, array: str = "opt_v2
             dn = scale == "dn" or (scale == "source" and extras[i].get("optical_scale") == "dn")
             atomic_write_npz(directory / f"{name}.npz", _npz_members(array, tile, layout, dn))
             place = _tile_georeference(store, int(meta["tile_row"][i]), int(meta["tile_col"][i]))
+            if layout == "stage3" and store.has("s1"):
+                place.update(_quality_status(tile, store.read("s1", [int(i)])[0]))
             sidecar = output_sidecar(
                 meta["month"][i], meta["biome_code"][i], tile_id, {**place, **extras[i]},
                 stage=STAGE_LABELS[array], input_file=sources[i] or f"{store.path}[{int(i)}]",

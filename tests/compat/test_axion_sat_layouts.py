@@ -123,3 +123,48 @@ def test_a_device_string_that_is_not_one_is_refused(tmp_path, capsys, device):
     assert main(["infer-npz", "--allow-random-init", "--input_dir", str(src), "--output_dir", str(tmp_path / "o"),
                  "--device", device]) == 2
     assert "device must be auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def test_their_stage3_layout_pairs_two_directories_and_tags_quality(local_ray, tmp_path, capsys):
+    """`--opt-v2-dir` + `--s1-dir`, tiles paired by name; outputs `opt_final` and `opt_v3` with their
+    `quality_status` (SAR agreement ≥ 0.6: production, else preview-only); a tile without its pair fails
+    alone with the reason."""
+    opt_dir, s1_dir, out = tmp_path / "stage2_outputs", tmp_path / "s1", tmp_path / "stage3_outputs"
+    opt_dir.mkdir()
+    s1_dir.mkdir()
+    rng = np.random.default_rng(3)
+    for k in range(3):
+        their_tile(s1_dir, f"tile_{k}", rng, col=k)
+    for k in range(4):  # tile_3 has no S1 tile
+        np.savez_compressed(opt_dir / f"tile_{k}.npz", opt_v2=(rng.random((4, SIZE, SIZE)) * 0.3).astype(np.float32))
+        (opt_dir / f"tile_{k}.json").write_text(json.dumps({"month": 5, "biome_code": 12}))
+    stage3 = build_stage(3, kind="regress", encoder="unet", width=8, allow_random_init=True)
+    torch.save({"model_state_dict": stage3.state_dict(),
+                "config": {"stage": 3, "kind": "regress", "preset": "tiny", "encoder": "unet", "width": 8}},
+               tmp_path / "s3.pt")
+    code = main(["infer-npz", "--stage", "3", "--checkpoint", str(tmp_path / "s3.pt"), "--opt-v2-dir", str(opt_dir),
+                 "--s1-dir", str(s1_dir), "--output_dir", str(out), "--device", "cpu"])
+    stdout = capsys.readouterr().out
+    assert code == 1 and "tile_3.npz failed: no S1 tile of the same name" in stdout
+    assert sorted(p.name for p in out.glob("*.npz")) == [f"tile_{k}.npz" for k in range(3)]
+    result = np.load(out / "tile_0.npz")
+    assert sorted(result.files) == ["opt_final", "opt_v3"]
+    v2 = np.load(opt_dir / "tile_0.npz")["opt_v2"]
+    valid = np.isfinite(result["opt_final"])  # NaN where the S1 tile has no data
+    np.testing.assert_allclose(result["opt_final"][valid], v2[valid], atol=1e-6)  # untrained grounding: identity
+    side = json.loads((out / "tile_0.json").read_text())
+    assert side["month"] == 5 and side["quality_status"] in ("production", "preview-only")
+    assert 0 <= side["sar_agreement"] <= 1 and side["ars_s_v1_certified"] == (side["quality_status"] == "production")
+    assert main(["infer-npz", "--stage", "3", "--checkpoint", str(tmp_path / "s3.pt"), "--opt-v2-dir", str(opt_dir),
+                 "--output_dir", str(out)]) == 2  # half a pair
+
+
+def test_sar_agreement_is_high_for_shared_edges_and_low_for_unrelated_ones():
+    from axion_ray.metrics.geometry import sar_agreement
+
+    yy, xx = np.mgrid[:64, :64]
+    field = ((xx > 20) & (yy > 30)).astype(np.float32)
+    optical = np.stack([0.05 + 0.1 * field] * 4)
+    s1 = np.stack([-20 + 10 * field, -26 + 10 * field])
+    noise = np.random.default_rng(0).normal(-15, 3, (2, 64, 64))
+    assert sar_agreement(optical, s1) > 0.9 > 0.6 > sar_agreement(optical, noise)
