@@ -38,12 +38,17 @@ _PATCH = 16
 _S1_MEAN, _S1_STD = (-12.599, -20.293), (5.195, 5.890)
 
 
-def s1_features(s1: torch.Tensor) -> torch.Tensor:
-    """σ0 dB standardised with TerraMind's S1GRD statistics, plus the VV−VH ratio (a vegetation cue)."""
+def standardize_s1(s1: torch.Tensor) -> torch.Tensor:
+    """σ0 dB → TerraMind's standardised S1GRD (what its encoder was pretrained on)."""
     mean = torch.tensor(_S1_MEAN, device=s1.device).view(1, 2, 1, 1)
     std = torch.tensor(_S1_STD, device=s1.device).view(1, 2, 1, 1)
+    return (s1 - mean) / std
+
+
+def s1_features(s1: torch.Tensor) -> torch.Tensor:
+    """σ0 dB standardised with TerraMind's S1GRD statistics, plus the VV−VH ratio (a vegetation cue)."""
     s1 = s1.float().clamp(-40.0, 10.0)
-    return torch.cat([(s1 - mean) / std, ((s1[:, :1] - s1[:, 1:]) - 7.0) / 3.0], dim=1)
+    return torch.cat([standardize_s1(s1), ((s1[:, :1] - s1[:, 1:]) - 7.0) / 3.0], dim=1)
 
 
 class ConditionEmbedding(nn.Module):
@@ -134,8 +139,7 @@ class RegressStage1(RegressionStage):
     def forward(self, s1: torch.Tensor, month: torch.Tensor, biome_code: torch.Tensor) -> torch.Tensor:
         s1, (h, w) = pad_to_multiple(s1.float(), _PATCH)
         feats = s1_features(s1)
-        tokens = self._tokens({"S1GRD": (s1 - feats.new_tensor(_S1_MEAN).view(1, 2, 1, 1))
-                               / feats.new_tensor(_S1_STD).view(1, 2, 1, 1)}, s1.shape[-2:])
+        tokens = self._tokens({"S1GRD": standardize_s1(s1)}, s1.shape[-2:])
         logits = self.decoder(feats, month, biome_code, tokens)
         # A sigmoid is log-linear for dark values: water's 0.01–0.05 is as easy to reach as land's 0.3.
         return torch.sigmoid(logits.float())[..., :h, :w]
@@ -162,7 +166,7 @@ class RegressStage3(RegressionStage):
         feats = torch.cat([s1_features(s1), image_features(optical)], dim=1)
         tokens = None
         if self.encoder is not None:
-            s1_std = (s1 - feats.new_tensor(_S1_MEAN).view(1, 2, 1, 1)) / feats.new_tensor(_S1_STD).view(1, 2, 1, 1)
+            s1_std = standardize_s1(s1)
             tokens = self._tokens({"S1GRD": s1_std, "S2L2A": standardize_s2l2a(assemble_s2l2a(optical))},
                                   s1.shape[-2:])
         log_gain = self.max_log_gain * torch.tanh(self.decoder(feats, month, biome_code, tokens).float())
