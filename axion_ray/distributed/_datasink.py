@@ -1,8 +1,9 @@
-"""Ray Data datasink into a tile store: per tile, the data chunk first, then its status.
+"""Ray Data datasink into a tile store: per block, every stage's data first, then each shard's record.
 
-Each write task opens the store once and writes every stage's results of its blocks: done tiles
-through `TileStore.write` (data, proc_ms, then status), failed ones with their reasons. Counts go to
-the run's progress tracker. Private: use `distributed.write_tile_store`.
+Each write task opens the store once and commits every stage's results of its blocks through
+`TileStore.commit` (done tiles' data, then one record per shard with status, proc_ms and failure
+reasons). A block holds whole read tasks, so whole shards: this task is their only writer. Counts go
+to the run's progress tracker. Private: use `distributed.write_tile_store`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class TileStoreDatasink(Datasink):
         return "AxionRayTileStore"
 
     def write(self, blocks: Iterable[Block], ctx) -> dict[str, int]:
-        from axion_ray.store.tile_store import TileStore
+        from axion_ray.store.tile_store import OutputResult, TileStore
 
         store = TileStore.open(self._store_path, mode="r+", check=False)  # the driver checked it
         written = 0
@@ -41,26 +42,45 @@ class TileStoreDatasink(Datasink):
                 # lingering worker can never overwrite the work of the run that replaced it.
                 self._tracker.report.remote(0, {}, refused=int(tiles.size))
                 continue
-            report = {}
+            whole = _whole_read_tasks(batch)
+            if not whole.all():
+                # A read task's rows arrived in pieces, so its shards may have a second writer: write
+                # none of them (they stay pending for the next run). tile_io sizes blocks so this
+                # should never happen; if it does, it is counted, not silently raced.
+                self._tracker.report.remote(0, {}, split=int((~whole).sum()))
+                batch = {k: np.asarray(v)[whole] for k, v in batch.items()}
+                tiles = tiles[whole]
+                if tiles.size == 0:
+                    continue
+            report, results = {}, []
             for stage in self._stages:
                 status = np.asarray(batch[f"status_{stage}"])
                 done, failed, no_data = status == ROW_DONE, status == ROW_FAILED, status == ROW_NO_DATA
                 name = stage_spec(stage).output
-                if done.any():
-                    store.write(name, tiles[done], np.asarray(batch[name])[done],
-                                proc_ms=np.asarray(batch[f"ms_{stage}"])[done])
-                if no_data.any():
-                    store.mark_no_data(tiles[no_data], arrays=[name])
-                if failed.any():
-                    store.mark_failed(name, tiles[failed], [str(r) for r in np.asarray(batch[f"reason_{stage}"])[failed]])
+                reasons = [str(r) for r in np.asarray(batch[f"reason_{stage}"])[failed]]
+                results.append(OutputResult(name, done=tiles[done], data=np.asarray(batch[name])[done],
+                                            proc_ms=np.asarray(batch[f"ms_{stage}"])[done],
+                                            failed=tiles[failed], reasons=reasons, no_data=tiles[no_data]))
                 report[stage] = {
                     "done": int(done.sum()), "failed": int(failed.sum()), "no_data": int(no_data.sum()),
-                    "failures": {int(t): str(r) for t, r in zip(tiles[failed], np.asarray(batch[f"reason_{stage}"])[failed])},
+                    "failures": {int(t): r for t, r in zip(tiles[failed], reasons)},
                     "devices": sorted({str(d) for d in np.asarray(batch[f"device_{stage}"])[done | failed] if d}),
                     "cpu_fallbacks": int(np.asarray(batch[f"fallback_{stage}"]).sum()),
                     "nodes": {str(n): int(c) for n, c in zip(*np.unique(np.asarray(batch[f"node_{stage}"])[done],
                                                                         return_counts=True)) if n},
                 }
+            # Every stage's data, then each shard's record once (TileStore.commit).
+            store.commit(results)
             written += int(tiles.size)
             self._tracker.report.remote(int(tiles.size), report)
         return {"tiles": written}
+
+
+def _whole_read_tasks(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row: whether every row of its read task is in this block."""
+    if "read_task" not in batch:
+        return np.ones(len(batch["tile"]), bool)
+    tasks = np.asarray(batch["read_task"])
+    ids, inverse, counts = np.unique(tasks, return_inverse=True, return_counts=True)
+    expected = np.asarray(batch["read_task_rows"])
+    return counts[inverse] == expected

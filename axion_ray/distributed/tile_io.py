@@ -24,13 +24,21 @@ def read_tile_store(store_path: str, tiles: np.ndarray, arrays: list[str], tile_
     With `read_errors`, a tile whose chunk cannot be read comes back NaN with the reason in a
     `read_error_<array>` column (the pipeline fails that tile alone); without, the read task fails."""
     import ray
+    from ray.data import DataContext
 
     from axion_ray.distributed._datasource import TileStoreDatasource
+    from axion_ray.store.tile_store import TileStore
 
-    return ray.data.read_datasource(
-        TileStoreDatasource(store_path, tiles, arrays, tile_shape, flags=flags, tiles_per_task=tiles_per_task,
-                            read_errors=read_errors),
-        num_cpus=num_cpus)
+    shard_tiles = TileStore.open(store_path, mode="r", check=False).shard_tiles
+    source = TileStoreDatasource(store_path, tiles, arrays, tile_shape, flags=flags, tiles_per_task=tiles_per_task,
+                                 read_errors=read_errors, shard_tiles=shard_tiles)
+    # A read task's block must reach the sink whole: no split to fill Ray's default parallelism
+    # (`override_num_blocks` = our task count) and no split for size (the target block size raised to
+    # hold the largest task; Ray splits blocks above ~1.5x the target).
+    ctx = DataContext.get_current()
+    ctx.target_max_block_size = max(ctx.target_max_block_size or 0, source.max_task_bytes())
+    return ray.data.read_datasource(source, num_cpus=num_cpus,
+                                    override_num_blocks=max(1, len(source.task_positions())))
 
 
 def write_tile_store(ds: Any, store_path: str, stages: tuple[int, ...], tracker: Any, guard: Any = None) -> None:

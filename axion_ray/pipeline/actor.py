@@ -46,7 +46,7 @@ class StageActor:
     """Callable class for `Dataset.map_batches(..., compute=ActorPoolStrategy(...))`."""
 
     def __init__(self, stage: int, build_kwargs: dict[str, Any], device: str, amp: bool, num_threads: int,
-                 carry_s2l2a: bool, tracker: Any = None):
+                 carry_s2l2a: bool, tracker: Any = None, batch_size: int = 16):
         import ray
         import torch
 
@@ -56,6 +56,7 @@ class StageActor:
 
         torch.set_num_threads(max(1, int(num_threads)))
         self.stage = stage
+        self.batch_size = max(1, int(batch_size))  # tiles per model call; a block (whole shards) may hold more
         self.spec = stage_spec(stage)
         self.carry_s2l2a = carry_s2l2a and stage == 1
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -128,7 +129,8 @@ class StageActor:
             for name in self.spec.inputs:
                 inputs[name] = fill_invalid(inputs[name], valid)
             start = time.perf_counter()
-            result = self.runner(inputs)
+            result = np.concatenate([self.runner({k: v[a:a + self.batch_size] for k, v in inputs.items()})
+                                     for a in range(0, idx.size, self.batch_size)])
             result = np.where(valid[:, None], result, np.nan).astype(np.float32)
             elapsed_ms = 1000.0 * (time.perf_counter() - start) / idx.size
             if self.carry_s2l2a:

@@ -24,9 +24,11 @@ class ProgressTracker:
         self.actors: dict[int, list[Any]] = {s: [] for s in stages}
         self.timeline: list[tuple[float, int]] = []  # (time, tiles written so far)
         self.refused = 0  # tiles a write task would not write: the store's lease had moved on
+        self.split = 0  # tiles not written: their read task reached the sink in pieces
 
-    def report(self, tiles: int, per_stage: dict[int, dict[str, Any]], refused: int = 0) -> None:
+    def report(self, tiles: int, per_stage: dict[int, dict[str, Any]], refused: int = 0, split: int = 0) -> None:
         self.refused += refused
+        self.split += split
         if self.first_tile_at is None and tiles:
             self.first_tile_at = time.time()
         self.tiles += tiles
@@ -50,7 +52,7 @@ class ProgressTracker:
 
     def snapshot(self) -> dict[str, Any]:
         return {"tiles": self.tiles, "first_tile_at": self.first_tile_at, "timeline": list(self.timeline),
-                "refused": self.refused,
+                "refused": self.refused, "split": self.split,
                 "per_stage": {s: {**v, "devices": sorted(v["devices"])} for s, v in self.per_stage.items()}}
 
 

@@ -49,6 +49,7 @@ class RunSummary:
     per_stage: dict[int, dict[str, Any]] = field(default_factory=dict)
     steady_tiles_per_s: float | None = None  # after the first 10 % of tiles (see progress.steady_rate)
     refused_tiles: int = 0  # writes refused because the store's lease had passed to another run
+    split_tiles: int = 0  # not written: their read task reached the sink in pieces (left pending)
 
     @property
     def failed(self) -> int:
@@ -147,6 +148,10 @@ def _run_under_lease(store: TileStore, cfg: InferConfig, provenance: dict[int, d
     summary.refused_tiles = int(snap.get("refused", 0))
     if summary.refused_tiles:
         say(f"  {summary.refused_tiles} tile(s) not written: another run took the store's lease over")
+    summary.split_tiles = int(snap.get("split", 0))
+    if summary.split_tiles:
+        say(f"  {summary.split_tiles} tile(s) not written: their shard reached the writer in pieces; they stay "
+            "pending for the next run")
     steady = summary.elapsed_s - (summary.startup_s or 0.0)
     for plan in plans:
         s = snap["per_stage"][plan.stage]
@@ -193,11 +198,15 @@ def _stage_pool(ds: Any, plan: StagePlan, cfg: InferConfig, tracker: Any, plans:
 
     from axion_ray.pipeline.actor import StageActor
 
+    # batch_size=None: an actor call takes one whole block (whole shards, store/shards.py) and runs
+    # the model on it `plan.batch_size` tiles at a time; Ray Data never cuts a shard between two
+    # calls, so never between two writers.
     return ds.map_batches(
-            StageActor, batch_size=plan.batch_size, batch_format="numpy",
+            StageActor, batch_size=None, batch_format="numpy",
             fn_constructor_kwargs={"stage": plan.stage, "build_kwargs": stage_build_kwargs(cfg, plan.stage),
                                    "device": plan.device, "amp": cfg.amp, "num_threads": plan.threads,
-                                   "carry_s2l2a": _carries_s2l2a(plans), "tracker": tracker},
+                                   "carry_s2l2a": _carries_s2l2a(plans), "tracker": tracker,
+                                   "batch_size": plan.batch_size},
             compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
             num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None,
             # Spread a stage's actors over the nodes (soft): more nodes share the load, and losing one

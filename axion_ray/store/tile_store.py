@@ -1,25 +1,31 @@
 """The Zarr v3 tile store: the hub every stage reads from and writes back to (docs/ARCHITECTURE.md §3).
 
-Layout (contract)::
+Layout (contract; format 2, docs/STORE.md)::
 
     s1            float32 (N, 2, H, W)  dims (tile, pol, y, x)   sigma-0 dB [VV, VH]
     opt_v1..3     float32 (N, 4, H, W)  dims (tile, band, y, x)  reflectance [B02,B03,B04,B08], NaN = not produced
     s2_truth      float32 (N, 4, H, W)  optional reference
     month         int8 (N,)   biome_code int8 (N,)   tile_row/tile_col int32 (N,)   tile_id str (N,)
-    status/<out>  uint8 (N,)  0 pending, 1 done, 2 failed, 3 no data   proc_ms/<out> float32 (N,)
-    failure/<out> str (N,)    reason of the last failure
+    valid_fraction float32 (N,) fraction of valid s1 pixels (NaN = not recorded; store/validity.py)
     sidecar/extra str (N,)    JSON of NPZ sidecar keys we do not interpret (preserved on export)
     sidecar/source str (N,)   file a tile was imported from
-    valid_fraction float32 (N,) fraction of valid s1 pixels (NaN = not recorded; store/validity.py)
+    tracking      str (n_shards,)  per shard, one JSON record: status (0 pending, 1 done, 2 failed,
+                                   3 no data), proc_ms and failure reasons of every tile and output
+
+Shards (store/shards.py): image arrays use Zarr v3's sharding codec, a shard = `shard_tiles`
+consecutive tiles in one file/object and one tile per inner chunk (a tile reads alone); the per-tile
+1-D arrays are chunked one shard per chunk, so a read task reads only its own tiles' metadata. A tile
+id left empty is its default `tile_<i>`, so creating a store writes no per-tile data at all.
 
 Validity: NaN marks invalid pixels in every image array; a stage's output is NaN exactly where its
 inputs are. A tile whose valid fraction is under the store's `min_valid` attr has status *no data* for
 every output: not pending, not failed, never run (store/validity.py).
 
-Every data array is chunked one tile per chunk, and every per-tile 1-D array one element per chunk,
-so concurrent writers never share a chunk. Data is written before status: a crash leaves a tile pending,
-never "done" with missing data. Zarr's LocalStore writes each chunk atomically (temp file + rename); in an object store
-(`s3://…`, store/location.py) each chunk is one object PUT, atomic by the store's semantics.
+Safety: a shard has one writer at a time (shard-aligned read tasks within a run, the store's lease
+across runs). Data is written before the shard's record: a crash leaves a tile pending, never "done"
+with missing data. Zarr's LocalStore writes each file atomically (temp file + rename); in an object
+store (`s3://…`, store/location.py) each shard and record is one object PUT, atomic by the store's
+semantics. Format-1 stores (one file per tile) are converted by `axion-ray migrate` (store/migrate.py).
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import os
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -47,15 +54,24 @@ from axion_ray.errors import (
     TileMetadataError,
 )
 from axion_ray.store.location import (
+    filesystem,
+    is_url,
     location_exists,
     location_has,
     location_is_file,
     resolve_location,
     zarr_store,
 )
+from axion_ray.store.shards import (
+    ShardRecord,
+    choose_shard_tiles,
+    decode_vlen_utf8,
+    n_shards,
+    shard_groups,
+)
 from axion_ray.version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sharded image arrays, per-shard tracking records (1: one file per tile)
 OUTPUT_ARRAYS: tuple[str, ...] = ("opt_v1", "opt_v2", "opt_v3")
 IMAGE_ARRAYS: dict[str, int] = {"s1": len(S1_BANDS), "opt_v1": 4, "opt_v2": 4, "opt_v3": 4, "s2_truth": 4}
 # s1 gets its own band dimension name: xarray needs one size per dimension name in a Dataset.
@@ -63,6 +79,11 @@ _IMAGE_DIMS = {"s1": ("tile", "pol", "y", "x")}
 _OPTICAL_DIMS = ("tile", "band", "y", "x")
 _TILE_META = {"month": "int8", "biome_code": "int8", "tile_row": "int32", "tile_col": "int32"}
 _REQUIRED_ROOT_ATTRS = ("format_version", "tile_size", "grid_shape")
+#: Inner chunks of the image shards: LZ4 through Blosc with byte shuffle. Float reflectance barely
+#: compresses (~10 % with any codec), and LZ4 decodes ~10 % faster than zarr's default zstd (measured,
+#: bench/store_scale.py); the pipeline's write path is what it must not slow down.
+_IMAGE_CODECS = {"compressors": zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")}
+_SLASH_KEYS = {"name": "default", "separator": "/"}  # tracking/c/<shard>: the key the raw reader expects
 
 
 class TileStatus(IntEnum):
@@ -70,6 +91,35 @@ class TileStatus(IntEnum):
     DONE = 1
     FAILED = 2
     NO_DATA = 3  # under the store's min_valid: never run
+
+
+@dataclass
+class Tracking:
+    """One output's per-tile status (uint8, N), proc_ms (float32, N) and failure reasons by tile."""
+
+    status: np.ndarray
+    proc_ms: np.ndarray
+    failures: dict[int, str]
+
+
+_NONE = np.zeros(0, np.int64)
+
+
+@dataclass
+class OutputResult:
+    """What happened to some tiles of one output array: `TileStore.commit`'s unit."""
+
+    array: str
+    done: np.ndarray = field(default_factory=lambda: _NONE)
+    data: np.ndarray | None = None               # (len(done), 4, H, W)
+    proc_ms: np.ndarray | None = None            # (len(done),)
+    failed: np.ndarray = field(default_factory=lambda: _NONE)
+    reasons: Sequence[str] = ()                  # one per failed tile
+    no_data: np.ndarray = field(default_factory=lambda: _NONE)
+
+    def __post_init__(self) -> None:
+        self.done, self.failed, self.no_data = (np.asarray(p, dtype=np.int64).reshape(-1)
+                                                for p in (self.done, self.failed, self.no_data))
 
 
 @dataclass(frozen=True)
@@ -101,6 +151,8 @@ class TileStore:
         self.read_only = read_only
         attrs = group.attrs
         self.n_tiles = int(group["s1"].shape[0])
+        self.shard_tiles = int(attrs.get("shard_tiles", 1))
+        self.n_shards = n_shards(self.n_tiles, self.shard_tiles)
         self.height, self.width = (int(v) for v in group["s1"].shape[2:])
         self.tile_size = int(attrs["tile_size"])
         self.overlap = int(attrs.get("overlap", 0))
@@ -123,6 +175,7 @@ class TileStore:
         with_truth: bool = False,
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
+        shard_tiles: int | None = None,
     ) -> TileStore:
         """Create an empty store for `n_tiles` tiles of `tile_size` pixels.
 
@@ -136,6 +189,7 @@ class TileStore:
             grid_shape: (rows, cols) of the tile grid; defaults to (N, 1).
             with_truth: also create `s2_truth`.
             overwrite: replace an existing store instead of refusing.
+            shard_tiles: tiles per shard; by default `shards.choose_shard_tiles` (a few MB a shard).
 
         Raises:
             StoreExistsError: `path` exists and `overwrite` is False.
@@ -150,31 +204,27 @@ class TileStore:
         if transform is not None and len(transform) != 6:
             raise TileDataError(f"transform must be 6 GDAL-order floats, got {len(transform)}")
         grid_shape = tuple(grid_shape or (n_tiles, 1))
+        shard = int(shard_tiles or choose_shard_tiles(n_tiles, h, w))
+        if shard < 1:
+            raise TileDataError(f"shard_tiles must be at least 1, got {shard}")
         group = zarr.open_group(zarr_store(path), mode="w", zarr_format=3)
         names = ["s1", *OUTPUT_ARRAYS] + (["s2_truth"] if with_truth else [])
         for name in names:
-            group.create_array(
-                name, shape=(n_tiles, IMAGE_ARRAYS[name], h, w), chunks=(1, IMAGE_ARRAYS[name], h, w),
-                dtype="float32", fill_value=np.nan, dimension_names=_IMAGE_DIMS.get(name, _OPTICAL_DIMS),
-            )
-        group["s1"].attrs.update({"bands": list(S1_BANDS), "units": "dB"})
-        for name in names[1:]:
-            group[name].attrs.update({"bands": list(OPTICAL_BANDS), "units": "reflectance"})
+            cls._create_image_array(group, name, n_tiles, h, w, shard)
+        per_tile = {"shape": (n_tiles,), "chunks": (min(shard, n_tiles),), "dimension_names": ("tile",)}
         for name, dtype in _TILE_META.items():
-            group.create_array(name, shape=(n_tiles,), chunks=(n_tiles,), dtype=dtype, fill_value=0,
-                               dimension_names=("tile",))
-        group.create_array("tile_id", shape=(n_tiles,), chunks=(n_tiles,), dtype=str, dimension_names=("tile",))
-        for sub in ("status", "proc_ms", "failure"):
-            group.require_group(sub)
-        for name in OUTPUT_ARRAYS:
-            cls._create_tracking_arrays(group, name, n_tiles)
-        group.create_array("valid_fraction", shape=(n_tiles,), chunks=(n_tiles,), dtype="float32",
-                           fill_value=np.nan, dimension_names=("tile",))
+            group.create_array(name, dtype=dtype, fill_value=0, **per_tile)
+        group.create_array("tile_id", dtype=str, **per_tile)
+        group.create_array("valid_fraction", dtype="float32", fill_value=np.nan, **per_tile)
         sidecar = group.require_group("sidecar")
         for name in ("extra", "source"):
-            sidecar.create_array(name, shape=(n_tiles,), chunks=(n_tiles,), dtype=str, dimension_names=("tile",))
+            sidecar.create_array(name, dtype=str, **per_tile)
+        # One uncompressed record per shard: a write is one small atomic file/object, never a torn one.
+        group.create_array("tracking", shape=(n_shards(n_tiles, shard),), chunks=(1,), dtype=str,
+                           compressors=None, chunk_key_encoding=_SLASH_KEYS, dimension_names=("shard",))
         group.attrs.update({
             "format_version": FORMAT_VERSION,
+            "shard_tiles": shard,
             "crs": crs,
             "transform": [float(v) for v in transform] if transform is not None else None,
             "tile_size": int(h),
@@ -186,18 +236,18 @@ class TileStore:
             **(attrs or {}),
         })
         store = cls(group, path, read_only=False)
-        store.tile_id_defaults()
         store.consolidate()
         return store
 
     @staticmethod
-    def _create_tracking_arrays(group: zarr.Group, name: str, n_tiles: int) -> None:
-        # Uncompressed 1-byte status chunks: a write is one tiny atomic file, never a torn one.
-        group["status"].create_array(name, shape=(n_tiles,), chunks=(1,), dtype="uint8", fill_value=0,
-                                     compressors=None, dimension_names=("tile",))
-        group["proc_ms"].create_array(name, shape=(n_tiles,), chunks=(1,), dtype="float32",
-                                      fill_value=np.nan, compressors=None, dimension_names=("tile",))
-        group["failure"].create_array(name, shape=(n_tiles,), chunks=(1,), dtype=str, dimension_names=("tile",))
+    def _create_image_array(group: zarr.Group, name: str, n_tiles: int, h: int, w: int, shard: int) -> None:
+        bands = IMAGE_ARRAYS[name]
+        group.create_array(
+            name, shape=(n_tiles, bands, h, w), chunks=(1, bands, h, w), shards=(min(shard, n_tiles), bands, h, w),
+            dtype="float32", fill_value=np.nan, dimension_names=_IMAGE_DIMS.get(name, _OPTICAL_DIMS),
+            **_IMAGE_CODECS)
+        group[name].attrs.update({"bands": list(S1_BANDS), "units": "dB"} if name == "s1" else
+                                 {"bands": list(OPTICAL_BANDS), "units": "reflectance"})
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r+", *, check: bool = True) -> TileStore:
@@ -228,8 +278,11 @@ class TileStore:
         except Exception as exc:  # zarr raises several types for unreadable metadata
             raise StoreLayoutError(f"{path} cannot be opened as a Zarr v3 group: {exc}") from exc
         missing_attrs = [a for a in _REQUIRED_ROOT_ATTRS if a not in group.attrs]
+        if not missing_attrs and int(group.attrs["format_version"]) < FORMAT_VERSION:
+            raise StoreLayoutError(f"{path} is a format-{group.attrs['format_version']} tile store (one file per "
+                                   f"tile); convert it once with `axion-ray migrate {path}`")
         missing = []
-        for name in ("s1", *OUTPUT_ARRAYS, *_TILE_META, "status", "failure", "proc_ms"):
+        for name in ("s1", *OUTPUT_ARRAYS, *_TILE_META, "tracking"):
             try:
                 if name not in group:
                     missing.append(name)
@@ -291,19 +344,19 @@ class TileStore:
                                        "(tiles, bands, y, x)")
             if array.dtype != np.float32:
                 raise StoreLayoutError(f"{self.path}: array {name} has dtype {array.dtype}, expected float32")
-            if tuple(array.chunks) != (1, bands, h, w):
-                raise StoreLayoutError(f"{self.path}: array {name} is chunked {tuple(array.chunks)}; the contract is one "
-                                       f"tile per chunk {(1, bands, h, w)}")
+            shards = (min(self.shard_tiles, n), bands, h, w)
+            if tuple(array.chunks) != (1, bands, h, w) or tuple(array.shards or ()) != shards:
+                raise StoreLayoutError(f"{self.path}: array {name} is chunked {tuple(array.chunks)} in shards "
+                                       f"{array.shards}; the contract is one tile per chunk {(1, bands, h, w)} in "
+                                       f"shards of {shards}")
         for name in (*_TILE_META, "tile_id"):
             if tuple(self._member(name).shape) != (n,):
                 raise StoreLayoutError(f"{self.path}: array {name} has shape {tuple(self._member(name).shape)}, "
                                        f"expected ({n},)")
-        for name in OUTPUT_ARRAYS:
-            for sub, dtype in (("status", np.uint8), ("proc_ms", np.float32), ("failure", None)):
-                array = self._member(f"{sub}/{name}")
-                if tuple(array.shape) != (n,) or (dtype is not None and array.dtype != dtype):
-                    raise StoreLayoutError(f"{self.path}: array {sub}/{name} is {array.dtype} {tuple(array.shape)}, "
-                                           f"expected {np.dtype(dtype) if dtype else 'str'} ({n},)")
+        tracking = self._member("tracking")
+        if tuple(tracking.shape) != (self.n_shards,) or tuple(tracking.chunks) != (1,):
+            raise StoreLayoutError(f"{self.path}: array tracking is {tuple(tracking.shape)} in chunks "
+                                   f"{tuple(tracking.chunks)}, expected ({self.n_shards},) in chunks of (1,)")
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -325,12 +378,21 @@ class TileStore:
 
     def tile_meta(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
         """month, biome_code, tile_row, tile_col and tile_id for `indices` (all tiles when None)."""
-        sel = slice(None) if indices is None else self._check_indices(indices)
+        idx = np.arange(self.n_tiles) if indices is None else self._check_indices(indices)
         out = {}
         for name in (*_TILE_META, "tile_id"):
             with self._reading(name):
-                out[name] = self._group[name].get_orthogonal_selection((sel,))
+                out[name] = self._group[name][:] if indices is None else \
+                    self._group[name].get_orthogonal_selection((idx,))
+        ids = np.asarray(out["tile_id"], dtype=object)
+        empty = np.flatnonzero(ids == "")
+        if empty.size:  # never set: the default id, computed (a new store writes no per-tile data)
+            ids[empty] = [self.default_tile_id(int(i)) for i in idx[empty]]
+        out["tile_id"] = ids.astype(str)
         return out
+
+    def default_tile_id(self, index: int) -> str:
+        return f"tile_{index:0{max(4, len(str(self.n_tiles)))}d}"
 
     def set_tile_meta(self, **fields: Sequence[Any] | np.ndarray) -> None:
         """Set whole per-tile metadata columns (month, biome_code, tile_row, tile_col, tile_id).
@@ -389,10 +451,6 @@ class TileStore:
             offset += source.n_tiles
         return out
 
-    def tile_id_defaults(self) -> None:
-        width = max(4, len(str(self.n_tiles)))
-        self._group["tile_id"][:] = np.array([f"tile_{i:0{width}d}" for i in range(self.n_tiles)])
-
     def sidecar_extras(self) -> list[dict[str, Any]]:
         """Per tile, the NPZ sidecar keys we carry through untouched."""
         with self._reading("sidecar/extra"):
@@ -418,10 +476,7 @@ class TileStore:
         self._check_writable()
         if "s2_truth" in self._group:
             return
-        self._group.create_array("s2_truth", shape=(self.n_tiles, 4, self.height, self.width),
-                                 chunks=(1, 4, self.height, self.width), dtype="float32", fill_value=np.nan,
-                                 dimension_names=_OPTICAL_DIMS)
-        self._group["s2_truth"].attrs.update({"bands": list(OPTICAL_BANDS), "units": "reflectance"})
+        self._create_image_array(self._group, "s2_truth", self.n_tiles, self.height, self.width, self.shard_tiles)
         self.consolidate()
 
     @property
@@ -434,8 +489,6 @@ class TileStore:
     def valid_fractions(self) -> np.ndarray:
         """Per tile, the recorded fraction of valid `s1` pixels (NaN where not recorded)."""
         with self._reading("valid_fraction"):
-            if "valid_fraction" not in self._group:
-                return np.full(self.n_tiles, np.nan, np.float32)
             return self._group["valid_fraction"][:]
 
     def set_valid_fraction(self, fractions: Sequence[float] | np.ndarray) -> None:
@@ -444,20 +497,15 @@ class TileStore:
         values = np.asarray(fractions, dtype=np.float32)
         if values.shape != (self.n_tiles,):
             raise TileMetadataError(f"valid fractions need {self.n_tiles} values, got shape {values.shape}")
-        if "valid_fraction" not in self._group:  # a store from before the array existed
-            self._group.create_array("valid_fraction", shape=(self.n_tiles,), chunks=(self.n_tiles,),
-                                     dtype="float32", fill_value=np.nan, dimension_names=("tile",))
         self._group["valid_fraction"][:] = values
 
     def mark_no_data(self, indices: Sequence[int] | np.ndarray, arrays: Sequence[str] = OUTPUT_ARRAYS) -> None:
         """Record tiles as no data for `arrays` (every output by default): they will never run."""
         self._check_writable()
         idx = self._check_indices(indices)
-        if idx.size == 0:
-            return
         for array in arrays:
             self._check_output(array)
-            self._group[f"status/{array}"].set_orthogonal_selection((idx,), np.uint8(TileStatus.NO_DATA))
+        self.commit([OutputResult(array, no_data=idx) for array in arrays])
 
     def provenance(self, array: str) -> dict[str, Any]:
         self._check_array(array)
@@ -516,83 +564,200 @@ class TileStore:
         self._check_array(array)
         idx = self._check_indices(indices)
         data = self.validate_tiles(array, data, n=idx.size)
+        if array in OUTPUT_ARRAYS and mark_done:
+            ms = None if proc_ms is None else np.broadcast_to(np.asarray(proc_ms, dtype=np.float32), idx.shape)
+            self.commit([OutputResult(array, done=idx, data=data, proc_ms=ms)])
+        else:
+            self._write_tiles(array, idx, data)
+
+    def commit(self, results: Sequence[OutputResult]) -> None:
+        """Write every result's done tiles' data, then each touched shard's record once: the sink's
+        one call per block (all stages), and the door every status change goes through.
+
+        Data before record: a crash in between leaves the tiles pending, never done without data."""
+        self._check_writable()
+        for result in results:
+            self._check_output(result.array)
+            if result.done.size:
+                data = self.validate_tiles(result.array, result.data, n=result.done.size)
+                self._write_tiles(result.array, self._check_indices(result.done), data)
+        touched = sorted({int(s) for r in results for part in (r.done, r.failed, r.no_data)
+                          for s in np.unique(np.asarray(part, dtype=np.int64) // self.shard_tiles)})
+        for shard in touched:
+            lo = shard * self.shard_tiles
+            record = self._record(shard)
+            for result in results:
+                status, ms, failures = record.output(result.array)
+                for part, code in ((result.done, TileStatus.DONE), (result.failed, TileStatus.FAILED),
+                                   (result.no_data, TileStatus.NO_DATA)):
+                    part = np.asarray(part, dtype=np.int64)
+                    mine = (part // self.shard_tiles) == shard
+                    local = part[mine] - lo
+                    status[local] = code
+                    if code == TileStatus.DONE and result.proc_ms is not None:
+                        ms[local] = np.asarray(result.proc_ms, dtype=np.float32)[mine]
+                    for k in local.tolist():
+                        failures.pop(k, None)
+                    if code == TileStatus.FAILED:
+                        for k, reason in zip(local.tolist(), np.asarray(list(result.reasons), dtype=object)[mine]):
+                            failures[k] = str(reason)
+            self._write_record(shard, record)
+
+    def _write_tiles(self, array: str, idx: np.ndarray, data: np.ndarray) -> None:
+        """Write tiles shard by shard: one region write per shard (zarr-python 3.1 cannot set integer
+        selections on a sharded array); where the tiles do not fill their span, the span is read and
+        merged first — this task is the shard's only writer (store/shards.py)."""
         if idx.size == 0:
             return
-        self._group[array].set_orthogonal_selection((idx,), data)
-        if array in OUTPUT_ARRAYS and mark_done:
-            if proc_ms is not None:
-                ms = np.broadcast_to(np.asarray(proc_ms, dtype=np.float32), idx.shape)
-                self._group[f"proc_ms/{array}"].set_orthogonal_selection((idx,), ms)
-            self._group[f"status/{array}"].set_orthogonal_selection((idx,), np.uint8(TileStatus.DONE))
+        order = np.argsort(idx, kind="stable")
+        idx, data = idx[order], data[order]
+        target = self._group[array]
+        pos = 0
+        for _, part in shard_groups(idx, self.shard_tiles):
+            chunk = data[pos:pos + part.size]
+            pos += part.size
+            lo, hi = int(part[0]), int(part[-1]) + 1
+            if hi - lo == part.size:
+                target[lo:hi] = chunk
+            else:
+                with self._reading(f"{array} (tiles {lo}..{hi - 1})"):
+                    region = target[lo:hi]
+                region[part - lo] = chunk
+                target[lo:hi] = region
 
     def mark_failed(self, array: str, indices: Sequence[int] | np.ndarray, reasons: str | Sequence[str]) -> None:
         """Record tiles as failed with a reason each; their data is left as it was."""
         self._check_writable()
         self._check_output(array)
         idx = self._check_indices(indices)
-        if idx.size == 0:
-            return
         reasons = [reasons] * idx.size if isinstance(reasons, str) else list(reasons)
         if len(reasons) != idx.size:
             raise TileDataError(f"{idx.size} tiles but {len(reasons)} failure reasons")
-        self._group[f"failure/{array}"].set_orthogonal_selection((idx,), np.array(reasons, dtype=str))
-        self._group[f"status/{array}"].set_orthogonal_selection((idx,), np.uint8(TileStatus.FAILED))
+        self.commit([OutputResult(array, failed=idx, reasons=reasons)])
 
     def reset(self, array: str, indices: Sequence[int] | np.ndarray | None = None) -> None:
         """Mark tiles pending again (status only: data stays until overwritten)."""
         self._check_writable()
         self._check_output(array)
-        sel = slice(None) if indices is None else self._check_indices(indices)
-        self._group[f"status/{array}"].set_orthogonal_selection((sel,), np.uint8(TileStatus.PENDING))
+        if indices is None:
+            shards: dict[int, np.ndarray | None] = {s: None for s in self._records()}
+        else:
+            idx = self._check_indices(indices)
+            shards = {s: part for s, part in shard_groups(idx, self.shard_tiles)}
+        for shard, part in shards.items():
+            record = self._record(shard)
+            if not record.has(array):
+                continue
+            status, ms, failures = record.output(array)
+            local = slice(None) if part is None else part - shard * self.shard_tiles
+            status[local] = TileStatus.PENDING
+            ms[local] = np.nan
+            for k in (list(failures) if part is None else local.tolist()):
+                failures.pop(k, None)
+            self._write_record(shard, record)
+
+    # ------------------------------------------------------------------ tracking records
+    def _shard_size(self, shard: int) -> int:
+        return min(self.shard_tiles, self.n_tiles - shard * self.shard_tiles)
+
+    def _record(self, shard: int) -> ShardRecord:
+        with self._reading(f"tracking record of shard {shard}"):
+            return ShardRecord.decode(self._shard_size(shard), str(self._group["tracking"][shard]))
+
+    def _write_record(self, shard: int, record: ShardRecord) -> None:
+        self._group["tracking"][shard:shard + 1] = np.array([record.encode()])
+
+    def _records(self) -> dict[int, ShardRecord]:
+        """Every written shard's record: one plain read each (a store's progress costs O(written
+        shards)); shards never written have no record and are pending everywhere."""
+        raw = self._raw_records()
+        out = {}
+        for shard, data in raw.items():
+            if shard >= self.n_shards:
+                continue
+            try:
+                out[shard] = ShardRecord.decode(self._shard_size(shard), decode_vlen_utf8(data))
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                raise StoreLayoutError(f"{self.path}: the tracking record of shard {shard} (tiles "
+                                       f"{shard * self.shard_tiles}..{shard * self.shard_tiles + self._shard_size(shard) - 1}) "
+                                       f"cannot be read ({exc}); the store is damaged") from exc
+        return out
+
+    def _raw_records(self) -> dict[int, bytes]:
+        if not is_url(self.path):
+            folder = Path(self.path) / "tracking" / "c"
+            out = {}
+            if folder.is_dir():
+                for entry in os.scandir(folder):
+                    if entry.name.isdigit():
+                        with open(entry.path, "rb") as handle:
+                            out[int(entry.name)] = handle.read()
+            return out
+        fs, root = filesystem(self.path)
+        prefix = f"{root}/tracking/c"
+        try:
+            paths = [p for p in fs.ls(prefix, detail=False) if p.rsplit("/", 1)[-1].isdigit()]
+        except FileNotFoundError:
+            return {}
+        return {int(p.rsplit("/", 1)[-1]): data for p, data in fs.cat(paths).items()} if paths else {}
+
+    def tracking(self, arrays: Sequence[str] = OUTPUT_ARRAYS) -> dict[str, Tracking]:
+        """Status, proc_ms and failure reasons of every tile for `arrays`, in one read of the records."""
+        for array in arrays:
+            self._check_output(array)
+        out = {a: Tracking(np.zeros(self.n_tiles, np.uint8), np.full(self.n_tiles, np.nan, np.float32), {})
+               for a in arrays}
+        for shard, record in self._records().items():
+            lo = shard * self.shard_tiles
+            for array in arrays:
+                if record.has(array):
+                    status, ms, failures = record.output(array)
+                    out[array].status[lo:lo + status.size] = status
+                    out[array].proc_ms[lo:lo + ms.size] = ms
+                    out[array].failures.update({lo + k: v for k, v in failures.items()})
+        for array, t in out.items():
+            bad = np.flatnonzero(t.status > max(TileStatus))
+            if bad.size:
+                raise StoreLayoutError(f"{self.path}: the status of {array} holds values outside "
+                                       f"{[int(s) for s in TileStatus]} (tiles {bad[:5].tolist()}); the store is damaged")
+        return out
 
     def status(self, array: str) -> np.ndarray:
         """Status code of every tile for output `array` (uint8, N)."""
-        self._check_output(array)
-        try:
-            status = self._group[f"status/{array}"][:]
-        except Exception as exc:  # a status chunk that cannot be decoded
-            raise StoreLayoutError(f"{self.path}: status/{array} cannot be read ({type(exc).__name__}: {exc}); "
-                                   "the store is damaged") from exc
-        bad = np.flatnonzero(status > max(TileStatus))
-        if bad.size:
-            raise StoreLayoutError(f"{self.path}: status/{array} holds values outside {[int(s) for s in TileStatus]} "
-                                   f"(tiles {bad[:5].tolist()}); the store is damaged")
-        return status
+        return self.tracking([array])[array].status
 
     def proc_ms(self, array: str) -> np.ndarray:
-        self._check_output(array)
-        with self._reading(f"proc_ms/{array}"):
-            return self._group[f"proc_ms/{array}"][:]
+        return self.tracking([array])[array].proc_ms
 
     def indices_with_status(self, array: str, status: TileStatus) -> np.ndarray:
         return np.flatnonzero(self.status(array) == status)
 
     def failures(self, array: str, status: np.ndarray | None = None) -> dict[int, str]:
         """Reason of every tile currently failed for `array`."""
-        status = self.status(array) if status is None else status
-        failed = np.flatnonzero(status == TileStatus.FAILED)
-        if failed.size == 0:
-            return {}
-        with self._reading(f"failure/{array}"):
-            reasons = self._group[f"failure/{array}"].get_orthogonal_selection((failed,))
-        return {int(i): str(r) or "unknown" for i, r in zip(failed, reasons)}
+        t = self.tracking([array])[array]
+        status = t.status if status is None else status
+        return {int(i): t.failures.get(int(i)) or "unknown" for i in np.flatnonzero(status == TileStatus.FAILED)}
 
-    def counts(self, array: str) -> ArrayCounts:
-        status = self.status(array)
+    def counts(self, array: str, tracking: Tracking | None = None) -> ArrayCounts:
+        t = tracking or self.tracking([array])[array]
+        status = t.status
         return ArrayCounts(
             array=array, total=self.n_tiles,
             pending=int((status == TileStatus.PENDING).sum()), done=int((status == TileStatus.DONE).sum()),
-            failed=int((status == TileStatus.FAILED).sum()), failures=self.failures(array, status),
+            failed=int((status == TileStatus.FAILED).sum()),
+            failures={int(i): t.failures.get(int(i)) or "unknown" for i in np.flatnonzero(status == TileStatus.FAILED)},
             no_data=int((status == TileStatus.NO_DATA).sum()),
         )
 
     def summary(self) -> dict[str, Any]:
-        """Everything `axion-ray status` shows, as JSON-ready data."""
+        """Everything `axion-ray status` shows, as JSON-ready data (one read of the records)."""
+        tracking = self.tracking()
         return {
             "path": self.path, "n_tiles": self.n_tiles, "tile_shape": [self.height, self.width],
             "overlap": self.overlap, "grid_shape": list(self.grid_shape), "crs": self.crs,
+            "shard_tiles": self.shard_tiles, "n_shards": self.n_shards,
             "inputs": [a for a in ("s1", "s2_truth") if self.has(a)],
-            "arrays": {name: self.counts(name).to_dict() for name in OUTPUT_ARRAYS},
+            "arrays": {name: self.counts(name, tracking[name]).to_dict() for name in OUTPUT_ARRAYS},
         }
 
     # ------------------------------------------------------------------ validation

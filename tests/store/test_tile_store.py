@@ -22,21 +22,21 @@ def rand(n, c=4, h=16, w=24, seed=0):
 
 def test_layout_matches_the_contract(store):
     g = zarr.open_group(store.path, mode="r")
+    shard = store.shard_tiles
     assert g["s1"].shape == (6, 2, 16, 24) and g["s1"].chunks == (1, 2, 16, 24)
+    assert g["s1"].shards == (shard, 2, 16, 24)
     for name in (*OUTPUT_ARRAYS, "s2_truth"):
         assert g[name].shape == (6, 4, 16, 24) and g[name].dtype == np.float32
-        assert g[name].chunks == (1, 4, 16, 24)
+        assert g[name].chunks == (1, 4, 16, 24) and g[name].shards == (shard, 4, 16, 24)
         assert g[name].metadata.dimension_names == ("tile", "band", "y", "x")
     assert g["s1"].metadata.dimension_names == ("tile", "pol", "y", "x")
     assert g["month"].dtype == np.int8 and g["biome_code"].dtype == np.int8
     assert g["tile_row"].dtype == np.int32 and g["tile_col"].dtype == np.int32
-    for name in OUTPUT_ARRAYS:
-        assert g[f"status/{name}"].dtype == np.uint8 and g[f"status/{name}"].chunks == (1,)
-        assert g[f"proc_ms/{name}"].dtype == np.float32
+    assert g["tracking"].shape == (store.n_shards,) and g["tracking"].chunks == (1,)
     attrs = dict(g.attrs)
     assert attrs["crs"] == "EPSG:32633" and len(attrs["transform"]) == 6
     assert attrs["tile_size"] == 16 and attrs["overlap"] == 2 and attrs["grid_shape"] == [2, 3]
-    assert attrs["format_version"] == 1
+    assert attrs["format_version"] == 2 and attrs["shard_tiles"] == shard
     assert np.isnan(g["opt_v2"][0]).all()  # NaN = not produced
 
 
@@ -125,8 +125,9 @@ def test_store_opens_with_xarray(store):
     assert ds.sizes["tile"] == 6 and ds.attrs["crs"] == "EPSG:32633"
     assert ds["opt_v1"].attrs["stage"] == "stage1"  # consolidated metadata kept fresh
     np.testing.assert_allclose(ds["opt_v1"][0].values, store.read("opt_v1", [0])[0])
-    status = xr.open_zarr(store.path, group="status", consolidated=False)
-    assert status["opt_v1"].values.tolist() == [1, 0, 0, 0, 0, 0]
+    # the tracking records are plain JSON strings, one per shard, for users' own tools
+    record = json.loads(str(ds["tracking"].values[0]))
+    assert ds["tracking"].dims == ("shard",) and record["outputs"]["opt_v1"]["status"][0] == "1"
 
 
 def test_create_refuses_to_overwrite(store):
@@ -198,6 +199,14 @@ def test_a_damaged_store_is_one_clear_line_naming_the_array(tmp_path, capsys):
     assert "opt_v1 has shape (3, 3, 16, 16), expected (3, 4, 16, 16)" in err
 
     path = fresh("status.zarr")
-    TileStore.open(path).group["status/opt_v3"][1] = 9
+    TileStore.open(path).mark_failed("opt_v3", [1], "bad")
+    record = tmp_path / "status.zarr" / "tracking" / "c" / "1"
+    raw = record.read_bytes()
+    record.write_bytes(raw.replace(b'"status":"2"', b'"status":"9"'))
     assert main(["status", path]) == 2
-    assert "status/opt_v3 holds values outside" in capsys.readouterr().err
+    assert "status of opt_v3 holds values outside" in capsys.readouterr().err
+
+    record.write_bytes(raw[:20])  # a torn record (written by hand: our writes are atomic)
+    assert main(["status", path]) == 2
+    err = capsys.readouterr().err
+    assert "tracking record of shard 1 (tiles 1..1) cannot be read" in err and len(err.strip().splitlines()) == 1
