@@ -1,8 +1,8 @@
 """Tile-store I/O on its own, and the Ray object store's share of a pipeline run (docs/SCALING.md inputs).
 
-1. Zarr write and read throughput of output tiles, the way the datasink writes them (the tiles' data
-   chunks, then their proc_ms and status), one tile per call and a 16-tile block per call, with 1 and 2
-   writer threads: to a local store, and to an `s3://`
+1. Zarr write and read throughput of output tiles through `TileStore.write` (the tiles' data, then
+   their shard's record), one tile per call and a 16-tile block per call, with 1 and 2 writer threads
+   (each owning whole shards): to a local store, and to an `s3://`
    store on moto's S3 server on 127.0.0.1. moto is a single Python process holding objects in memory on
    the same cores as the client, so its figure bounds the client path from below; it is not S3's.
 2. Peak Ray object-store memory in use during a Stage 2 run (sampled from the cluster's resources), set
@@ -32,7 +32,9 @@ def write_read(location: str, n: int, tile: int, writers: int, per_call: int) ->
 
     store = TileStore.create(location, n, tile, overwrite=True)
     data = np.random.default_rng(0).random((n, 4, tile, tile), dtype=np.float32)
-    chunks = np.array_split(np.arange(n), writers)
+    # Writers own whole shards (the store's one-writer-per-shard contract, store/shards.py).
+    shards = np.arange(n) // store.shard_tiles
+    chunks = [np.flatnonzero(shards % writers == k) for k in range(writers)]
 
     def write(idx: np.ndarray) -> None:
         # `per_call` tiles per write, as the datasink writes a block: zarr sends their chunks concurrently.

@@ -1,4 +1,4 @@
-"""Commands over tile stores: synth, ingest, status, metrics, mosaic, import-npz, export-npz."""
+"""Commands over tile stores: synth, ingest, status, migrate, metrics, mosaic, import-npz, export-npz."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {name} tile {tile} failed: {reason}")
         if len(c["failures"]) > 20:
             print(f"  … and {len(c['failures']) - 20} more failed {name} tiles (use --json for all)")
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from axion_ray.store.migrate import migrate_store
+
+    migrate_store(args.store, args.to)
     return EXIT_OK
 
 
@@ -192,6 +199,13 @@ def add_store_parsers(sub) -> None:
     p.add_argument("store")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("migrate", help="convert a format-1 store (one file per tile) to the sharded format 2")
+    p.add_argument("store")
+    p.add_argument("--to", help="write the converted store here and leave STORE as it is (needed for object "
+                                "storage); by default STORE is converted in place and the old one kept as "
+                                "STORE.format1")
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("metrics", help="spectral, geometry and composite metrics over a store")
     p.add_argument("store")

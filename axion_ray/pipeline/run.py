@@ -200,8 +200,9 @@ def _stage_pool(ds: Any, plan: StagePlan, cfg: InferConfig, tracker: Any, plans:
 
     # batch_size=None: an actor call takes one whole block (whole shards, store/shards.py) and runs
     # the model on it `plan.batch_size` tiles at a time; Ray Data never cuts a shard between two
-    # calls, so never between two writers.
-    return ds.map_batches(
+    # calls, so never between two writers. `map_batches` refuses batch_size=None with GPUs (a nudge
+    # to size GPU batches; ours are sized inside the actor), so we call its DeveloperAPI body.
+    return ds.map_batches_internal(
             StageActor, batch_size=None, batch_format="numpy",
             fn_constructor_kwargs={"stage": plan.stage, "build_kwargs": stage_build_kwargs(cfg, plan.stage),
                                    "device": plan.device, "amp": cfg.amp, "num_threads": plan.threads,
