@@ -32,6 +32,7 @@ class SynthConfig:
     origin: tuple[float, float] = (500000.0, 5200000.0)  # UTM easting/northing of the AOI's top-left
     pixel_size_m: float = 10.0
     with_prior: bool = True
+    shard_tiles: int = 0  # tiles per store shard; 0 = sized by the store (store/shards.py)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ s3_objects_per_1000_tiles=…`.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import subprocess
@@ -97,12 +98,13 @@ def write_paths(n: int, work: Path) -> dict[str, float]:
     import zarr
 
     from axion_ray.store import TileStore
+    from axion_ray.store.shards import choose_shard_tiles
     from axion_ray.store.tile_store import OutputResult
 
     data = tiles_like_imagery(n)
     # A store of the shard size a big AOI gets (128 tiles of 64 px = 8 MiB), written block by block as
     # the sink receives them: one read task = one shard.
-    store = TileStore.create(work / "w.zarr", 4 * n, TILE)
+    store = TileStore.create(work / "w.zarr", 4 * n, TILE, shard_tiles=choose_shard_tiles(1 << 20, TILE, TILE))
     shard = store.shard_tiles
     start = time.perf_counter()
     for lo in range(0, n, shard):
@@ -138,8 +140,10 @@ def s3_objects(n: int) -> dict[str, float]:
     from moto.server import ThreadedMotoServer
 
     from axion_ray.store import TileStore
+    from axion_ray.store.shards import choose_shard_tiles
     from axion_ray.store.tile_store import OutputResult
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -151,7 +155,8 @@ def s3_objects(n: int) -> dict[str, float]:
         s3fs.S3FileSystem.clear_instance_cache()
         fs = s3fs.S3FileSystem()
         fs.mkdir("bench")
-        store = TileStore.create("s3://bench/scale.zarr", 4 * n, TILE)
+        # the shard size a 10⁶-tile AOI of 64-px tiles gets
+        store = TileStore.create("s3://bench/scale.zarr", 4 * n, TILE, shard_tiles=choose_shard_tiles(1 << 20, TILE, TILE))
         data = tiles_like_imagery(n, seed=1)
         shard = store.shard_tiles
         start = time.perf_counter()

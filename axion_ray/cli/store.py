@@ -156,6 +156,7 @@ def add_store_parsers(sub) -> None:
     p.add_argument("--tile-size", type=int)
     p.add_argument("--overlap", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--shard-tiles", type=int, help="tiles per store shard (default: sized to a few MB, docs/STORE.md)")
     p.add_argument("--months", type=int_list, help="acquisition months of the swaths, e.g. 4,7")
     p.add_argument("--biomes", type=int_list, help="biome codes of the AOI's zones, e.g. 4,15")
     p.add_argument("--no-prior", dest="with_prior", action="store_false", default=None,

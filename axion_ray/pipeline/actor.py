@@ -47,6 +47,7 @@ class StageActor:
 
     def __init__(self, stage: int, build_kwargs: dict[str, Any], device: str, amp: bool, num_threads: int,
                  carry_s2l2a: bool, tracker: Any = None, batch_size: int = 16):
+        entered = time.time()
         import ray
         import torch
 
@@ -64,11 +65,15 @@ class StageActor:
             # driver): run on the CPU; every row's device column says so, and the run summary with it.
             device = "cpu"
         target = resolve_device(device)
+        imported = time.time()
         model = build_stage(stage, device=str(target), **build_kwargs)
         self.runner = StageRunner(model, target, amp=amp, method="generate" if self.carry_s2l2a else "forward")
         self.node_id = ray.get_runtime_context().get_node_id()  # per-node tile counts in the run summary
         if tracker is not None:  # lets operators (and tests) find which actor serves which stage
-            tracker.register_actor.remote(stage, ray.get_runtime_context().current_actor)
+            # with its start-up: when the constructor began, imports, model build, ready (run summary)
+            tracker.register_actor.remote(stage, ray.get_runtime_context().current_actor,
+                                          {"entered": entered, "imports_s": imported - entered,
+                                           "build_s": time.time() - imported, "ready": time.time()})
 
     def _inputs_ok(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[int, tuple[int, str]]:
         """Row index → (ROW_FAILED or ROW_NO_DATA, reason), for the rows this stage would run."""

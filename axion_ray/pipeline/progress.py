@@ -22,6 +22,7 @@ class ProgressTracker:
                 "nodes": {}}
             for s in stages}
         self.actors: dict[int, list[Any]] = {s: [] for s in stages}
+        self.startup: dict[int, dict[str, float]] = {}  # per stage, its first actor's start-up times
         self.timeline: list[tuple[float, int]] = []  # (time, tiles written so far)
         self.refused = 0  # tiles a write task would not write: the store's lease had moved on
         self.split = 0  # tiles not written: their read task reached the sink in pieces
@@ -44,15 +45,17 @@ class ProgressTracker:
             for node, count in r.get("nodes", {}).items():  # tiles written per Ray node
                 acc["nodes"][node] = acc["nodes"].get(node, 0) + count
 
-    def register_actor(self, stage: int, handle: Any) -> None:
+    def register_actor(self, stage: int, handle: Any, startup: dict[str, float] | None = None) -> None:
         self.actors[stage].append(handle)
+        if startup and stage not in self.startup:
+            self.startup[stage] = startup
 
     def stage_actors(self, stage: int) -> list[Any]:
         return list(self.actors[stage])
 
     def snapshot(self) -> dict[str, Any]:
         return {"tiles": self.tiles, "first_tile_at": self.first_tile_at, "timeline": list(self.timeline),
-                "refused": self.refused, "split": self.split,
+                "refused": self.refused, "split": self.split, "startup": dict(self.startup),
                 "per_stage": {s: {**v, "devices": sorted(v["devices"])} for s, v in self.per_stage.items()}}
 
 

@@ -50,6 +50,9 @@ class RunSummary:
     steady_tiles_per_s: float | None = None  # after the first 10 % of tiles (see progress.steady_rate)
     refused_tiles: int = 0  # writes refused because the store's lease had passed to another run
     split_tiles: int = 0  # not written: their read task reached the sink in pieces (left pending)
+    #: Time to the first finished tile, itemised (`startup_items`): planning, Ray start, pool start
+    #: (to the first actor's constructor), imports, model build, first block.
+    startup: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -93,15 +96,16 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     from axion_ray.store.lease import held
 
     cfg.validate()
+    began = time.time()
     store = TileStore.open(store_path, mode="r+")
     provenance = {s: stage_provenance(s, **stage_build_kwargs(cfg, s)) for s in cfg.stages}  # fails fast, before Ray
     # One run owns a store at a time; its plan is made under the lease, its writes carry its epoch.
     with held(store.path, command="infer", ttl_s=cfg.lease_ttl_s, wait=cfg.wait, say=say) as lease:
-        return _run_under_lease(store, cfg, provenance, lease, say)
+        return _run_under_lease(store, cfg, provenance, lease, say, began)
 
 
 def _run_under_lease(store: TileStore, cfg: InferConfig, provenance: dict[int, dict[str, Any]], lease: Any,
-                     say: Callable[[str], None]) -> RunSummary:
+                     say: Callable[[str], None], began: float) -> RunSummary:
     from axion_ray.store.lease import LeaseGuard
 
     tiles, todo, no_data = plan_tiles(store, cfg.stages, cfg.skip_existing)
@@ -118,7 +122,9 @@ def _run_under_lease(store: TileStore, cfg: InferConfig, provenance: dict[int, d
     from axion_ray.distributed.session import init_ray
     from axion_ray.pipeline.progress import ProgressTracker
 
+    planned = time.time()
     init_ray(cfg.address)
+    ray_started = time.time()
     plans = plan_stages(cfg, ray.cluster_resources(),
                         [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")],
                         families={s: stage_spec(s, p["kind"]).family for s, p in provenance.items()})
@@ -144,6 +150,7 @@ def _run_under_lease(store: TileStore, cfg: InferConfig, provenance: dict[int, d
 
     start_s = snap["first_tile_at"] - snap["started_at"] if snap["first_tile_at"] else None
     summary.startup_s = start_s
+    summary.startup = startup_items(began, planned, ray_started, snap)
     summary.steady_tiles_per_s = steady_rate(snap["timeline"])
     summary.refused_tiles = int(snap.get("refused", 0))
     if summary.refused_tiles:
@@ -163,6 +170,21 @@ def _run_under_lease(store: TileStore, cfg: InferConfig, provenance: dict[int, d
                     "amp": bool(cfg.amp and plan.device == "cuda")}
             store.set_provenance(stage_spec(plan.stage).output, **prov)
     return summary
+
+
+def startup_items(began: float, planned: float, ray_started: float, snap: dict[str, Any]) -> dict[str, float]:
+    """Seconds to the first finished tile, itemised (the first actor of the first stage to be ready)."""
+    items = {"plan_s": planned - began, "ray_start_s": ray_started - planned,
+             "dataset_s": snap["started_at"] - ray_started}
+    actors = snap.get("startup") or {}
+    if actors and snap["first_tile_at"]:
+        first = min(actors.values(), key=lambda a: a["ready"])
+        last = max(actors.values(), key=lambda a: a["ready"])
+        items.update({"pool_start_s": first["entered"] - snap["started_at"], "imports_s": first["imports_s"],
+                      "model_build_s": first["build_s"], "other_pools_s": last["ready"] - first["ready"],
+                      "first_block_s": snap["first_tile_at"] - last["ready"]})
+    items["total_s"] = (snap["first_tile_at"] or time.time()) - began
+    return items
 
 
 def _build_dataset(store: TileStore, tiles: np.ndarray, todo: np.ndarray, cfg: InferConfig,

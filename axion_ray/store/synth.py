@@ -125,7 +125,7 @@ def synthesize_aoi(path: str | Path, cfg: SynthConfig = SynthConfig(), *, overwr
     transform = (cfg.origin[0], cfg.pixel_size_m, 0.0, cfg.origin[1], 0.0, -cfg.pixel_size_m)
     store = TileStore.create(
         path, n, cfg.tile_size, crs=cfg.crs, transform=transform, overlap=cfg.overlap,
-        grid_shape=(cfg.rows, cfg.cols), with_truth=True, overwrite=overwrite,
+        grid_shape=(cfg.rows, cfg.cols), with_truth=True, overwrite=overwrite, shard_tiles=cfg.shard_tiles or None,
         attrs={"synthetic": {"seed": cfg.seed, "months": list(months), "biomes": list(biomes),
                              "land_cover_classes": list(LAND_COVER)}},
     )

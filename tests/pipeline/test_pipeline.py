@@ -196,3 +196,39 @@ def test_an_error_after_ray_started_is_still_one_line_on_stderr(aoi):
                            "--allow-random-init", "--device", "cuda"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "axion-ray infer: error: --device cuda asked for, but the Ray cluster has no GPU; use --device auto or cpu"]
+
+
+def test_shards_of_several_tiles_resume_from_scattered_tiles_and_a_bad_tile_fails_alone(local_ray, tmp_path, capsys):
+    """Shards of 4 tiles; a partial run left scattered tiles done; one tile's inner chunk is corrupt.
+    Every shard is written by one task, nothing done is redone, the bad tile fails alone."""
+    from pathlib import Path
+
+    from axion_ray.distributed._datasource import TileStoreDatasource
+
+    store = synthesize_aoi(tmp_path / "sharded.zarr", SynthConfig(rows=4, cols=5, tile_size=32, seed=3, shard_tiles=4))
+    assert store.shard_tiles == 4 and store.n_shards == 5
+    marker = np.full((4, 4, 32, 32), 0.25, np.float32)
+    store.write("opt_v2", [1, 6, 7, 14], marker)                           # scattered over three shards
+    tiles, _ = plan_todo(store, (2,), skip_existing=True)
+    tasks = TileStoreDatasource(store.path, tiles, ["opt_v1"], (32, 32), shard_tiles=4, tiles_per_task=3).task_positions()
+    # whole shards per task, packed to at least 3 tiles: shard 1 has only 2 pending, so it rides with 2
+    assert [sorted(set((tiles[t] // 4).tolist())) for t in tasks] == [[0], [1, 2], [3], [4]]
+
+    # Corrupt tile 9's opt_v1 inner chunk inside shard 2 (the shard index, at the end, stays intact).
+    shard = Path(store.path) / "opt_v1" / "c" / "2" / "0" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    index = np.frombuffer(bytes(raw[-(4 * 16 + 4):-4]), "<u8").reshape(4, 2)  # (offset, nbytes) per tile
+    offset, nbytes = (int(v) for v in index[9 - 8])
+    raw[offset:offset + nbytes] = b"\xff" * nbytes
+    shard.write_bytes(bytes(raw))
+
+    code = main(["infer", store.path, "--stages", "2", "--allow-random-init", "--batch-size", "3"])
+    out = capsys.readouterr().out
+    assert code == 1 and "tile 9 failed: opt_v1 chunk of tile 9 cannot be read" in out
+    after = TileStore.open(store.path)
+    assert after.indices_with_status("opt_v2", TileStatus.FAILED).tolist() == [9]
+    assert after.counts("opt_v2").done == 19
+    np.testing.assert_array_equal(after.read("opt_v2", [1, 6, 7, 14]), marker)  # not redone
+    good = [i for i in range(20) if i not in (1, 6, 7, 9, 14)]
+    np.testing.assert_array_equal(after.read("opt_v2", good), after.read("opt_v1", good))
+    assert sorted(p.name for p in (Path(store.path) / "tracking" / "c").iterdir()) == ["0", "1", "2", "3", "4"]
