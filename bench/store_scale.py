@@ -170,9 +170,40 @@ def s3_objects(n: int) -> dict[str, float]:
         assert counts.done == n
         objects = [p for d in ("opt_v1", "tracking") for p in fs.find(f"bench/scale.zarr/{d}")
                    if not p.endswith("zarr.json")]
-        return {"objects_per_1000": 1000 * len(objects) / n, "write_tiles_s": rate, "status_s": status_s}
+        return {"objects_per_1000": 1000 * len(objects) / n, "write_tiles_s": rate, "status_s": status_s,
+                **fsspec_vs_obstore(data, shard, f"http://{host}:{port}")}
     finally:
         server.stop()
+
+
+def fsspec_vs_obstore(data: np.ndarray, shard: int, endpoint: str) -> dict[str, float]:
+    """The same plain sharded write and read-back through zarr's FsspecStore and its ObjectStore
+    (obstore, when installed) against the same S3 endpoint."""
+    import importlib.util
+
+    import zarr
+
+    stores = {"fsspec": zarr.storage.FsspecStore.from_url("s3://bench/fs.zarr")}
+    if importlib.util.find_spec("obstore"):
+        from obstore.store import S3Store
+
+        stores["obstore"] = zarr.storage.ObjectStore(S3Store(
+            "bench", prefix="ob.zarr", endpoint=endpoint, region="us-east-1", access_key_id="bench",
+            secret_access_key="bench", client_options={"allow_http": True}))
+    out = {}
+    n = data.shape[0]
+    for name, store in stores.items():
+        array = zarr.create_array(store, shape=data.shape, chunks=(1, *data.shape[1:]), shards=(shard, *data.shape[1:]),
+                                  dtype="float32", fill_value=np.nan)
+        start = time.perf_counter()
+        for lo in range(0, n, shard):
+            array[lo:lo + shard] = data[lo:lo + shard]
+        out[f"{name}_write_tiles_s"] = n / (time.perf_counter() - start)
+        start = time.perf_counter()
+        back = array[:]
+        out[f"{name}_read_tiles_s"] = n / (time.perf_counter() - start)
+        assert np.array_equal(back, data, equal_nan=True)
+    return out
 
 
 def main() -> None:
@@ -207,6 +238,10 @@ def main() -> None:
             s3 = s3_objects(min(args.write_tiles, 1024))
             print(f"S3 (moto, loopback): {s3['objects_per_1000']:.1f} objects per 1,000 tiles, "
                   f"{s3['write_tiles_s']:.0f} tiles/s written, counts read in {s3['status_s']:.2f} s")
+            for name in ("fsspec", "obstore"):
+                if f"{name}_write_tiles_s" in s3:
+                    print(f"  plain sharded zarr through {name}: write {s3[f'{name}_write_tiles_s']:.0f} tiles/s, "
+                          f"read {s3[f'{name}_read_tiles_s']:.0f} tiles/s")
         big = rows.get(max(rows))
         print(f"store_scale create_1m_s={big['create_s']:.2f} status_1m_s={big['status_s']:.2f} "
               f"plan_1m_s={big['plan_s']:.2f} write_tiles_s={w['ours']:.0f} write_vs_sharded={w['ours'] / w['sharded']:.2f} "
