@@ -161,6 +161,47 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ForeignCheckpoint:
+    """A checkpoint layout of a system we replace, recognised by its top-level tensor names, with what
+    each part is and why it cannot be loaded: one clear line instead of a list of missing keys."""
+
+    name: str
+    parts: dict[str, str]          # top-level prefix → what it is
+    advice: str
+
+
+#: Axion-Sat's Stage 2 (`Stage2ModelWithMetadata` of their scripts/train_stage2.py, also after their
+#: fp16 export): a PrithviRefiner (Prithvi encoder + LoRA, input projection, ConvNeXt head) behind a
+#: sinusoidal-month/biome-table embedding fused into the input by a 1x1 convolution. Our Stage 2 is a
+#: different network (FiLM-conditioned refiner, models/stage2.py): no tensor has a counterpart.
+FOREIGN_CHECKPOINTS = (
+    ForeignCheckpoint(
+        "Axion-Sat's Stage 2 model (Stage2ModelWithMetadata)",
+        {"prithvi_refiner.prithvi": "their Prithvi encoder with LoRA adapters",
+         "prithvi_refiner.input_proj": "their input projection",
+         "prithvi_refiner.refinement_head": "their ConvNeXt refinement head",
+         "metadata_embed": "their sinusoidal-month + biome-table embedding",
+         "input_fusion": "their 8→4 channel input fusion"},
+        "train axion-ray's Stage 2 on your tiles instead (`axion-ray import-npz`, then `axion-ray train "
+        "stage2`; docs/AXION_SAT.md)"),
+)
+
+
+def recognise_foreign(path: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Raise `CheckpointError` naming what cannot be matched when `state` is a known foreign layout."""
+    for foreign in FOREIGN_CHECKPOINTS:
+        counts = {prefix: sum(1 for k in state if k == prefix or k.startswith(prefix + "."))
+                  for prefix in foreign.parts}
+        if sum(1 for c in counts.values() if c) < 2:
+            continue
+        fp16 = " (fp16 export)" if (meta.get("quantization_info") or {}).get("dtype") == "fp16" else ""
+        found = "; ".join(f"{prefix}.* ({n} tensors: {foreign.parts[prefix]})"
+                          for prefix, n in counts.items() if n)
+        raise CheckpointError(f"checkpoint {path} is {foreign.name}{fp16}, and none of its tensors has a "
+                              f"counterpart in axion-ray's models — {found}; {foreign.advice}")
+
+
 def load_checkpoint(path: str | Path, *, digest: bool = True) -> Checkpoint:
     """Load a checkpoint `.pt` with `weights_only=True` and record its sha256 (unless `digest=False`:
     a training run resuming from its own checkpoint has no provenance to write).
@@ -181,5 +222,6 @@ def load_checkpoint(path: str | Path, *, digest: bool = True) -> Checkpoint:
     if not isinstance(obj, dict) or not isinstance(obj.get("model_state_dict"), dict):
         raise CheckpointError(f"checkpoint {path} has no model_state_dict; is it an Axion-Ray checkpoint?")
     meta = {k: v for k, v in obj.items() if k not in ("model_state_dict", "config")}
+    recognise_foreign(path, obj["model_state_dict"], meta)
     return Checkpoint(str(path), sha256_file(path) if digest else "", obj["model_state_dict"],
                       dict(obj.get("config") or {}), meta)

@@ -119,6 +119,12 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
             raise NpzFormatError(f"S1 directory {s1_dir} does not exist or is not a directory")
         layout = "stage3" if layout == "arrays" else layout
     files = list_npz_tiles(input_dir)
+    from axion_ray.models.builder import stage_provenance
+    from axion_ray.pipeline.plan import stage_build_kwargs
+
+    # A wrong checkpoint or missing weights is one line before anything is written (run_pipeline
+    # checks again per tile size; the fit check is remembered, the second load costs a file read).
+    stage_provenance(stage, **stage_build_kwargs(dataclasses.replace(cfg, stages=(stage,)), stage))
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = NpzRunSummary(stage, len(files))
     start = time.time()

@@ -168,3 +168,44 @@ def test_sar_agreement_is_high_for_shared_edges_and_low_for_unrelated_ones():
     s1 = np.stack([-20 + 10 * field, -26 + 10 * field])
     noise = np.random.default_rng(0).normal(-15, 3, (2, 64, 64))
     assert sar_agreement(optical, s1) > 0.9 > 0.6 > sar_agreement(optical, noise)
+
+
+def their_stage2_checkpoint(path, *, fp16=True):
+    """A checkpoint laid out as Axion-Sat's train_stage2.py saves `Stage2ModelWithMetadata` (and their
+    export_stage2_best.py converts to fp16): their module names, small shapes."""
+    shapes = {
+        "input_fusion.weight": (4, 8, 1, 1), "input_fusion.bias": (4,),
+        "metadata_embed.biome_embed.weight": (16, 64), "metadata_embed.proj.0.weight": (4, 128),
+        "metadata_embed.proj.0.bias": (4,),
+        "prithvi_refiner.prithvi.base_model.model.encoder.patch_embed.proj.weight": (32, 6, 1, 16, 16),
+        "prithvi_refiner.prithvi.base_model.model.encoder.blocks.0.attn.qkv.base_layer.weight": (96, 32),
+        "prithvi_refiner.prithvi.base_model.model.encoder.blocks.0.attn.qkv.lora_A.default.weight": (8, 32),
+        "prithvi_refiner.input_proj.weight": (6, 4, 1, 1),
+        "prithvi_refiner.refinement_head.stem.weight": (16, 32, 1, 1),
+        "prithvi_refiner.refinement_head.head.weight": (4, 16, 1, 1),
+    }
+    state = {k: torch.randn(s).half() if fp16 else torch.randn(s) for k, s in shapes.items()}
+    obj = {"model_state_dict": state, "optimizer_state_dict": {}, "epoch": 3, "best_val_loss": 0.02,
+           "config": {"stage2": {"lora_r": 8}, "training": {"lr": 1e-4}}}
+    if fp16:
+        obj["quantization_info"] = {"dtype": "fp16", "fp16_parameters": sum(t.numel() for t in state.values()),
+                                    "non_fp16_parameters": 0, "compression_ratio": 2.0}
+    torch.save(obj, path)
+    return path
+
+
+@pytest.mark.parametrize("fp16", [True, False])
+def test_their_stage2_checkpoint_is_one_line_naming_what_cannot_be_matched(tmp_path, capsys, fp16):
+    ckpt = their_stage2_checkpoint(tmp_path / "best_fp16.pt", fp16=fp16)
+    (tmp_path / "tiles").mkdir()  # their Stage 1 output: per-band optical keys, no S1 → opt_v1
+    bands = np.random.default_rng(0).random((4, SIZE, SIZE), dtype=np.float32) * 0.3
+    np.savez_compressed(tmp_path / "tiles" / "t0_opt.npz", **{f"s2_b{b}": bands[i] for i, b in enumerate((2, 3, 4, 8))})
+    code = main(["infer-npz", "--stage", "2", "--checkpoint", str(ckpt), "--input_dir", str(tmp_path / "tiles"),
+                 "--output_dir", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "Axion-Sat's Stage 2 model (Stage2ModelWithMetadata)" in err and ("(fp16 export)" in err) == fp16
+    for part in ("prithvi_refiner.prithvi.* (3 tensors", "prithvi_refiner.refinement_head.* (2 tensors",
+                 "metadata_embed.* (3 tensors", "input_fusion.* (2 tensors", "axion-ray train stage2"):
+        assert part in err
+    assert not (tmp_path / "out").exists()
