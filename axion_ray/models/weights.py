@@ -174,7 +174,10 @@ class ForeignCheckpoint:
 #: Axion-Sat's Stage 2 (`Stage2ModelWithMetadata` of their scripts/train_stage2.py, also after their
 #: fp16 export): a PrithviRefiner (Prithvi encoder + LoRA, input projection, ConvNeXt head) behind a
 #: sinusoidal-month/biome-table embedding fused into the input by a 1x1 convolution. Our Stage 2 is a
-#: different network (FiLM-conditioned refiner, models/stage2.py): no tensor has a counterpart.
+#: different network (FiLM-conditioned refiner, models/stage2.py). Their encoder is terratorch's Prithvi
+#: like ours, but the 600M variant (not one of our presets), under their LoRA wrapping, feeding a head we
+#: do not have: deliberately not matched (their forward reshapes 1 + h·w tokens, class token included,
+#: into a grid; see the note in docs/AXION_SAT.md).
 FOREIGN_CHECKPOINTS = (
     ForeignCheckpoint(
         "Axion-Sat's Stage 2 model (Stage2ModelWithMetadata)",
@@ -198,8 +201,8 @@ def recognise_foreign(path: str | Path, state: dict[str, Any], meta: dict[str, A
         fp16 = " (fp16 export)" if (meta.get("quantization_info") or {}).get("dtype") == "fp16" else ""
         found = "; ".join(f"{prefix}.* ({n} tensors: {foreign.parts[prefix]})"
                           for prefix, n in counts.items() if n)
-        raise CheckpointError(f"checkpoint {path} is {foreign.name}{fp16}, and none of its tensors has a "
-                              f"counterpart in axion-ray's models — {found}; {foreign.advice}")
+        raise CheckpointError(f"checkpoint {path} is {foreign.name}{fp16}, a different network from axion-ray's, "
+                              f"so it cannot be loaded — {found}; {foreign.advice}")
 
 
 def load_checkpoint(path: str | Path, *, digest: bool = True) -> Checkpoint:
