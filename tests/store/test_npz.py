@@ -132,3 +132,22 @@ def test_no_data_pixels_survive_import_and_export_and_mostly_empty_tiles_are_no_
     export_npz_dir(store, tmp_path / "out", "opt_v1")
     with np.load(tmp_path / "out" / "t0.npz") as npz:
         assert np.isnan(npz["opt_v1"][:, :, :3]).all() and np.isfinite(npz["opt_v1"][:, :, 3:]).all()
+
+
+def test_a_large_directory_imports_batch_by_batch_into_whole_shards(tmp_path):
+    """Pass 2 holds a few tiles at a time; the store is the same as one written in one go."""
+    rng = np.random.default_rng(5)
+    for i in range(130):
+        arrays = {"s1": rng.normal(-12, 3, (2, 8, 8)).astype(np.float32)}
+        if i % 3:
+            arrays["opt_v1"] = rng.random((4, 8, 8), dtype=np.float32)
+        write_tile(tmp_path / "tiles", f"t{i:03d}", {"month": i % 12 + 1, "biome_code": i % 7}, **arrays)
+    small = import_npz_dir(tmp_path / "tiles", tmp_path / "small.zarr", batch_tiles=5).store
+    whole = import_npz_dir(tmp_path / "tiles", tmp_path / "whole.zarr", batch_tiles=10_000).store
+    assert small.shard_tiles == 2
+    everything = np.arange(130)
+    for name in ("s1", "opt_v1"):
+        np.testing.assert_array_equal(small.read(name, everything), whole.read(name, everything))
+    assert small.status("opt_v1").tolist() == whole.status("opt_v1").tolist()
+    assert small.counts("opt_v1").done == sum(1 for i in range(130) if i % 3)
+    assert small.tile_meta()["month"].tolist() == [i % 12 + 1 for i in range(130)]
