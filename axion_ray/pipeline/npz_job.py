@@ -22,7 +22,7 @@ import numpy as np
 from axion_ray.config import InferConfig, read_yaml_mapping
 from axion_ray.errors import AxionRayError, ConfigError, NpzFormatError
 from axion_ray.models.registry import STAGES, stage_spec
-from axion_ray.store.npz import NpzTile, export_npz_dir, list_npz_tiles, read_npz_tile
+from axion_ray.store.npz import IMPORT_BATCH_TILES, NpzTile, export_npz_dir, list_npz_tiles, read_npz_tile
 from axion_ray.store.tile_store import TileStore
 
 
@@ -129,13 +129,18 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
     summary = NpzRunSummary(stage, len(files))
     start = time.time()
 
-    groups: dict[tuple[int, int], list[NpzTile]] = defaultdict(list)
+    def read(path: Path) -> NpzTile:
+        return read_npz_tile(path) if s1_dir is None else _read_pair(path, Path(s1_dir) / path.name)
+
+    # Pass 1 validates every tile and keeps its metadata only (its arrays are read again, a batch at a
+    # time, when written): memory stays bounded by the batch, not by the directory.
+    groups: dict[tuple[int, int], list[tuple[Path, NpzTile]]] = defaultdict(list)
     for path in files:
         if skip_existing and (output_dir / f"{path.stem}{output_suffix}.npz").exists():
             summary.skipped_existing += 1
             continue
         try:
-            tile = read_npz_tile(path) if s1_dir is None else _read_pair(path, Path(s1_dir) / path.name)
+            tile = read(path)
         except AxionRayError as exc:
             summary.failures[path.name] = str(exc).replace(f"{path}: ", "").replace(str(path), path.name)
             continue
@@ -143,11 +148,14 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
         if missing:
             summary.failures[path.name] = f"stage {stage} needs {', '.join(missing)}; file has {', '.join(tile.arrays)}"
             continue
-        groups[next(iter(tile.arrays.values())).shape[1:]].append(tile)
+        size = next(iter(tile.arrays.values())).shape[1:]
+        tile.arrays = dict.fromkeys(tile.arrays)
+        groups[size].append((path, tile))
 
     work_root = output_dir / ".axion_ray_work"
     run_cfg = dataclasses.replace(cfg, stages=(stage,), skip_existing=True)
-    for (h, w), tiles in sorted(groups.items()):
+    for (h, w), pairs in sorted(groups.items()):
+        tiles = [tile for _, tile in pairs]
         work = work_root / f"{h}x{w}.zarr"
         store = TileStore.create(work, len(tiles), (h, w), overwrite=True)
         store.set_tile_meta(month=[t.month for t in tiles], biome_code=[t.biome_code for t in tiles],
@@ -155,10 +163,14 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
                             tile_col=np.zeros(len(tiles)))
         store.set_sidecar_extra([t.extra for t in tiles])
         store.set_sidecar_sources([str(t.path) for t in tiles])
-        for name in dict.fromkeys(a for other in STAGES.values() for a in other.inputs):  # every stage input
-            idx = [i for i, t in enumerate(tiles) if name in t.arrays]
-            if idx:
-                store.write(name, idx, np.stack([tiles[i].arrays[name] for i in idx]))
+        inputs = list(dict.fromkeys(a for other in STAGES.values() for a in other.inputs))  # every stage input
+        step = max(1, IMPORT_BATCH_TILES // store.shard_tiles) * store.shard_tiles  # whole shards per batch
+        for lo in range(0, len(pairs), step):
+            batch = {lo + k: read(path).arrays for k, (path, _) in enumerate(pairs[lo:lo + step])}
+            for name in inputs:
+                idx = np.array([i for i, arrays in batch.items() if name in arrays], dtype=np.int64)
+                if idx.size:
+                    store.write(name, idx, np.stack([batch[i][name] for i in idx]))
         say(f"{len(tiles)} tiles of {h}x{w} px")
         result = run_pipeline(store.path, run_cfg, say=say)
         done_store = TileStore.open(store.path, mode="r")
