@@ -30,6 +30,7 @@ from axion_ray.pipeline.plan import StagePlan, plan_stages, plan_tiles, stage_bu
 from axion_ray.store.tile_store import TileStore
 
 EXIT_FAILED_TILES = 1
+TASKS_PER_ACTOR = 4  # read tasks per actor of the largest pool, at least, where the tiles allow
 _CURRENT_TRACKER: Any = None
 
 
@@ -197,8 +198,13 @@ def _build_dataset(store: TileStore, tiles: np.ndarray, todo: np.ndarray, cfg: I
 
     DataContext.get_current().enable_progress_bars = False
     flags = {f"run_{stage}": todo[:, j] for j, stage in enumerate(cfg.stages)}
+    # An actor takes a read task's block whole, so blocks are the unit the pools share: a small run
+    # gets at least `TASKS_PER_ACTOR` tasks per actor where its shards allow (24 tiles on two actors:
+    # tasks of 3, not one of 16 and one of 8 that a single actor might take both of).
+    actors = max(p.max_actors for p in plans)
+    per_task = min(cfg.tiles_per_read_task, max(1, -(-int(tiles.size) // (TASKS_PER_ACTOR * actors))))
     ds = read_tile_store(store.path, tiles, chain_reads(cfg.stages), (store.height, store.width),
-                         flags=flags, tiles_per_task=cfg.tiles_per_read_task, read_errors=True)
+                         flags=flags, tiles_per_task=per_task, read_errors=True)
     for plan in plans:
         with warnings.catch_warnings():
             # Ray 2.60 deprecates passing Ray remote args (here: the SPREAD strategy) without a named

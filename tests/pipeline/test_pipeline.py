@@ -169,20 +169,6 @@ def test_the_progress_tracker_is_released_when_a_run_fails(local_ray, aoi):
         ray.get(seen["tracker"].snapshot.remote(), timeout=60)
 
 
-def test_an_unreadable_chunk_fails_its_tile_alone(local_ray, aoi, capsys):
-    from pathlib import Path
-
-    chunk = Path(aoi.path) / "opt_v1" / "c" / "5" / "0" / "0" / "0"
-    assert chunk.is_file()
-    chunk.write_bytes(chunk.read_bytes()[:7])  # truncated: it cannot be decoded
-    code = main(["infer", aoi.path, "--stages", "2", "--allow-random-init"])
-    out, err = capsys.readouterr()
-    assert code == 1 and "tile 5 failed: opt_v1 chunk of tile 5 cannot be read" in out
-    store = TileStore.open(aoi.path)
-    assert store.indices_with_status("opt_v2", TileStatus.FAILED).tolist() == [5]
-    assert store.counts("opt_v2").done == 11  # every other tile of the block went on
-
-
 def test_an_error_after_ray_started_is_still_one_line_on_stderr(aoi):
     """Ray's own start-up and Ray Data's notes go to Ray's log files, not the terminal (unless --verbose)."""
     import subprocess
