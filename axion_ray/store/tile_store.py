@@ -581,26 +581,31 @@ class TileStore:
             if result.done.size:
                 data = self.validate_tiles(result.array, result.data, n=result.done.size)
                 self._write_tiles(result.array, self._check_indices(result.done), data)
-        touched = sorted({int(s) for r in results for part in (r.done, r.failed, r.no_data)
-                          for s in np.unique(np.asarray(part, dtype=np.int64) // self.shard_tiles)})
-        for shard in touched:
-            lo = shard * self.shard_tiles
+        # Each part is split by shard once; then each touched shard's record is read and written once.
+        changes: dict[int, list[tuple[str, np.ndarray, int, np.ndarray | None]]] = {}
+        for result in results:
+            ms = None if result.proc_ms is None else np.asarray(result.proc_ms, dtype=np.float32)
+            for part, code, values in ((result.done, TileStatus.DONE, ms),
+                                       (result.failed, TileStatus.FAILED, np.asarray(list(result.reasons), dtype=object)),
+                                       (result.no_data, TileStatus.NO_DATA, None)):
+                order = np.argsort(part, kind="stable")
+                values = None if values is None else values[order]
+                pos = 0
+                for shard, tiles in shard_groups(part[order], self.shard_tiles):
+                    mine = None if values is None else values[pos:pos + tiles.size]
+                    pos += tiles.size
+                    changes.setdefault(shard, []).append((result.array, tiles - shard * self.shard_tiles, code, mine))
+        for shard in sorted(changes):
             record = self._record(shard)
-            for result in results:
-                status, ms, failures = record.output(result.array)
-                for part, code in ((result.done, TileStatus.DONE), (result.failed, TileStatus.FAILED),
-                                   (result.no_data, TileStatus.NO_DATA)):
-                    part = np.asarray(part, dtype=np.int64)
-                    mine = (part // self.shard_tiles) == shard
-                    local = part[mine] - lo
-                    status[local] = code
-                    if code == TileStatus.DONE and result.proc_ms is not None:
-                        ms[local] = np.asarray(result.proc_ms, dtype=np.float32)[mine]
-                    for k in local.tolist():
-                        failures.pop(k, None)
-                    if code == TileStatus.FAILED:
-                        for k, reason in zip(local.tolist(), np.asarray(list(result.reasons), dtype=object)[mine]):
-                            failures[k] = str(reason)
+            for array, local, code, values in changes[shard]:
+                status, ms, failures = record.output(array)
+                status[local] = code
+                for k in local.tolist():
+                    failures.pop(k, None)
+                if code == TileStatus.DONE and values is not None:
+                    ms[local] = values
+                if code == TileStatus.FAILED:
+                    failures.update(zip(local.tolist(), (str(r) for r in values)))
             self._write_record(shard, record)
 
     def _write_tiles(self, array: str, idx: np.ndarray, data: np.ndarray) -> None:
@@ -639,13 +644,12 @@ class TileStore:
         """Mark tiles pending again (status only: data stays until overwritten)."""
         self._check_writable()
         self._check_output(array)
-        if indices is None:
-            shards: dict[int, np.ndarray | None] = {s: None for s in self._records()}
+        if indices is None:  # every written shard, decoded in one read
+            shards: dict[int, tuple[ShardRecord, np.ndarray | None]] = {s: (r, None) for s, r in self._records().items()}
         else:
             idx = self._check_indices(indices)
-            shards = {s: part for s, part in shard_groups(idx, self.shard_tiles)}
-        for shard, part in shards.items():
-            record = self._record(shard)
+            shards = {s: (self._record(s), part) for s, part in shard_groups(idx, self.shard_tiles)}
+        for shard, (record, part) in shards.items():
             if not record.has(array):
                 continue
             status, ms, failures = record.output(array)
@@ -735,8 +739,7 @@ class TileStore:
     def failures(self, array: str, status: np.ndarray | None = None) -> dict[int, str]:
         """Reason of every tile currently failed for `array`."""
         t = self.tracking([array])[array]
-        status = t.status if status is None else status
-        return {int(i): t.failures.get(int(i)) or "unknown" for i in np.flatnonzero(status == TileStatus.FAILED)}
+        return _failed_reasons(t.status if status is None else status, t.failures)
 
     def counts(self, array: str, tracking: Tracking | None = None) -> ArrayCounts:
         t = tracking or self.tracking([array])[array]
@@ -745,7 +748,7 @@ class TileStore:
             array=array, total=self.n_tiles,
             pending=int((status == TileStatus.PENDING).sum()), done=int((status == TileStatus.DONE).sum()),
             failed=int((status == TileStatus.FAILED).sum()),
-            failures={int(i): t.failures.get(int(i)) or "unknown" for i in np.flatnonzero(status == TileStatus.FAILED)},
+            failures=_failed_reasons(status, t.failures),
             no_data=int((status == TileStatus.NO_DATA).sum()),
         )
 
@@ -808,6 +811,11 @@ class TileStore:
 
     def __repr__(self) -> str:
         return f"TileStore({self.path!r}, n_tiles={self.n_tiles}, tile={self.height}x{self.width})"
+
+
+def _failed_reasons(status: np.ndarray, failures: dict[int, str]) -> dict[int, str]:
+    """Reason of every tile whose status is failed ("unknown" where none was recorded)."""
+    return {int(i): failures.get(int(i)) or "unknown" for i in np.flatnonzero(status == TileStatus.FAILED)}
 
 
 def _now() -> str:
