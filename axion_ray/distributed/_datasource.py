@@ -35,13 +35,17 @@ class TileStoreDatasource(Datasource):
         self._tile_shape = tile_shape
         self._tiles_per_task = max(1, int(tiles_per_task))
         self._shard_tiles = max(1, int(shard_tiles))
+        self._positions: list[np.ndarray] | None = None
 
     def task_positions(self) -> list[np.ndarray]:
-        """Per read task, the positions (into the requested tiles) of its tiles: whole shards each."""
-        order = np.argsort(self._tiles, kind="stable")
-        groups = pack_shards(self._tiles[order], self._shard_tiles, self._tiles_per_task)
-        bounds = np.cumsum([0] + [g.size for g in groups])
-        return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        """Per read task, the positions (into the requested tiles) of its tiles: whole shards each.
+        Packed once (the driver asks for the count, the largest task and the tasks themselves)."""
+        if self._positions is None:
+            order = np.argsort(self._tiles, kind="stable")
+            groups = pack_shards(self._tiles[order], self._shard_tiles, self._tiles_per_task)
+            bounds = np.cumsum([0] + [g.size for g in groups])
+            self._positions = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return self._positions
 
     def get_name(self) -> str:
         return "AxionRayTileStore"

@@ -17,7 +17,7 @@ from axion_ray.distributed.session import READ_TASK_CPUS
 
 def read_tile_store(store_path: str, tiles: np.ndarray, arrays: list[str], tile_shape: tuple[int, int], *,
                     flags: dict[str, np.ndarray] | None = None, tiles_per_task: int = 16,
-                    num_cpus: float = READ_TASK_CPUS, read_errors: bool = False):
+                    num_cpus: float = READ_TASK_CPUS, read_errors: bool = False, shard_tiles: int | None = None):
     """A Ray Dataset of the given tiles of a store: one row per tile with `tile`, `month`,
     `biome_code`, the `arrays` and any per-tile `flags` columns; `tiles_per_task` tiles per read task.
 
@@ -29,7 +29,8 @@ def read_tile_store(store_path: str, tiles: np.ndarray, arrays: list[str], tile_
     from axion_ray.distributed._datasource import TileStoreDatasource
     from axion_ray.store.tile_store import TileStore
 
-    shard_tiles = TileStore.open(store_path, mode="r", check=False).shard_tiles
+    if shard_tiles is None:  # the caller has no store open: read it from the store's attributes
+        shard_tiles = TileStore.open(store_path, mode="r", check=False).shard_tiles
     source = TileStoreDatasource(store_path, tiles, arrays, tile_shape, flags=flags, tiles_per_task=tiles_per_task,
                                  read_errors=read_errors, shard_tiles=shard_tiles)
     # A read task's block must reach the sink whole: no split to fill Ray's default parallelism

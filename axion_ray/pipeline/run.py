@@ -204,7 +204,7 @@ def _build_dataset(store: TileStore, tiles: np.ndarray, todo: np.ndarray, cfg: I
     actors = max(p.max_actors for p in plans)
     per_task = min(cfg.tiles_per_read_task, max(1, -(-int(tiles.size) // (TASKS_PER_ACTOR * actors))))
     ds = read_tile_store(store.path, tiles, chain_reads(cfg.stages), (store.height, store.width),
-                         flags=flags, tiles_per_task=per_task, read_errors=True)
+                         flags=flags, tiles_per_task=per_task, read_errors=True, shard_tiles=store.shard_tiles)
     for plan in plans:
         with warnings.catch_warnings():
             # Ray 2.60 deprecates passing Ray remote args (here: the SPREAD strategy) without a named
