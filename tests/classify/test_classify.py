@@ -103,7 +103,11 @@ def test_two_stage_workflow_learns_mines_and_meets_the_recall_floor(local_ray, f
     entries = mined["train"] + mined["val"]
     hard = [e["moved"] for e in entries if "_hard" in e["path"]]
     easy = [e["moved"] for e in entries if "_hard" not in e["path"]]
-    assert np.mean(hard) > 2 * np.mean(easy)                      # mining finds the ambiguous images
+    # Mining finds the ambiguous images: hard ones are moved more often than easy ones, by a two-proportion
+    # z-test at z >= 3 (p < 0.002). A fixed ratio flaked: 8 random-init epochs under DDP are not bit-stable.
+    pooled = np.mean(hard + easy)
+    z = (np.mean(hard) - np.mean(easy)) / np.sqrt(pooled * (1 - pooled) * (1 / len(hard) + 1 / len(easy)))
+    assert z >= 3, (np.mean(hard), np.mean(easy), len(hard), len(easy))
     easy_val = [e for e in mined["val"] if "_hard" not in e["path"]]
     assert np.mean([(e["p_pit"] >= 0.5) == (e["original"] == "pit") for e in easy_val]) >= 0.9
     th = metrics["thresholds"]
