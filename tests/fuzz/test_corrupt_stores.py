@@ -24,7 +24,7 @@ from axion_ray.config import SynthConfig
 from axion_ray.store.npz import export_npz_dir
 from axion_ray.store.synth import synthesize_aoi
 
-STORE_CASES = 240
+STORE_CASES = 150
 NPZ_CASES = 120
 
 
