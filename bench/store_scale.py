@@ -138,7 +138,8 @@ def write_paths(n: int, work: Path) -> dict[str, float]:
             handle.flush()
             os.fsync(handle.fileno())
     np_save = n / (time.perf_counter() - start)
-    return {"ours": ours, "sharded": sharded, "sharded_batched": sharded_batched, "np_save": np_save, "files_per_1000": 1000 * files / n,
+    return {"ours": ours, "sharded": sharded, "sharded_batched": sharded_batched, "np_save": np_save,
+            "files_per_1000": 1000 * files / n,
             "shard_tiles": shard}
 
 
