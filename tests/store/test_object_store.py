@@ -100,7 +100,7 @@ def test_ingest_infer_mosaic_on_an_s3_store_with_no_local_copy(s3_env, tmp_path)
         return proc.stdout
 
     cli("ingest", str(scene), url, "--tile-size", "32", "--overlap", "8", "--month", "7", "--biome", "4")
-    cli("infer", url, "--stages", "1,2", "--allow-random-init", "--timesteps", "1", "--batch-size", "2")
+    cli("infer", url, "--stages", "1,2", "--stage1-kind", "regress", "--allow-random-init", "--batch-size", "2")
     status = cli("status", url).splitlines()
     assert status[0].startswith(f"{url}: 6 tiles") and status[2].split() == ["opt_v1", "0", "6", "0", "0"]
     assert "edge" in cli("metrics", url, "--pred", "opt_v2", "--baseline", "opt_v1", "--truth", "none").lower()
