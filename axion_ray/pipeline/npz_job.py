@@ -22,7 +22,7 @@ import numpy as np
 from axion_ray.config import InferConfig, read_yaml_mapping
 from axion_ray.errors import AxionRayError, ConfigError, NpzFormatError
 from axion_ray.models.registry import STAGES, stage_spec
-from axion_ray.store.npz import IMPORT_BATCH_TILES, NpzTile, export_npz_dir, list_npz_tiles, read_npz_tile
+from axion_ray.store.npz import NpzTile, export_npz_dir, list_npz_tiles, read_npz_tile, write_npz_batches
 from axion_ray.store.tile_store import TileStore
 
 
@@ -164,13 +164,7 @@ def run_npz_inference(stage: int, input_dir: str | Path, output_dir: str | Path,
         store.set_sidecar_extra([t.extra for t in tiles])
         store.set_sidecar_sources([str(t.path) for t in tiles])
         inputs = list(dict.fromkeys(a for other in STAGES.values() for a in other.inputs))  # every stage input
-        step = max(1, IMPORT_BATCH_TILES // store.shard_tiles) * store.shard_tiles  # whole shards per batch
-        for lo in range(0, len(pairs), step):
-            batch = {lo + k: read(path).arrays for k, (path, _) in enumerate(pairs[lo:lo + step])}
-            for name in inputs:
-                idx = np.array([i for i, arrays in batch.items() if name in arrays], dtype=np.int64)
-                if idx.size:
-                    store.write(name, idx, np.stack([batch[i][name] for i in idx]))
+        write_npz_batches(store, [path for path, _ in pairs], read, inputs)
         say(f"{len(tiles)} tiles of {h}x{w} px")
         result = run_pipeline(store.path, run_cfg, say=say)
         done_store = TileStore.open(store.path, mode="r")

@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +251,19 @@ def list_npz_tiles(directory: Path) -> list[Path]:
 IMPORT_BATCH_TILES = 512
 
 
+def write_npz_batches(store: TileStore, paths: Sequence[Path], read: Callable[[Path], NpzTile],
+                      arrays: Sequence[str], batch_tiles: int = IMPORT_BATCH_TILES) -> None:
+    """Pass 2 of a two-pass import: tile i of `store` is `paths[i]`, read again (`read`) a batch of
+    whole shards at a time; each of `arrays` is written for the tiles that have it."""
+    step = max(1, batch_tiles // store.shard_tiles) * store.shard_tiles
+    for lo in range(0, len(paths), step):
+        batch = {lo + k: read(path).arrays for k, path in enumerate(paths[lo:lo + step])}
+        for name in arrays:
+            idx = np.array([i for i, held in batch.items() if name in held], dtype=np.int64)
+            if idx.size:
+                store.write(name, idx, np.stack([batch[i][name] for i in idx]))
+
+
 def import_npz_dir(directory: str | Path, store_path: str | Path, *, overwrite: bool = False,
                    batch_tiles: int = IMPORT_BATCH_TILES) -> ImportReport:
     """Import an Axion-Sat tile directory into a new tile store.
@@ -295,13 +308,7 @@ def import_npz_dir(directory: str | Path, store_path: str | Path, *, overwrite: 
                         tile_row=rows, tile_col=cols)
     store.set_sidecar_extra([t.extra for t in tiles])
     store.set_sidecar_sources([str(t.path) for t in tiles])
-    step = max(1, batch_tiles // store.shard_tiles) * store.shard_tiles  # whole shards per batch
-    for lo in range(0, len(files), step):  # pass 2: the arrays, a batch at a time
-        batch = {lo + k: read_npz_tile(f).arrays for k, f in enumerate(files[lo:lo + step])}
-        for name in present:
-            idx = np.array([i for i, arrays in batch.items() if name in arrays], dtype=np.int64)
-            if idx.size:
-                store.write(name, idx, np.stack([batch[i][name] for i in idx]))
+    write_npz_batches(store, files, read_npz_tile, present, batch_tiles)  # pass 2: the arrays
     for name in present:
         if name in OUTPUT_ARRAYS:
             store.set_provenance(name, stage="imported", model="unknown (Axion-Sat NPZ)", source=str(directory))
