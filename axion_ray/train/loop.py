@@ -183,6 +183,8 @@ class RegressTask(StageTask):
         # From scratch is a regression stage's normal start (recorded in provenance), not a smoke run.
         model = build_stage(self.stage, c["preset"], kind="regress", encoder=c["encoder"], width=c["width"],
                             weights=c["weights"], allow_random_init=True)
+        if c.get("init_spectrum") and hasattr(model, "start_from"):
+            model.start_from(c["init_spectrum"])
         provenance = model.provenance
         if self.uses_lora(model):
             model = apply_lora(model, self.lora_settings())
@@ -308,7 +310,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from axion_ray.metrics.composite import rank_score
     from axion_ray.models.weights import load_fitting_state
-    from axion_ray.train.base import prepare_ddp, report, restored_checkpoint, warmup_cosine
+    from axion_ray.train.base import ShardBatches, prepare_ddp, report, restored_checkpoint, warmup_cosine
 
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -346,7 +348,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         resumed_from = step
 
     validator = Validator(config["val_store"], task, config["max_val_tiles"]) if rank == 0 else None
-    shard = ray.train.get_dataset_shard("train")
+    batches = ShardBatches(ray.train.get_dataset_shard("train"), config["batch_size"], config["steps_per_epoch"],
+                           in_memory=config.get("in_memory", False), seed=config["seed"] * 1000 + rank)
     last_loss: dict[str, float] = {}
 
     def validate_and_report(epoch: int) -> None:
@@ -370,8 +373,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # After a restart, skip the part of the interrupted epoch that the checkpoint already covers.
     skip = max(0, step - start_epoch * config["steps_per_epoch"])
     for epoch in range(start_epoch, config["epochs"]):
-        for batch in shard.iter_torch_batches(batch_size=config["batch_size"], local_shuffle_buffer_size=256,
-                                              device=str(device)):
+        for batch in batches.epoch(device):
             if skip:
                 skip -= 1
                 continue

@@ -53,6 +53,19 @@ def _usable_tiles(store: TileStore, role: str, cfg: TrainConfig) -> np.ndarray:
     return tiles
 
 
+def _truth_spectrum(trains: list[TileStore], tiles_of: list[np.ndarray], max_tiles: int = 256) -> list[float]:
+    """The training truth's mean spectrum, from at most `max_tiles` tiles spread over the stores (a cost
+    that does not grow with the AOI): where a regression Stage 1 starts (`RegressStage1.start_from`)."""
+    per_store = max(1, max_tiles // len(trains))
+    sums, counts = np.zeros(4), np.zeros(4)
+    for store, tiles in zip(trains, tiles_of):
+        picked = tiles[np.linspace(0, tiles.size - 1, min(per_store, tiles.size)).astype(int)]
+        truth = store.read(TRUTH_ARRAY, np.unique(picked))
+        sums += np.nansum(truth, axis=(0, 2, 3))
+        counts += np.isfinite(truth).sum(axis=(0, 2, 3))
+    return (sums / np.maximum(counts, 1)).tolist()
+
+
 def open_train_stores(train_store: str | Path | Sequence[str | Path]) -> list[TileStore]:
     """One training store or several (AOIs pooled into one training set), opened read-only."""
     paths = [train_store] if isinstance(train_store, str | Path) else list(train_store)
@@ -139,11 +152,13 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
     parts = [read_tile_store(train.path, tiles, arrays, (train.height, train.width), tiles_per_task=32)
              for train, tiles in zip(trains, tiles_of)]
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    if ds.size_bytes() < 2 ** 30:  # small enough to read once and reuse every epoch
+    in_memory = ds.size_bytes() < 2 ** 30  # small enough to read once and reuse every epoch (train/base.ShardBatches)
+    if in_memory:
         ds = ds.materialize()
     steps_per_epoch = math.ceil(n_tiles / cfg.workers / cfg.batch_size)  # at full size; elastic runs recompute
     loop_config = {**dataclasses.asdict(cfg), "val_store": val.path, "train_tiles": int(n_tiles),
-                   "fault_exit_at_step": fault_exit_at_step,
+                   "fault_exit_at_step": fault_exit_at_step, "in_memory": in_memory,
+                   "init_spectrum": _truth_spectrum(trains, tiles_of) if spec.family == "regress" else None,
                    "torch_threads": max(1, int(round(cpus_each))) if not cfg.use_gpu else None}
     what = {"terramind": "LoRA adapters on the token objective", "prithvi": "the refiner",
             "regress": f"regression, {base['model']}" + (" from scratch" if base["random_init"] else "")}[spec.family]

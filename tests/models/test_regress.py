@@ -109,3 +109,15 @@ def test_stage1_regression_learns_sar_to_optical_beyond_a_flat_image(tmp_path):
         acc.update(candidate, truth[held].numpy())
         scores.append(acc.compute()["ndvi_rmse"])
     assert scores[0] < 0.75 * scores[1], scores
+
+
+def test_stage1_starts_from_the_flat_image_it_is_given():
+    """`start_from`: the untrained Stage 1 returns the training truth's mean spectrum everywhere, for any
+    S1 (its output layer's weights are small, its bias carries the spectrum)."""
+    model = build_stage(1, kind="regress", encoder="unet", allow_random_init=True).eval()
+    spectrum = [0.04, 0.07, 0.06, 0.30]
+    model.start_from(spectrum)
+    torch.nn.init.zeros_(model.decoder.out.weight)  # only the bias speaks: the flat image exactly
+    with torch.no_grad():
+        out = model(torch.randn(2, 2, 32, 32) * 4 - 12, torch.tensor([3, 9]), torch.tensor([1, 4]))
+    assert torch.allclose(out, torch.tensor(spectrum).view(1, 4, 1, 1).expand_as(out), atol=1e-5)

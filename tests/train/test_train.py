@@ -13,6 +13,7 @@ from axion_ray.models.runner import StageRunner
 from axion_ray.store import TileStore
 from axion_ray.store.synth import synthesize_aoi
 from axion_ray.train import train_stage
+from axion_ray.train.base import ShardBatches
 from axion_ray.train.select import select_and_export
 
 pytestmark = pytest.mark.slow
@@ -29,6 +30,26 @@ def stores(tmp_path_factory):
 @pytest.fixture(scope="module")
 def second_aoi(tmp_path_factory):
     return synthesize_aoi(tmp_path_factory.mktemp("train2") / "aoi2.zarr", SynthConfig(rows=2, cols=3, tile_size=32, seed=3))
+
+
+def test_a_small_shard_is_held_in_memory_and_every_step_is_a_full_batch(local_ray):
+    import ray
+
+    ds = ray.data.from_items([{"image": np.full((2, 3, 3), i, np.float32), "month": i} for i in range(18)]).materialize()
+    streamed = ShardBatches(ds.iterator(), 16, steps_per_epoch=2, in_memory=False)
+    assert [len(b["month"]) for b in streamed.epoch(torch.device("cpu"))] == [16, 2]  # the runt batch a shard ends in
+
+    held = ShardBatches(ds.iterator(), 16, steps_per_epoch=2, in_memory=True, seed=3)
+    drawn = []
+    for _ in range(3):
+        batches = list(held.epoch(torch.device("cpu")))
+        assert [len(b["month"]) for b in batches] == [16, 16]
+        for b in batches:  # rows stay whole: each image still carries its own month
+            assert torch.equal(b["image"][:, 0, 0, 0], b["month"].float())
+            drawn += b["month"].tolist()
+    # A running permutation: 96 draws over 18 rows are 5 whole passes and 6 more, so every row comes 5 or 6 times.
+    counts = np.bincount(drawn, minlength=18)
+    assert counts.min() == 5 and counts.max() == 6 and counts.sum() == 96
 
 
 def test_a_short_run_improves_on_the_prior_and_exports(local_ray, stores, tmp_path, capsys):
