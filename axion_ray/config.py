@@ -181,7 +181,7 @@ class TrainConfig:
     timesteps: int = 1
     condition: str = "opt_v2"
     kind: str | None = None            # stages 1 and 3: generate (default) | regress
-    encoder: str | None = None         # regression stages: terramind | unet (models/presets.DEFAULT_ENCODER)
+    encoder: str | None = None         # regression stages: terramind | unet (None: models/builder.default_encoder)
     width: int | None = None           # regression stages: UNet width (models/presets.REGRESSION_WIDTH)
     augment: bool = True               # regression stages: random flips/rotations of each batch
 

@@ -214,7 +214,8 @@ def rerun_baseline(out: Path, result_file: Path) -> None:
 def main() -> None:
     from axion_ray.config import ChainConfig, InferConfig, SynthConfig
     from axion_ray.models import build_stage
-    from axion_ray.models.presets import DEFAULT_ENCODER, ENCODERS
+    from axion_ray.models.builder import default_encoder
+    from axion_ray.models.presets import ENCODERS
     from axion_ray.pipeline.run import run_pipeline
     from axion_ray.store.tile_store import TileStore
     from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line, evaluate_chain, train_chain
@@ -228,7 +229,7 @@ def main() -> None:
     ap.add_argument("--stage1-epochs", type=int, default=35)
     ap.add_argument("--stage2-epochs", type=int, default=10)
     ap.add_argument("--stage3-epochs", type=int, default=15)
-    ap.add_argument("--encoder", default=DEFAULT_ENCODER)
+    ap.add_argument("--encoder", default=None, help="default: models/builder.default_encoder")
     ap.add_argument("--compare-encoder", default="auto",
                     help="also train Stage 1 alone with this encoder (auto: the other one; none: skip)")
     ap.add_argument("--json", default=None)
@@ -253,6 +254,7 @@ def main() -> None:
                                           f"{v.attrs['synthetic']['months']})" for s, v in vals.items()))
 
     shutil.rmtree(out / "run", ignore_errors=True)
+    args.encoder = args.encoder or default_encoder("tiny")  # what the chain picks here, named in the results
     chain_cfg = ChainConfig(encoder=args.encoder, epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
                             stage3_epochs=args.stage3_epochs, batch_size=16, val_every_steps=60, workers=2)
     start = time.perf_counter()

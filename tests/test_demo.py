@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from axion_ray.demo import DEMO_CHAIN, run_demo
+from axion_ray.demo import DEMO_CHAIN, DEMO_TRAIN_AOIS, run_demo
 from axion_ray.store import TileStore
 from axion_ray.train.chain import train_chain
 
@@ -35,12 +35,12 @@ def test_demo_runs_the_trained_chain_from_s1_alone_and_says_where_outputs_are(tm
     assert final["composite_score"] > 0 and final["constraints_pass"]
     assert len(list(outputs["npz"].glob("*.npz"))) == 16
 
-    # The chain it trained: Stage 1 on the first training AOI, Stages 2 and 3 on its outputs over the
-    # second (held out from Stage 1), all in the run's own copies — the users' stores untouched.
+    # The chain it trained: Stage 1 on the first and third training AOIs, Stages 2 and 3 on its outputs
+    # over the second (held out from Stage 1), all in the run's own copies — the users' stores untouched.
     demo = outputs["store"].parent
     run = demo / "run_chain"
     first, later = TileStore.open(run / "data" / "train_stage1.zarr"), TileStore.open(run / "data" / "train_stages23.zarr")
-    assert first.counts("opt_v1").done == 0 and later.counts("opt_v1").done == later.n_tiles == 36
+    assert first.n_tiles == 72 and first.counts("opt_v1").done == 0 and later.counts("opt_v1").done == later.n_tiles == 36
     assert later.provenance("opt_v1")["checkpoint"] == str(outputs["checkpoint_stage1"])
     user_train = TileStore.open(demo / "train1.zarr")
     assert user_train.provenance("opt_v1")["stage"] == "synthetic-prior" and user_train.counts("opt_v2").done == 0
@@ -48,7 +48,7 @@ def test_demo_runs_the_trained_chain_from_s1_alone_and_says_where_outputs_are(tm
     assert "| opt_v3 |" in outputs["chain_report"].read_text()
     # Run again, it resumes: every stage found trained and exported, every output done.
     again: list[str] = []
-    summary = train_chain([str(demo / "train0.zarr"), str(demo / "train1.zarr")], str(demo / "val.zarr"), run,
+    summary = train_chain([str(demo / f"train{i}.zarr") for i in range(DEMO_TRAIN_AOIS)], str(demo / "val.zarr"), run,
                           DEMO_CHAIN, say=again.append)
     assert sum("already trained" in line for line in again) == 3
     assert re.match(r"^chain opt_v1 ndvi=[\d.]+ .* constraints=(PASS|FAIL)$", summary["line"])

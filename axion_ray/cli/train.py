@@ -59,7 +59,9 @@ def cmd_select(args: argparse.Namespace) -> int:
 def add_regression_options(p: argparse.ArgumentParser) -> None:
     from axion_ray.models.presets import ENCODERS
 
-    p.add_argument("--encoder", choices=list(ENCODERS), help="regression stages: TerraMind encoder + UNet, or UNet")
+    p.add_argument("--encoder", choices=list(ENCODERS),
+                   help="regression stages: TerraMind encoder + UNet, or the UNet alone (default: TerraMind's where "
+                        "its published file is on disk, else the UNet)")
     p.add_argument("--width", type=int, help="regression stages: UNet width")
 
 

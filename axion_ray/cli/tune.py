@@ -126,7 +126,8 @@ def add_tune_parser(sub) -> None:
     add_training_data_options(p)
     add_model_options(p, sampling=False)
     add_schedule_options(p)
-    p.add_argument("--encoder", choices=["terramind", "unet"])
+    p.add_argument("--encoder", choices=["terramind", "unet"], help="default: TerraMind's where its published file is "
+                   "on disk, else the UNet")
     _sweep_options(p)
     p.set_defaults(func=cmd_tune_regress)
 

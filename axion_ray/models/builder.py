@@ -18,9 +18,16 @@ from axion_ray.bands import PRITHVI_BANDS
 from axion_ray.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from axion_ray.models.common import resolve_device
 from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
-from axion_ray.models.presets import DEFAULT_ENCODER, ENCODERS, PRESETS, PRITHVI_BACKBONES, REGRESSION_WIDTH, StagePreset
+from axion_ray.models.presets import ENCODERS, PRESETS, PRITHVI_BACKBONES, REGRESSION_WIDTH, StagePreset
 from axion_ray.models.registry import StageSpec, stage_spec
-from axion_ray.models.weights import Checkpoint, WeightsRecord, load_checkpoint, load_fitting_state, resolve_weights
+from axion_ray.models.weights import (
+    Checkpoint,
+    WeightsRecord,
+    find_weight_file,
+    load_checkpoint,
+    load_fitting_state,
+    resolve_weights,
+)
 
 
 def build_prithvi_backbone(name: str, record: WeightsRecord) -> nn.Module:
@@ -66,10 +73,23 @@ def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None, kind
     return ckpt, cfg, preset, spec
 
 
-def _backbone_choice(spec: StageSpec, cfg: dict[str, Any], prithvi: str | None, encoder: str | None) -> str | None:
-    """The argument that picks a stage's backbone: Stage 2's Prithvi, a regression stage's encoder."""
+def default_encoder(preset: str, weights: str | None = None) -> str:
+    """A regression stage's encoder when none is named: TerraMind's where the preset's published
+    transformer file is on disk (`--weights`, `$AXION_RAY_WEIGHTS`, the Hugging Face cache), which then
+    gets LoRA; else the UNet alone. From scratch the UNet alone measured better than the TerraMind
+    variant on every figure (bench/chain_quality.py: NDVI RMSE 0.0935 vs 0.0949, bench/RESULTS.md), and
+    it trains ~1.6x faster and needs no terratorch import in its actors. The choice is recorded in the
+    checkpoint's config and the provenance (`model`: `unet_regress` or `terramind_v1_*_regress`)."""
+    found, _ = find_weight_file(PRESETS[preset].terramind, weights, main=True)
+    return "terramind" if found is not None else "unet"
+
+
+def _backbone_choice(spec: StageSpec, cfg: dict[str, Any], prithvi: str | None, encoder: str | None,
+                     preset: str = "tiny", weights: str | None = None) -> str | None:
+    """The argument that picks a stage's backbone: Stage 2's Prithvi, a regression stage's encoder
+    (a checkpoint's own, else the one asked for, else `default_encoder`)."""
     if spec.family == "regress":
-        choice = cfg.get("encoder", encoder or DEFAULT_ENCODER)
+        choice = cfg.get("encoder") or encoder or default_encoder(preset, weights)
         if choice not in (None, *ENCODERS):
             raise ConfigError(f"unknown encoder {choice!r}; choose one of {', '.join(ENCODERS)}")
         return choice
@@ -96,7 +116,8 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
         stage: 1 (S1→opt_v1), 2 (Prithvi refiner) or 3 (grounding).
         kind: stages 1 and 3: `generate` (TerraMind generation, the default) or `regress`
             (models/regress.py); a checkpoint's own kind wins.
-        encoder, width: a regression stage's encoder (`terramind` or `unet`) and UNet width.
+        encoder, width: a regression stage's encoder (`terramind` or `unet`; None: `default_encoder`)
+            and UNet width.
         preset: `tiny`, `small`, `base` or `large` (see `models/presets.py`).
         weights: a pretrained-weights file or directory (see `models/weights.py`).
         checkpoint: an Axion-Ray training checkpoint; when given, no pretrained weights are needed.
@@ -114,7 +135,7 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
     need_pretrained = ckpt is None or _needs_base_weights(cfg)
     if ckpt is not None:  # the checkpoint says what base it needs; never substitute a random one
         allow_random_init = False
-    backbone = spec.backbone(PRESETS[preset], _backbone_choice(spec, cfg, prithvi, encoder))
+    backbone = spec.backbone(PRESETS[preset], _backbone_choice(spec, cfg, prithvi, encoder, preset, weights))
     record = _base_weights(spec, backbone, weights, allow_random_init, need_pretrained)
     model = _FAMILY_BUILDERS[spec.family](spec, PRESETS[preset], cfg, backbone, record,
                                           timesteps=timesteps, standardize=standardize, seed=seed, width=width)
@@ -223,7 +244,7 @@ def stage_provenance(stage: int, preset: str = "tiny", *, kind: str | None = Non
     reported at once (exit 2), and it writes the result into the output arrays' attrs.
     """
     ckpt, cfg, preset, spec = _checkpoint_and_preset(stage, preset, checkpoint, kind)
-    backbone = spec.backbone(PRESETS[preset], _backbone_choice(spec, cfg, prithvi, encoder))
+    backbone = spec.backbone(PRESETS[preset], _backbone_choice(spec, cfg, prithvi, encoder, preset, weights))
     model_name = spec.model_name(backbone)
     if ckpt is not None:
         check_checkpoint_fits(spec, PRESETS[preset], cfg, backbone, ckpt)

@@ -33,10 +33,10 @@ PRITHVI_BACKBONES: tuple[str, ...] = (
 )
 
 #: Encoders of the regression stages 1 and 3 (models/regress.py): TerraMind's ViT (the preset's
-#: variant, its transformer file only) under the UNet, or the UNet alone. The default is what
-#: bench/chain_quality.py measured better without published weights (bench/RESULTS.md).
+#: variant, its transformer file only) under the UNet, or the UNet alone. When none is named, the
+#: builder takes TerraMind's where its published file is on disk (LoRA on it), else the UNet alone:
+#: from scratch, bench/chain_quality.py measured it better (bench/RESULTS.md) — `builder.default_encoder`.
 ENCODERS: tuple[str, ...] = ("terramind", "unet")
-DEFAULT_ENCODER = "terramind"
 REGRESSION_WIDTH = 32     # channels of the UNet's full-resolution level (x2, x4, x4 below)
 
 #: TerraMind's S2L2A tokenizer (the diffusion decoder every generating stage needs beside its transformer).

@@ -201,12 +201,12 @@ class RegressTask(StageTask):
         return LoraSettings(rank=self.config["lora_rank"], alpha=self.config["lora_alpha"], trainable=("decoder",))
 
     def model_config(self, model: torch.nn.Module) -> dict[str, Any]:
-        from axion_ray.models.presets import DEFAULT_ENCODER, REGRESSION_WIDTH
+        from axion_ray.models.presets import REGRESSION_WIDTH
 
         lora = self.lora_settings().to_dict() if any("lora_" in n for n, _ in model.named_parameters()) else None
-        return {"stage": self.stage, "kind": "regress", "preset": self.config["preset"],
-                "encoder": self.config["encoder"] or DEFAULT_ENCODER, "width": self.config["width"] or REGRESSION_WIDTH,
-                "lora": lora, "base_weights": model.provenance["weights"]}
+        encoder = "unet" if getattr(model, "encoder", None) is None else "terramind"  # as built (default_encoder)
+        return {"stage": self.stage, "kind": "regress", "preset": self.config["preset"], "encoder": encoder,
+                "width": self.config["width"] or REGRESSION_WIDTH, "lora": lora, "base_weights": model.provenance["weights"]}
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:

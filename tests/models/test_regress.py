@@ -121,3 +121,15 @@ def test_stage1_starts_from_the_flat_image_it_is_given():
     with torch.no_grad():
         out = model(torch.randn(2, 2, 32, 32) * 4 - 12, torch.tensor([3, 9]), torch.tensor([1, 4]))
     assert torch.allclose(out, torch.tensor(spectrum).view(1, 4, 1, 1).expand_as(out), atol=1e-5)
+
+
+def test_the_default_encoder_is_terramind_only_where_its_published_file_is_on_disk(tmp_path):
+    """No file: the UNet alone (measured better from scratch). The preset's TerraMind file in --weights:
+    its encoder (with LoRA in training), and provenance names the model built."""
+    from axion_ray.models.builder import default_encoder
+
+    assert default_encoder("tiny") == "unet"
+    assert stage_provenance(1, kind="regress", allow_random_init=True)["model"] == "unet_regress"
+    (tmp_path / "TerraMind_v1_tiny.pt").write_bytes(b"")
+    assert default_encoder("tiny", str(tmp_path)) == "terramind"
+    assert default_encoder("small", str(tmp_path)) == "unet"  # another preset's file is not this one's
