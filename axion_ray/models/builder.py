@@ -77,7 +77,7 @@ def default_encoder(preset: str, weights: str | None = None) -> str:
     """A regression stage's encoder when none is named: TerraMind's where the preset's published
     transformer file is on disk (`--weights`, `$AXION_RAY_WEIGHTS`, the Hugging Face cache), which then
     gets LoRA; else the UNet alone. From scratch the UNet alone measured better than the TerraMind
-    variant on every figure (bench/chain_quality.py: NDVI RMSE 0.0935 vs 0.0949, bench/RESULTS.md), and
+    variant on every figure (bench/chain_quality.py: NDVI RMSE 0.0935 vs 0.0949 on the same schedule, bench/RESULTS.md), and
     it trains ~1.6x faster and needs no terratorch import in its actors. The choice is recorded in the
     checkpoint's config and the provenance (`model`: `unet_regress` or `terramind_v1_*_regress`)."""
     found, _ = find_weight_file(PRESETS[preset].terramind, weights, main=True)
