@@ -8,6 +8,7 @@ import sys
 from axion_ray.cli.classify import add_training_options, classifier_config
 from axion_ray.cli.options import EXIT_OK, add_model_options, config_from_args, given, int_list, say
 from axion_ray.cli.train import add_schedule_options, add_training_data_options
+from axion_ray.models.presets import ENCODERS
 
 
 def _resources(text: str) -> dict[str, float]:
@@ -126,7 +127,7 @@ def add_tune_parser(sub) -> None:
     add_training_data_options(p)
     add_model_options(p, sampling=False)
     add_schedule_options(p)
-    p.add_argument("--encoder", choices=["terramind", "unet"], help="default: TerraMind's where its published file is "
+    p.add_argument("--encoder", choices=list(ENCODERS), help="default: TerraMind's where its published file is "
                    "on disk, else the UNet")
     _sweep_options(p)
     p.set_defaults(func=cmd_tune_regress)

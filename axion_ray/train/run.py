@@ -158,7 +158,8 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
     steps_per_epoch = math.ceil(n_tiles / cfg.workers / cfg.batch_size)  # at full size; elastic runs recompute
     loop_config = {**dataclasses.asdict(cfg), "val_store": val.path, "train_tiles": int(n_tiles),
                    "fault_exit_at_step": fault_exit_at_step, "in_memory": in_memory,
-                   "init_spectrum": _truth_spectrum(trains, tiles_of) if spec.family == "regress" else None,
+                   "init_spectrum": _truth_spectrum(trains, tiles_of) if spec.family == "regress" and cfg.stage == 1
+                   else None,  # only a regression Stage 1 starts from it (Stage 3 starts as its input)
                    "torch_threads": max(1, int(round(cpus_each))) if not cfg.use_gpu else None}
     what = {"terramind": "LoRA adapters on the token objective", "prithvi": "the refiner",
             "regress": f"regression, {base['model']}" + (" from scratch" if base["random_init"] else "")}[spec.family]
