@@ -46,6 +46,10 @@ def test_demo_runs_the_trained_chain_from_s1_alone_and_says_where_outputs_are(tm
     assert user_train.provenance("opt_v1")["stage"] == "synthetic-prior" and user_train.counts("opt_v2").done == 0
     np.testing.assert_array_equal(user_train.read("s1", np.arange(36)), later.read("s1", np.arange(36)))
     assert "| opt_v3 |" in outputs["chain_report"].read_text()
+    # Stage 1's edges are the truth's: placement is a constraint there, the truth's edge count is not.
+    stage1_report = (outputs["checkpoint_stage1"].parent / "stage1_REPORT.md").read_text()
+    assert "Edge ratio: not a constraint" in stage1_report and "Mean edge displacement < 2 pixels" in stage1_report
+    assert "Edge ratio > 0.7" in (outputs["checkpoint_stage3"].parent / "stage3_REPORT.md").read_text()
     # Run again, it resumes: every stage found trained and exported, every output done.
     again: list[str] = []
     summary = train_chain([str(demo / f"train{i}.zarr") for i in range(DEMO_TRAIN_AOIS)], str(demo / "val.zarr"), run,

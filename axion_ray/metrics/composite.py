@@ -1,7 +1,9 @@
 """Composite checkpoint score: spectral gain minus edge-movement penalty, with hard constraints.
 
 gain = w_ndvi·Δndvi_rmse + w_evi·Δevi_rmse + w_sam·Δsam_rad, Δ = baseline − candidate (both vs truth);
-penalty = 10·max(0, mean_disp − 2) + 5·max(0, max_disp − 5) + 2·max(0, 0.7 − edge_ratio).
+penalty = 10·max(0, mean_disp − 2) + 5·max(0, max_disp − 5) + 2·max(0, 0.7 − edge_ratio);
+the edge-ratio term and constraint apply when edges are measured against a stage's optical input, not
+against the truth (`CompositeConfig.against_truth`).
 The Axion-Sat Stage 2 report's gains (+0.0225, +0.0190, +0.0491) give 0.0660 (docs/ARCHITECTURE.md §6).
 """
 
@@ -35,13 +37,14 @@ def composite_score(candidate: Mapping[str, float], baseline: Mapping[str, float
             + cfg.w_sam * improvements["sam_rad"])
     mean_d, max_d, ratio = geometry["edge_disp_mean_px"], geometry["edge_disp_max_px"], geometry["edge_ratio"]
     penalty = (cfg.w_mean_disp * max(0.0, mean_d - cfg.mean_disp_limit_px)
-               + cfg.w_max_disp * max(0.0, max_d - cfg.max_disp_limit_px)
-               + cfg.w_edge_ratio * max(0.0, cfg.min_edge_ratio - ratio))
+               + cfg.w_max_disp * max(0.0, max_d - cfg.max_disp_limit_px))
     constraints = {
         f"edge_disp_mean_px<{cfg.mean_disp_limit_px:g}": bool(mean_d < cfg.mean_disp_limit_px),
         f"edge_disp_max_px<{cfg.max_disp_limit_px:g}": bool(max_d < cfg.max_disp_limit_px),
-        f"edge_ratio>{cfg.min_edge_ratio:g}": bool(ratio > cfg.min_edge_ratio),
     }
+    if cfg.min_edge_ratio is not None:  # None against the truth's edges (CompositeConfig.against_truth)
+        penalty += cfg.w_edge_ratio * max(0.0, cfg.min_edge_ratio - ratio)
+        constraints[f"edge_ratio>{cfg.min_edge_ratio:g}"] = bool(ratio > cfg.min_edge_ratio)
     return CompositeResult(float(gain), float(penalty), float(gain - penalty), improvements, constraints,
                            all(constraints.values()))
 

@@ -76,6 +76,9 @@ def _stage_export(stage: int, trains: list[str], val: str, out: Path, cfg: Chain
     best = meta["selected"]
     say(f"stage {stage}: selected step {best['step']}, composite {best['composite_score']:+.4f} "
         f"({'PASS' if best['constraints_pass'] else 'FAIL'}) → {export}")
+    if best["step"] == 0:
+        say(f"  stage {stage}: no trained checkpoint beat its input on {val}; exported the untrained stage, which "
+            "returns its input unchanged (train longer or on more AOIs to improve on it)")
     return export
 
 

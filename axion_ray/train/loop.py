@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from axion_ray.config import CompositeConfig
 from axion_ray.models.registry import TRUTH_ARRAY, StageSpec, stage_spec
 
 
@@ -278,6 +279,7 @@ class Validator:
             mean = np.nanmean(self.truth, axis=(0, 2, 3))[None, :, None, None]
             baseline = np.where(np.isnan(self.truth), np.nan, mean).astype(np.float32)
         self.edges_of = self.truth if task.stage == 1 else baseline
+        self.composite_cfg = CompositeConfig().against_truth() if task.stage == 1 else CompositeConfig()
         self.batch_size = 4 if task.spec.generative else batch_size
         acc = SpectralAccumulator()
         acc.update(baseline, self.truth)
@@ -301,7 +303,7 @@ class Validator:
             geometry.update(pred, self.edges_of[part])
         model.train(was_training)
         pred_m, geo = spectral.compute(), geometry.compute()
-        comp = composite_score(pred_m, self.baseline, geo)
+        comp = composite_score(pred_m, self.baseline, geo, self.composite_cfg)
         return {"pred": pred_m, "baseline": self.baseline, "geometry": geo, **comp.to_dict()}
 
 
@@ -370,6 +372,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "resumed_from_step": resumed_from,
         })
 
+    if state is None and config.get("validate_at_start"):  # TrainConfig.validate: stages that start as their input
+        validate_and_report(0)  # the identity's score: what every later checkpoint must beat to be chosen
     # After a restart, skip the part of the interrupted epoch that the checkpoint already covers.
     skip = max(0, step - start_epoch * config["steps_per_epoch"])
     for epoch in range(start_epoch, config["epochs"]):

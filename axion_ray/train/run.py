@@ -94,8 +94,10 @@ def _claim_run_dir(out: Path, record: dict[str, Any]) -> bool:
         tmp.replace(path)
         return False
     before = json.loads(path.read_text())
+    defaults = dataclasses.asdict(TrainConfig())  # a key a later version added, at its default, is no change
     changed = sorted(k for k in set(before["config"]) | set(record["config"])
-                     if k not in _RESUMABLE_CHANGES and before["config"].get(k) != record["config"].get(k))
+                     if k not in _RESUMABLE_CHANGES
+                     and before["config"].get(k, defaults.get(k)) != record["config"].get(k, defaults.get(k)))
     changed += [k for k in ("train_stores", "val_store") if before.get(k) != record[k]]
     if changed:
         raise ConfigError(f"{out} holds a training run with another configuration ({', '.join(changed)} differ); "

@@ -32,3 +32,16 @@ def test_weights_are_configurable():
 
 def test_a_worse_candidate_scores_negative():
     assert composite_score(BASELINE, STAGE2, REPORT_GEOMETRY).composite_score < 0
+
+
+def test_against_the_truth_edge_count_is_no_constraint_but_placement_is():
+    """Stage 1's edges are the truth's, whose count includes texture no SAR reading reproduces: a low
+    edge ratio neither fails nor costs there, while displaced edges still do."""
+    fewer_edges = {"edge_disp_mean_px": 1.3, "edge_disp_max_px": 3.7, "edge_ratio": 0.45}
+    assert not composite_score(STAGE2, BASELINE, fewer_edges).constraints_pass
+    truth_cfg = CompositeConfig().against_truth()
+    result = composite_score(STAGE2, BASELINE, fewer_edges, truth_cfg)
+    assert result.constraints_pass and result.penalty == 0 and set(result.constraints) == {
+        "edge_disp_mean_px<2", "edge_disp_max_px<5"}
+    moved = composite_score(STAGE2, BASELINE, {**fewer_edges, "edge_disp_mean_px": 2.5}, truth_cfg)
+    assert not moved.constraints_pass and moved.penalty == pytest.approx(5.0)

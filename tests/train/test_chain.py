@@ -2,6 +2,7 @@
 exported, reported, resumed, the users' stores untouched — is exercised end to end by the demo's
 test (tests/test_demo.py), which trains one."""
 
+import dataclasses
 import re
 
 import pytest
@@ -36,3 +37,12 @@ def test_mistakes_are_refused_before_any_work(tmp_path, capsys):
     with pytest.raises(ConfigError, match="another configuration"):
         train_chain([train.path], val.path, tmp_path / "r", ChainConfig())
     assert not (tmp_path / "r" / "data").exists()
+
+
+def test_later_stages_are_scored_as_the_identity_they_start_as():
+    """Stages 2 and 3 start as their input: the chain scores them at step 0 too, so one whose training
+    never beats its input is exported unchanged rather than making the chain worse. Stage 1 has no input."""
+    cfg = ChainConfig()
+    assert [cfg.stage_config(s).validate_at_start for s in (1, 2, 3)] == [False, True, True]
+    with pytest.raises(ConfigError, match="only Stage 2 and the regression Stage 3"):
+        dataclasses.replace(cfg.stage_config(1), validate_at_start=True).validate()

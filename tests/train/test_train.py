@@ -54,10 +54,15 @@ def test_a_small_shard_is_held_in_memory_and_every_step_is_a_full_batch(local_ra
 
 def test_a_short_run_improves_on_the_prior_and_exports(local_ray, stores, tmp_path, capsys):
     train, val = stores
-    cfg = TrainConfig(allow_random_init=True, epochs=4, batch_size=6, val_every_steps=6, workers=2)
+    cfg = TrainConfig(allow_random_init=True, epochs=4, batch_size=6, val_every_steps=6, workers=2,
+                      validate_at_start=True)
     summary = train_stage(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None)
     best = max(summary["checkpoints"], key=lambda c: c["composite_score"])
     assert best["composite_score"] > 0 and best["constraints_pass"]
+    # Scored at step 0 too: the untrained refiner is its input exactly, what training had to beat.
+    (start,) = [c for c in summary["checkpoints"] if c["step"] == 0]
+    assert start["composite_score"] == pytest.approx(0.0, abs=1e-6) and start["constraints_pass"]
+    assert start["edge_disp_mean_px"] == 0 and best["step"] > 0
     assert (tmp_path / "run" / "training_summary.json").exists()
 
     assert main(["select", str(tmp_path / "run"), "--export", str(tmp_path / "out" / "best.pt"), "--fp16"]) == 0
