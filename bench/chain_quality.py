@@ -227,7 +227,7 @@ def main() -> None:
     ap.add_argument("--val-seeds", default="9001,9002,9003", help="evaluation AOIs (never trained or selected on)")
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--stage1-epochs", type=int, default=60)
-    ap.add_argument("--stage2-epochs", type=int, default=10)
+    ap.add_argument("--stage2-epochs", type=int, default=40)
     ap.add_argument("--stage3-epochs", type=int, default=15)
     ap.add_argument("--encoder", default=None, help="default: models/builder.default_encoder")
     ap.add_argument("--compare-encoder", default="auto",

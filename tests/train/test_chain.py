@@ -46,3 +46,18 @@ def test_later_stages_are_scored_as_the_identity_they_start_as():
     assert [cfg.stage_config(s).validate_at_start for s in (1, 2, 3)] == [False, True, True]
     with pytest.raises(ConfigError, match="only Stage 2 and the regression Stage 3"):
         dataclasses.replace(cfg.stage_config(1), validate_at_start=True).validate()
+
+
+def test_a_run_directory_from_before_a_new_option_still_resumes(tmp_path):
+    """A run recorded before an option existed resumes when the option is at its default, and only then."""
+    import json
+
+    from axion_ray.config import TrainConfig
+    from axion_ray.train.run import RUN_CONFIG_FILE, _claim_run_dir
+
+    record = {"config": dataclasses.asdict(TrainConfig()), "train_stores": ["t"], "val_store": "v"}
+    older = {**record, "config": {k: v for k, v in record["config"].items() if k != "validate_at_start"}}
+    (tmp_path / RUN_CONFIG_FILE).write_text(json.dumps(older))
+    assert _claim_run_dir(tmp_path, record) is True
+    with pytest.raises(ConfigError, match=r"validate_at_start differ"):
+        _claim_run_dir(tmp_path, {**record, "config": {**record["config"], "validate_at_start": True}})
