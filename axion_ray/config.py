@@ -68,6 +68,12 @@ class CompositeConfig:
         spectral figure, SSIM and edge correlation improve (docs/DESIGN_NOTES.md)."""
         return dataclasses.replace(self, min_edge_ratio=None)
 
+    @classmethod
+    def for_stage(cls, stage: int) -> CompositeConfig:
+        """What a stage's checkpoints are scored under: Stage 1 has no optical input, so its edges are the
+        truth's; Stages 2 and 3 keep their input's."""
+        return cls().against_truth() if stage == 1 else cls()
+
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML file's top-level mapping, with a clear error for a missing file or bad YAML."""

@@ -279,7 +279,7 @@ class Validator:
             mean = np.nanmean(self.truth, axis=(0, 2, 3))[None, :, None, None]
             baseline = np.where(np.isnan(self.truth), np.nan, mean).astype(np.float32)
         self.edges_of = self.truth if task.stage == 1 else baseline
-        self.composite_cfg = CompositeConfig().against_truth() if task.stage == 1 else CompositeConfig()
+        self.composite_cfg = CompositeConfig.for_stage(task.stage)
         self.batch_size = 4 if task.spec.generative else batch_size
         acc = SpectralAccumulator()
         acc.update(baseline, self.truth)

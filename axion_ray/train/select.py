@@ -72,7 +72,7 @@ def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = F
         "export": str(export), "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
         "criteria": ["best composite_score among checkpoints passing every hard constraint",
                      "fallback: best composite_score overall, with a warning"],
-        "weights": asdict(stage_composite_config(best)), "fp16": fp16, "fallback": fallback,
+        "weights": asdict(CompositeConfig.for_stage(_stage_of(best))), "fp16": fp16, "fallback": fallback,
         "selected": {k: v for k, v in best.items() if k != "_state"},
         "candidates": [{k: v for k, v in c.items() if k not in ("_state", "metrics")} for c in candidates],
     }
@@ -81,10 +81,8 @@ def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = F
     return metadata
 
 
-def stage_composite_config(best: dict[str, Any]) -> CompositeConfig:
-    """The constraints a checkpoint was trained under: Stage 1's edges are the truth's (train/loop.Validator)."""
-    stage = int(best["_state"]["config"].get("stage", 2))
-    return CompositeConfig().against_truth() if stage == 1 else CompositeConfig()
+def _stage_of(best: dict[str, Any]) -> int:
+    return int(best["_state"]["config"].get("stage", 2))
 
 
 def _edge_ratio_constraint(cfg: CompositeConfig, geo: dict[str, float]) -> str:
@@ -107,8 +105,8 @@ _REPORT_LABELS = {  # stage -> (baseline column, model column, what the geometry
 
 def report_markdown(export: Path, best: dict[str, Any], fp16: bool, fallback: bool) -> str:
     """The Axion-Sat "Stage 2 Best Checkpoint" report (any stage), from measured figures only."""
-    m, cfg = best["metrics"], stage_composite_config(best)
-    stage = int(best["_state"]["config"].get("stage", 2))
+    stage = _stage_of(best)
+    m, cfg = best["metrics"], CompositeConfig.for_stage(stage)  # what its run was scored under
     base_label, model_label, geometry_of = _REPORT_LABELS[stage]
     pred, base, geo = m["pred"], m["baseline"], m["geometry"]
     rows = [("NDVI RMSE", "ndvi_rmse"), ("EVI RMSE", "evi_rmse"), ("SAM (rad)", "sam_rad")]

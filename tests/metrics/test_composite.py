@@ -45,3 +45,5 @@ def test_against_the_truth_edge_count_is_no_constraint_but_placement_is():
         "edge_disp_mean_px<2", "edge_disp_max_px<5"}
     moved = composite_score(STAGE2, BASELINE, {**fewer_edges, "edge_disp_mean_px": 2.5}, truth_cfg)
     assert not moved.constraints_pass and moved.penalty == pytest.approx(5.0)
+    # Stage 1 alone has the truth's edges; Stages 2 and 3 keep their input's, the ratio included.
+    assert [CompositeConfig.for_stage(s).min_edge_ratio for s in (1, 2, 3)] == [None, 0.7, 0.7]
