@@ -197,19 +197,19 @@ class TrainConfig:
     timesteps: int = 1
     condition: str = "opt_v2"
     kind: str | None = None            # stages 1 and 3: generate (default) | regress
-    encoder: str | None = None         # regression stages: terramind | unet (None: models/builder.default_encoder)
+    encoder: str | None = None         # regression stages: terramind | unet | pixel (Stage 3; None: builder.default_encoder)
+    pixel_batch: int = 32768           # pixel-wise models (encoder pixel): pixels per step, drawn across tiles
     width: int | None = None           # regression stages: UNet width (models/presets.REGRESSION_WIDTH)
     augment: bool = True               # regression stages: random flips/rotations of each batch
     validate_at_start: bool = False    # stages that start as their input (2, regression 3): score step 0 too
 
     def validate(self) -> None:
         """Raise ConfigError for a training run that cannot be made, before any store or Ray work."""
-        from axion_ray.models.presets import ENCODERS
+        from axion_ray.models.presets import check_encoder
         from axion_ray.models.registry import stage_spec
 
         stage_spec(self.stage, self.kind)
-        if self.encoder is not None and self.encoder not in ENCODERS:
-            raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        check_encoder(self.stage, self.encoder)
         if self.width is not None and self.width < 4:
             raise ConfigError(f"width must be at least 4, got {self.width}")
         if self.condition not in ("opt_v1", "opt_v2"):
@@ -232,7 +232,8 @@ class ChainConfig:
 
     preset: str = "tiny"
     weights: str | None = None          # TerraMind encoder weights (else from scratch)
-    encoder: str | None = None
+    encoder: str | None = None          # both regression stages' (None: each stage's builder.default_encoder)
+    stage3_encoder: str | None = None   # Stage 3's, where it differs from `encoder` (e.g. pixel)
     width: int | None = None
     epochs: int = 12
     stage1_epochs: int | None = None
@@ -258,7 +259,8 @@ class ChainConfig:
         # training never beats its input is exported as that identity and never makes the chain worse.
         if stage == 2:  # the refiner: no published tiny weights to adapt; condition = the chain's opt_v1
             return TrainConfig(stage=2, epochs=epochs, allow_random_init=True, validate_at_start=True, **common)
-        return TrainConfig(stage=stage, kind="regress", encoder=self.encoder, width=self.width, epochs=epochs,
+        encoder = (self.stage3_encoder or self.encoder) if stage == 3 else self.encoder
+        return TrainConfig(stage=stage, kind="regress", encoder=encoder, width=self.width, epochs=epochs,
                            condition="opt_v2", validate_at_start=stage == 3, **common)
 
     def validate(self) -> None:

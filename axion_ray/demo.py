@@ -31,7 +31,7 @@ DEMO_AOI = SynthConfig(rows=4, cols=4, tile_size=64, overlap=8, seed=0)
 #: The demo's chain: short, on three training AOIs that between them hold the seasons and the common
 #: and water-rich biomes (a model that never saw water makes it worse; bench/RESULTS.md). Stage 1
 #: trains on the first and third (eight months), Stages 2 and 3 on its outputs over the second.
-DEMO_CHAIN = ChainConfig(epochs=20, stage2_epochs=6, stage3_epochs=8, batch_size=16, val_every_steps=15, workers=2)
+DEMO_CHAIN = ChainConfig(epochs=20, stage2_epochs=6, stage3_epochs=40, batch_size=16, val_every_steps=15, workers=2)
 DEMO_TRAIN_AOIS = 3
 
 

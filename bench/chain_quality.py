@@ -215,7 +215,7 @@ def main() -> None:
     from axion_ray.config import ChainConfig, InferConfig, SynthConfig
     from axion_ray.models import build_stage
     from axion_ray.models.builder import default_encoder
-    from axion_ray.models.presets import ENCODERS
+    from axion_ray.models.presets import ENCODERS, STAGE3_ONLY_ENCODERS
     from axion_ray.pipeline.run import run_pipeline
     from axion_ray.store.tile_store import TileStore
     from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line, evaluate_chain, train_chain
@@ -228,8 +228,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--stage1-epochs", type=int, default=60)
     ap.add_argument("--stage2-epochs", type=int, default=40)
-    ap.add_argument("--stage3-epochs", type=int, default=15)
-    ap.add_argument("--encoder", default=None, help="default: models/builder.default_encoder")
+    ap.add_argument("--stage3-epochs", type=int, default=60)
+    ap.add_argument("--encoder", default=None, help="Stage 1's (default: models/builder.default_encoder)")
+    ap.add_argument("--stage3-encoder", default=None, help="Stage 3's (default: models/builder.default_encoder)")
     ap.add_argument("--compare-encoder", default="auto",
                     help="also train Stage 1 alone with this encoder (auto: the other one; none: skip)")
     ap.add_argument("--json", default=None)
@@ -254,8 +255,11 @@ def main() -> None:
                                           f"{v.attrs['synthetic']['months']})" for s, v in vals.items()))
 
     shutil.rmtree(out / "run", ignore_errors=True)
-    args.encoder = args.encoder or default_encoder("tiny")  # what the chain picks here, named in the results
-    chain_cfg = ChainConfig(encoder=args.encoder, epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
+    # What the chain picks here for each regression stage, named in the results.
+    args.encoder = args.encoder or default_encoder("tiny", stage=1)
+    args.stage3_encoder = args.stage3_encoder or default_encoder("tiny", stage=3)
+    chain_cfg = ChainConfig(encoder=args.encoder, stage3_encoder=args.stage3_encoder, epochs=args.stage1_epochs,
+                            stage2_epochs=args.stage2_epochs,
                             stage3_epochs=args.stage3_epochs, batch_size=16, val_every_steps=60, workers=2)
     start = time.perf_counter()
     chain = train_chain([t.path for t in trains], select.path, out / "run", chain_cfg, say=print)
@@ -263,8 +267,9 @@ def main() -> None:
     stage1_s = chain["train_seconds"]["stage1"]
     print(f"chain trained in {chain_s:.0f} s (stage 1 {stage1_s:.0f} s); baseline UNet for the same {stage1_s:.0f} s")
     baseline, baseline_steps = train_baseline(trains[0::2], stage1_s)  # Stage 1's AOIs
-    other = {"auto": next(e for e in ENCODERS if e != args.encoder), "none": None}.get(args.compare_encoder,
-                                                                                     args.compare_encoder)
+    stage1_encoders = [e for e in ENCODERS if e not in STAGE3_ONLY_ENCODERS]
+    other = {"auto": next(e for e in stage1_encoders if e != args.encoder), "none": None}.get(args.compare_encoder,
+                                                                                            args.compare_encoder)
     other_model = None
     if other:
         print(f"Stage 1 alone with encoder={other}, same schedule, for the encoder comparison")
@@ -310,7 +315,8 @@ def main() -> None:
     constraints = all(per_aoi[s]["constraints_pass"] for s in per_aoi)
     result = {"train_seconds": chain["train_seconds"], "chain_seconds": chain_s, "baseline_steps": baseline_steps,
               "per_aoi": {str(k): v for k, v in per_aoi.items()}, "means": means, "speed": rates,
-              "constraints_pass": constraints, "encoder": args.encoder, "compared_encoder": other,
+              "constraints_pass": constraints, "encoder": args.encoder,
+              "stage3_encoder": args.stage3_encoder, "compared_encoder": other,
               "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs}}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

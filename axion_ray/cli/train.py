@@ -22,6 +22,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.stage == "chain":
         return cmd_train_chain(args)
+    if args.stage3_encoder is not None:
+        raise ConfigError("--stage3-encoder is the chain's; a single stage takes --encoder")
     cfg = config_from_args(TrainConfig, args, stage=int(args.stage.removeprefix("stage")), use_gpu=args.gpu,
                            val_every_steps=args.val_every)
     summary = train_stage(args.train, args.val, args.out, cfg, say=say)
@@ -60,8 +62,9 @@ def add_regression_options(p: argparse.ArgumentParser) -> None:
     from axion_ray.models.presets import ENCODERS
 
     p.add_argument("--encoder", choices=list(ENCODERS),
-                   help="regression stages: TerraMind encoder + UNet, or the UNet alone (default: TerraMind's where "
-                        "its published file is on disk, else the UNet)")
+                   help="regression stages: TerraMind encoder + UNet, the UNet alone, or (Stage 3) the per-pixel "
+                        "calibrator (default: TerraMind's where its published file is on disk, else the UNet for "
+                        "Stage 1 and the calibrator for Stage 3)")
     p.add_argument("--width", type=int, help="regression stages: UNet width")
 
 
@@ -81,6 +84,7 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_parsers(sub) -> None:
+    from axion_ray.models.presets import ENCODERS
     from axion_ray.models.registry import STAGES
 
     p = sub.add_parser("train", help="train a stage on Ray Train (DDP, LoRA), keeping checkpoints by composite score")
@@ -101,6 +105,7 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--timesteps", type=int, help="TerraMind diffusion steps used in validation")
     p.add_argument("--condition", choices=["opt_v1", "opt_v2"], help="stage 3: the optical array it grounds")
     add_regression_options(p)
+    p.add_argument("--stage3-encoder", choices=list(ENCODERS), help="chain: Stage 3's encoder where it differs from --encoder")
     p.add_argument("--kind", choices=["generate", "regress"],
                    help="stages 1 and 3: TerraMind generation (LoRA, token objective; default) or regression")
     p.add_argument("--seed", type=int)

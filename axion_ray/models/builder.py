@@ -18,7 +18,7 @@ from axion_ray.bands import PRITHVI_BANDS
 from axion_ray.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from axion_ray.models.common import resolve_device
 from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
-from axion_ray.models.presets import ENCODERS, PRESETS, PRITHVI_BACKBONES, REGRESSION_WIDTH, StagePreset
+from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES, REGRESSION_WIDTH, StagePreset, check_encoder
 from axion_ray.models.registry import StageSpec, stage_spec
 from axion_ray.models.weights import (
     Checkpoint,
@@ -73,15 +73,20 @@ def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None, kind
     return ckpt, cfg, preset, spec
 
 
-def default_encoder(preset: str, weights: str | None = None) -> str:
+def default_encoder(preset: str, weights: str | None = None, stage: int = 1) -> str:
     """A regression stage's encoder when none is named: TerraMind's where the preset's published
     transformer file is on disk (`--weights`, `$AXION_RAY_WEIGHTS`, the Hugging Face cache), which then
-    gets LoRA; else the UNet alone. From scratch the UNet alone measured better than the TerraMind
-    variant on every figure (bench/chain_quality.py: NDVI RMSE 0.0935 vs 0.0949 on the same schedule, bench/RESULTS.md), and
-    it trains ~1.6x faster and needs no terratorch import in its actors. The choice is recorded in the
-    checkpoint's config and the provenance (`model`: `unet_regress` or `terramind_v1_*_regress`)."""
+    gets LoRA; else, from scratch, what bench/chain_quality.py measured best (bench/RESULTS.md):
+    - Stage 1: the UNet alone. It beat the TerraMind variant on every figure (NDVI RMSE 0.0935 vs
+      0.0949 on the same schedule), trains ~1.6x faster and needs no terratorch import in its actors.
+    - Stage 3: the per-pixel calibrator (`pixel`, models/regress.PixelStage3). The UNet grounding never
+      beat its input there; the calibrator does on all three figures.
+    The choice is recorded in the checkpoint's config and the provenance (`model`: `unet_regress`,
+    `pixel_regress` or `terramind_v1_*_regress`)."""
     found, _ = find_weight_file(PRESETS[preset].terramind, weights, main=True)
-    return "terramind" if found is not None else "unet"
+    if found is not None:
+        return "terramind"
+    return "pixel" if stage == 3 else "unet"
 
 
 def _backbone_choice(spec: StageSpec, cfg: dict[str, Any], prithvi: str | None, encoder: str | None,
@@ -89,9 +94,8 @@ def _backbone_choice(spec: StageSpec, cfg: dict[str, Any], prithvi: str | None, 
     """The argument that picks a stage's backbone: Stage 2's Prithvi, a regression stage's encoder
     (a checkpoint's own, else the one asked for, else `default_encoder`)."""
     if spec.family == "regress":
-        choice = cfg.get("encoder") or encoder or default_encoder(preset, weights)
-        if choice not in (None, *ENCODERS):
-            raise ConfigError(f"unknown encoder {choice!r}; choose one of {', '.join(ENCODERS)}")
+        choice = cfg.get("encoder") or encoder or default_encoder(preset, weights, spec.stage)
+        check_encoder(spec.stage, choice)
         return choice
     return cfg.get("prithvi", prithvi)
 
@@ -116,8 +120,8 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
         stage: 1 (S1→opt_v1), 2 (Prithvi refiner) or 3 (grounding).
         kind: stages 1 and 3: `generate` (TerraMind generation, the default) or `regress`
             (models/regress.py); a checkpoint's own kind wins.
-        encoder, width: a regression stage's encoder (`terramind` or `unet`; None: `default_encoder`)
-            and UNet width.
+        encoder, width: a regression stage's encoder (`terramind`, `unet` or, Stage 3 only, `pixel`;
+            None: `default_encoder`) and width.
         preset: `tiny`, `small`, `base` or `large` (see `models/presets.py`).
         weights: a pretrained-weights file or directory (see `models/weights.py`).
         checkpoint: an Axion-Ray training checkpoint; when given, no pretrained weights are needed.
@@ -192,7 +196,13 @@ def _build_terramind(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], 
 def _build_regress(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str,
                    record: WeightsRecord, *, width: int | None = None, **_: Any) -> nn.Module:
     """A regression stage: its UNet, under a TerraMind encoder from terratorch's backbone registry
-    unless the encoder is `unet` (local weights through `ckpt_path`: terratorch never reaches the Hub)."""
+    unless the encoder is `unet` (local weights through `ckpt_path`: terratorch never reaches the Hub);
+    or Stage 3's per-pixel calibrator (`pixel`)."""
+    width = int(cfg.get("width", width or REGRESSION_WIDTH))
+    if backbone_name == "pixel":
+        from axion_ray.models.regress import PixelStage3
+
+        return PixelStage3(width=width)
     encoder = None
     if backbone_name != "unet":
         from terratorch.registry import BACKBONE_REGISTRY
@@ -201,7 +211,7 @@ def _build_regress(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], ba
         if record.files:
             kwargs["ckpt_path"] = record.files[backbone_name]
         encoder = BACKBONE_REGISTRY.build(backbone_name, **kwargs)
-    return spec.model_cls()(encoder, width=int(cfg.get("width", width or REGRESSION_WIDTH)))
+    return spec.model_cls()(encoder, width=width)
 
 
 #: How each model family of `models/registry.py` is built.

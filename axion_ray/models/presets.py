@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from axion_ray.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class StagePreset:
@@ -33,11 +35,25 @@ PRITHVI_BACKBONES: tuple[str, ...] = (
 )
 
 #: Encoders of the regression stages 1 and 3 (models/regress.py): TerraMind's ViT (the preset's
-#: variant, its transformer file only) under the UNet, or the UNet alone. When none is named, the
-#: builder takes TerraMind's where its published file is on disk (LoRA on it), else the UNet alone:
-#: from scratch, bench/chain_quality.py measured it better (bench/RESULTS.md) — `builder.default_encoder`.
-ENCODERS: tuple[str, ...] = ("terramind", "unet")
-REGRESSION_WIDTH = 32     # channels of the UNet's full-resolution level (x2, x4, x4 below)
+#: variant, its transformer file only) under the UNet, the UNet alone, or — Stage 3 only — `pixel`,
+#: the per-pixel spectral calibrator (`PixelStage3`). When none is named, the builder takes
+#: TerraMind's where its published file is on disk (LoRA on it), else each stage's measured best from
+#: scratch (`builder.default_encoder`; bench/chain_quality.py, bench/RESULTS.md).
+ENCODERS: tuple[str, ...] = ("terramind", "unet", "pixel")
+STAGE3_ONLY_ENCODERS: tuple[str, ...] = ("pixel",)
+
+
+def check_encoder(stage: int, encoder: str | None) -> None:
+    """ConfigError for an encoder a regression stage has no such variant of."""
+    if encoder is None:
+        return
+    if encoder not in ENCODERS:
+        raise ConfigError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    if encoder in STAGE3_ONLY_ENCODERS and stage != 3:
+        raise ConfigError(f"encoder {encoder!r} calibrates an optical input: only Stage 3 has one; "
+                          f"Stage {stage} takes {' or '.join(e for e in ENCODERS if e not in STAGE3_ONLY_ENCODERS)}")
+
+REGRESSION_WIDTH = 32     # channels of the UNet's full-resolution level (x2, x4, x4 below); pixel: hidden/2
 
 #: TerraMind's S2L2A tokenizer (the diffusion decoder every generating stage needs beside its transformer).
 TOKENIZER_S2L2A = "terramind_v1_tokenizer_s2l2a"

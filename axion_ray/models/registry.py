@@ -67,7 +67,7 @@ class StageSpec:
 
     def backbone(self, preset: StagePreset, override: str | None = None) -> str:
         """The terratorch model this stage is built on at `preset` (Stage 2 may name another Prithvi;
-        a regression stage's `override` is its encoder: "unet" has no terratorch backbone)."""
+        a regression stage's `override` is its encoder: "unet" and "pixel" have no terratorch backbone)."""
         if self.family == "regress":
             return preset.terramind if override in (None, "terramind") else str(override)
         return preset.terramind if self.generative else (override or preset.prithvi)
@@ -82,7 +82,7 @@ class StageSpec:
         A regression stage's TerraMind encoder needs only the transformer's file, not the tokenizer."""
         if self.generative:
             return [backbone, TOKENIZER_S2L2A]
-        return [] if backbone == "unet" else [backbone]
+        return [] if backbone in ("unet", "pixel") else [backbone]
 
     def inputs_for(self, condition: str | None = None) -> tuple[str, ...]:
         """`inputs` with the optical input replaced by a training condition (Stage 3 may ground opt_v1)."""

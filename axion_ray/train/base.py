@@ -73,14 +73,20 @@ class ShardBatches:
     split anew (~1.5 s here, every epoch), and a small shard's epoch ends in a runt batch (18 tiles:
     16 + 2). Measured on the demo's 36 tiles: half the steps were 2-tile steps and half the wall time
     was epoch starts. Every rank also takes exactly `steps_per_epoch` steps, which DDP needs.
+
+    A pixel-wise model (`rows`, with `rows_per_step`) draws each step's batch from a table of rows the
+    cached tiles are turned into once (`RegressTask.pixel_rows`: pixels of every tile), not from tiles.
     """
 
-    def __init__(self, shard: Any, batch_size: int, steps_per_epoch: int, *, in_memory: bool, seed: int = 0):
+    def __init__(self, shard: Any, batch_size: int, steps_per_epoch: int, *, in_memory: bool, seed: int = 0,
+                 rows: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+                 rows_per_step: int | None = None):
         self.shard, self.batch_size, self.steps_per_epoch = shard, batch_size, steps_per_epoch
         self.in_memory = in_memory
         self._rng = np.random.default_rng(seed)
         self._cache: dict[str, np.ndarray] | None = None
         self._order = np.empty(0, dtype=np.int64)
+        self._to_rows, self._rows_per_step = rows, rows_per_step
 
     def epoch(self, device: torch.device, *, shuffle_buffer: int = 256) -> Iterator[dict[str, torch.Tensor]]:
         if not self.in_memory:
@@ -91,7 +97,7 @@ class ShardBatches:
         n = len(next(iter(cache.values()))) if cache else 0
         if n == 0:
             return
-        size = min(self.batch_size, n)
+        size = min(self._rows_per_step or self.batch_size, n)
         for _ in range(self.steps_per_epoch):
             while self._order.size < size:  # the next pass over the shard, in a new order
                 self._order = np.concatenate([self._order, self._rng.permutation(n)])
@@ -102,6 +108,8 @@ class ShardBatches:
         if self._cache is None:
             blocks = list(self.shard.iter_batches(batch_size=None, batch_format="numpy"))
             self._cache = {k: np.concatenate([np.asarray(b[k]) for b in blocks]) for k in blocks[0]} if blocks else {}
+            if self._to_rows is not None and self._cache:
+                self._cache = self._to_rows(self._cache)
         return self._cache
 
 

@@ -205,15 +205,51 @@ class RegressTask(StageTask):
         from axion_ray.models.presets import REGRESSION_WIDTH
 
         lora = self.lora_settings().to_dict() if any("lora_" in n for n, _ in model.named_parameters()) else None
-        encoder = "unet" if getattr(model, "encoder", None) is None else "terramind"  # as built (default_encoder)
+        encoder = model.encoder_name  # as built (the one asked for, else builder.default_encoder)
         return {"stage": self.stage, "kind": "regress", "preset": self.config["preset"], "encoder": encoder,
                 "width": self.config["width"] or REGRESSION_WIDTH, "lora": lora, "base_weights": model.provenance["weights"]}
+
+    def pixel_rows(self, tiles: dict[str, np.ndarray], max_pixels: int = 4_000_000) -> dict[str, np.ndarray]:
+        """A pixel-wise model's training table (train/base.ShardBatches `rows`): the fixed per-pixel
+        features, optical input, truth, month and biome of every valid pixel of the cached tiles; at
+        most `max_pixels` of them (drawn evenly at random), which bounds its memory (~100 B a pixel).
+        Features are computed once here: they have no parameters (`PixelStage3.pixel_features`)."""
+        from axion_ray.models.regress import PixelStage3
+
+        s1_name, optical_name = self.validation_inputs()
+        n = len(tiles[TRUTH_ARRAY])
+        valid = (np.isfinite(tiles[TRUTH_ARRAY]).all(1) & np.isfinite(tiles[optical_name]).all(1)
+                 & np.isfinite(tiles[s1_name]).all(1))
+        keep = min(1.0, max_pixels / max(1, int(valid.sum())))
+        rng = np.random.default_rng(int(self.config["seed"]))
+        parts: dict[str, list[np.ndarray]] = {"features": [], "optical": [], "truth": [], "month": [], "biome_code": []}
+        for start in range(0, n, 64):
+            part = slice(start, start + 64)
+            ok = valid[part] & (rng.random(valid[part].shape) < keep) if keep < 1 else valid[part]
+            tile_of = np.nonzero(ok)[0]
+            with torch.no_grad():
+                feats = PixelStage3.pixel_features(torch.from_numpy(np.nan_to_num(tiles[s1_name][part])),
+                                                   torch.from_numpy(np.nan_to_num(tiles[optical_name][part]))).numpy()
+            for key, image in (("features", feats), ("optical", tiles[optical_name][part]),
+                               ("truth", tiles[TRUTH_ARRAY][part])):
+                parts[key].append(np.moveaxis(image, 1, -1)[ok])  # (t, C, H, W) → (valid pixels, C)
+            for key in ("month", "biome_code"):
+                parts[key].append(np.asarray(tiles[key][part])[tile_of].astype(np.int64))
+        return {k: np.concatenate(v).astype(np.float32 if k in ("features", "optical", "truth") else np.int64)
+                for k, v in parts.items()}
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
         from axion_ray.models.common import autocast
         from axion_ray.train.losses import stage2_loss
 
+        weights = {k: self.config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
+        if "features" in batch:  # pixels drawn across tiles (`pixel_rows`), each a 1x1 image
+            optical, truth = (batch[k].float()[..., None, None] for k in ("optical", "truth"))
+            with autocast(device, True, dtype=torch.float16):
+                pred = model(None, optical, batch["month"].long(), batch["biome_code"].long(),
+                             features=batch["features"].float()[..., None, None])
+            return stage2_loss(pred.float(), truth, optical, **weights)  # one pixel has no edges: that term is 0
         images = {name: batch[name].float() for name in self.validation_inputs()}
         truth = batch[TRUTH_ARRAY].float()
         if self.config.get("augment", True):  # one of the 8 flips/rotations, the same for every image
@@ -224,7 +260,6 @@ class RegressTask(StageTask):
                          batch["month"].long(), batch["biome_code"].long())
         # Edges: Stage 3 keeps its optical input's; Stage 1 has none, so it is asked for the truth's.
         edges = images[self.spec.inputs_for(self.config["condition"])[1]] if self.stage == 3 else truth
-        weights = {k: self.config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
         return stage2_loss(pred.float(), truth, edges, **weights)
 
     def predict(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -350,8 +385,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         resumed_from = step
 
     validator = Validator(config["val_store"], task, config["max_val_tiles"]) if rank == 0 else None
+    # A pixel-wise model learns from pixels drawn across every cached tile (models/regress.PixelStage3
+    # says why); streamed, it trains on whole tiles like any other.
+    pixel_wise = getattr(core, "PIXEL_WISE", False) and config.get("in_memory", False)
     batches = ShardBatches(ray.train.get_dataset_shard("train"), config["batch_size"], config["steps_per_epoch"],
-                           in_memory=config.get("in_memory", False), seed=config["seed"] * 1000 + rank)
+                           in_memory=config.get("in_memory", False), seed=config["seed"] * 1000 + rank,
+                           rows=task.pixel_rows if pixel_wise else None,
+                           rows_per_step=config.get("pixel_batch") if pixel_wise else None)
     last_loss: dict[str, float] = {}
 
     def validate_and_report(epoch: int) -> None:

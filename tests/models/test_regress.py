@@ -128,8 +128,105 @@ def test_the_default_encoder_is_terramind_only_where_its_published_file_is_on_di
     its encoder (with LoRA in training), and provenance names the model built."""
     from axion_ray.models.builder import default_encoder
 
-    assert default_encoder("tiny") == "unet"
+    assert default_encoder("tiny") == "unet" and default_encoder("tiny", stage=3) == "pixel"
     assert stage_provenance(1, kind="regress", allow_random_init=True)["model"] == "unet_regress"
+    assert stage_provenance(3, kind="regress", allow_random_init=True)["model"] == "pixel_regress"
     (tmp_path / "TerraMind_v1_tiny.pt").write_bytes(b"")
-    assert default_encoder("tiny", str(tmp_path)) == "terramind"
+    assert default_encoder("tiny", str(tmp_path)) == "terramind" == default_encoder("tiny", str(tmp_path), stage=3)
     assert default_encoder("small", str(tmp_path)) == "unet"  # another preset's file is not this one's
+
+
+def _pixel_task(**config):
+    import dataclasses
+
+    from axion_ray.config import TrainConfig
+    from axion_ray.train.loop import RegressTask
+
+    return RegressTask({**dataclasses.asdict(TrainConfig(stage=3, kind="regress", encoder="pixel")), **config}, 3)
+
+
+def test_the_pixel_calibrator_keeps_the_stage3_contract_and_is_stage3_only(tmp_path):
+    """Stage 3's default from scratch: untrained it returns opt_v2 exactly, on any tile size; a trained one
+    round-trips through its checkpoint; Stage 1 has no optical input to calibrate, so it is refused."""
+    from axion_ray.config import ChainConfig, TrainConfig
+
+    s1, opt, month, biome = _inputs()
+    model = build_stage(3, kind="regress", allow_random_init=True)
+    assert type(model).__name__ == "PixelStage3" and model.provenance["model"] == "pixel_regress"
+    with torch.no_grad():
+        assert torch.equal(model(s1, opt, month, biome), opt)
+        assert model(s1[:, :, :37, :21], opt[:, :, :37, :21], month, biome).shape == (3, 4, 37, 21)
+    torch.nn.init.normal_(model.mlp[-1].weight, std=0.1)
+    path = tmp_path / "s3.pt"
+    torch.save({"model_state_dict": model.state_dict(),
+                "config": {"stage": 3, "kind": "regress", "preset": "tiny", "encoder": "pixel", "width": 32}}, path)
+    rebuilt = build_stage(3, checkpoint=str(path))
+    with torch.no_grad():
+        out = rebuilt(s1, opt, month, biome)
+        torch.testing.assert_close(out, model(s1, opt, month, biome))
+    assert not torch.equal(out, opt) and stage_provenance(3, checkpoint=str(path))["model"] == "pixel_regress"
+    for mistake in (lambda: build_stage(1, kind="regress", encoder="pixel", allow_random_init=True),
+                    lambda: TrainConfig(stage=1, kind="regress", encoder="pixel").validate(),
+                    lambda: ChainConfig(encoder="pixel").validate()):
+        with pytest.raises(ConfigError, match="only Stage 3 has one"):
+            mistake()
+    assert ChainConfig(encoder="unet", stage3_encoder="pixel").stage_config(3).encoder == "pixel"
+
+
+def test_pixel_rows_are_what_the_calibrator_sees_of_whole_tiles():
+    """Training draws pixels from a table (`RegressTask.pixel_rows`); inference runs on tiles. The two must
+    agree pixel for pixel — the S1 neighbourhood mean included — and no-data pixels never become rows."""
+    s1, opt, month, biome = _inputs(size=32)
+    truth = opt * 1.1
+    truth[0, :, :5, :] = float("nan")  # a no-data band in the truth
+    s1[1, 0, 7, 9] = float("nan")      # and a no-data pixel in the SAR
+    tiles = {"s1": s1.numpy(), "opt_v2": opt.numpy(), "s2_truth": truth.numpy(), "month": month.numpy(),
+             "biome_code": biome.numpy()}
+    rows = _pixel_task().pixel_rows(tiles)
+    valid = np.isfinite(tiles["s2_truth"]).all(1) & np.isfinite(tiles["s1"]).all(1)
+    assert len(rows["features"]) == len(rows["month"]) == valid.sum() == 3 * 32 * 32 - 5 * 32 - 1
+    model = build_stage(3, kind="regress", encoder="pixel", allow_random_init=True)
+    torch.nn.init.normal_(model.mlp[-1].weight, std=0.2)
+    tile, y, x = 2, 17, 30  # a valid pixel near the tile's edge: its 5x5 mean is clipped by the border
+    index = int(valid.reshape(-1)[:np.ravel_multi_index((tile, y, x), valid.shape)].sum())  # its row
+    with torch.no_grad():
+        on_tile = model(s1[tile:tile + 1], opt[tile:tile + 1], month[tile:tile + 1], biome[tile:tile + 1])[0, :, y, x]
+        on_row = model(None, torch.from_numpy(rows["optical"][index:index + 1])[..., None, None],
+                       torch.from_numpy(rows["month"][index:index + 1]), torch.from_numpy(rows["biome_code"][index:index + 1]),
+                       features=torch.from_numpy(rows["features"][index:index + 1])[..., None, None])[0, :, 0, 0]
+    torch.testing.assert_close(on_row, on_tile)
+    assert int(rows["biome_code"][index]) == int(biome[tile])
+
+
+def test_the_calibrator_learns_a_per_biome_colour_bias_from_pixels():
+    """What Stage 3 is for: `opt_v2` off by a colour gain that depends on the biome. 150 steps of pixels
+    drawn across the tiles (the loss the training loop runs) remove most of it, on tiles never trained on."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    n, size = 24, 16
+    spectra = torch.tensor([[0.03, 0.06, 0.04, 0.35], [0.10, 0.13, 0.16, 0.25], [0.04, 0.04, 0.03, 0.015]])
+    classes = torch.randint(0, 3, (n, size, size), generator=gen)  # vegetation, soil, water
+    truth = spectra[classes].permute(0, 3, 1, 2) * (1 + 0.05 * torch.randn(n, 4, size, size, generator=gen))
+    biome = torch.arange(n) % 3
+    gain = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.3, 1.2, 1.25, 0.8], [0.8, 0.85, 0.8, 1.2]])[biome]
+    opt = (truth * gain[:, :, None, None]).clamp(0, 1)
+    s1 = torch.randn(n, 2, size, size, generator=gen) * 3 - 14
+    month = torch.full((n,), 6)
+    train = torch.arange(n) < 18
+    task = _pixel_task()
+    rows = task.pixel_rows({"s1": s1[train].numpy(), "opt_v2": opt[train].numpy(), "s2_truth": truth[train].numpy(),
+                            "month": month[train].numpy(), "biome_code": biome[train].numpy()})
+    model = build_stage(3, kind="regress", encoder="pixel", allow_random_init=True).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        pick = rng.integers(0, len(rows["truth"]), 2048)
+        loss, _ = task.loss(model, {k: torch.from_numpy(v[pick]) for k, v in rows.items()}, torch.device("cpu"))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    held = ~train
+    with torch.no_grad():
+        pred = model.eval()(s1[held], opt[held], month[held], biome[held])
+    before, after = (float((x - truth[held]).abs().mean()) for x in (opt[held], pred))
+    assert after < 0.2 * before, (before, after)

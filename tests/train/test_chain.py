@@ -30,7 +30,10 @@ def test_mistakes_are_refused_before_any_work(tmp_path, capsys):
     assert main(["train", "chain", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "r"),
                  "--kind", "generate"]) == 2
     assert "do not apply" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="encoder must be one of"):
+    assert main(["train", "stage3", "--kind", "regress", "--train", train.path, "--val", val.path,
+                 "--out", str(tmp_path / "r"), "--stage3-encoder", "pixel"]) == 2
+    assert "a single stage takes --encoder" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown encoder"):
         train_chain([train.path], val.path, tmp_path / "r", ChainConfig(encoder="resnet"))
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "chain_config.json").write_text('{"config": {"epochs": 99}}')
