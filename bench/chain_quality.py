@@ -6,7 +6,8 @@ What it does, in one run (2 CPU workers here; figures into bench/RESULTS.md):
    (the chain's validation store, for checkpoint selection) and the evaluation AOIs (`--val-seeds`,
    never used in training or selection).
 2. `train_chain` (Ray Train): Stage 1 (regression, S1 → opt_v1), Stage 1's outputs written over the
-   held-out training AOIs, Stage 2 (refiner), its outputs written, Stage 3 (regression grounding).
+   held-out training AOIs, Stage 2 (refiner), its outputs written, Stage 3 (regression grounding; from
+   scratch by default the per-pixel spectral calibrator, `--stage3-encoder`).
 3. A plain convolutional baseline — segmentation_models_pytorch's UNet (ResNet-18 encoder, 3 levels,
    no pretrained weights), fed the same inputs (S1, month, biome) and the same loss — trained for
    the same wall-clock time as Stage 1 on Stage 1's AOIs, in a plain PyTorch loop on the same 2 cores.
@@ -19,7 +20,7 @@ What it does, in one run (2 CPU workers here; figures into bench/RESULTS.md):
    `chain opt_v1 ndvi=… evi=… sam=… | opt_v2 … | opt_v3 … constraints=PASS|FAIL`.
 6. Speed, model only, same process and tile size: regression Stage 1 vs TerraMind generation at 10
    timesteps (random weights: the cost of generation does not depend on its weights).
-7. The encoder comparison: Stage 1 alone with the other encoder (`terramind` ViT + UNet, or the UNet
+7. The encoder comparison: Stage 1 alone with the other Stage 1 encoder (`terramind` ViT + UNet, or the UNet
    alone), same data and schedule, scored on the same evaluation AOIs.
 """
 

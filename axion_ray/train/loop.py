@@ -215,11 +215,11 @@ class RegressTask(StageTask):
         most `max_pixels` of them (drawn evenly at random), which bounds its memory (~100 B a pixel).
         Features are computed once here: they have no parameters (`PixelStage3.pixel_features`)."""
         from axion_ray.models.regress import PixelStage3
+        from axion_ray.store.validity import fill_invalid, valid_pixels
 
         s1_name, optical_name = self.validation_inputs()
         n = len(tiles[TRUTH_ARRAY])
-        valid = (np.isfinite(tiles[TRUTH_ARRAY]).all(1) & np.isfinite(tiles[optical_name]).all(1)
-                 & np.isfinite(tiles[s1_name]).all(1))
+        valid = valid_pixels(tiles[TRUTH_ARRAY], tiles[optical_name], tiles[s1_name])
         keep = min(1.0, max_pixels / max(1, int(valid.sum())))
         rng = np.random.default_rng(int(self.config["seed"]))
         parts: dict[str, list[np.ndarray]] = {"features": [], "optical": [], "truth": [], "month": [], "biome_code": []}
@@ -227,9 +227,12 @@ class RegressTask(StageTask):
             part = slice(start, start + 64)
             ok = valid[part] & (rng.random(valid[part].shape) < keep) if keep < 1 else valid[part]
             tile_of = np.nonzero(ok)[0]
+            # No-data filled as the pipeline fills it (nearest valid pixel): the S1 mean beside a no-data
+            # border then sees in training what it sees in inference.
+            seen = valid_pixels(tiles[s1_name][part], tiles[optical_name][part])
             with torch.no_grad():
-                feats = PixelStage3.pixel_features(torch.from_numpy(np.nan_to_num(tiles[s1_name][part])),
-                                                   torch.from_numpy(np.nan_to_num(tiles[optical_name][part]))).numpy()
+                feats = PixelStage3.pixel_features(torch.from_numpy(fill_invalid(tiles[s1_name][part], seen)),
+                                                   torch.from_numpy(fill_invalid(tiles[optical_name][part], seen))).numpy()
             for key, image in (("features", feats), ("optical", tiles[optical_name][part]),
                                ("truth", tiles[TRUTH_ARRAY][part])):
                 parts[key].append(np.moveaxis(image, 1, -1)[ok])  # (t, C, H, W) → (valid pixels, C)

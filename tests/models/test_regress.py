@@ -175,7 +175,10 @@ def test_the_pixel_calibrator_keeps_the_stage3_contract_and_is_stage3_only(tmp_p
 
 def test_pixel_rows_are_what_the_calibrator_sees_of_whole_tiles():
     """Training draws pixels from a table (`RegressTask.pixel_rows`); inference runs on tiles. The two must
-    agree pixel for pixel — the S1 neighbourhood mean included — and no-data pixels never become rows."""
+    agree pixel for pixel — the S1 neighbourhood mean included, beside no-data too — and no-data pixels
+    never become rows."""
+    from axion_ray.store.validity import fill_invalid, valid_pixels
+
     s1, opt, month, biome = _inputs(size=32)
     truth = opt * 1.1
     truth[0, :, :5, :] = float("nan")  # a no-data band in the truth
@@ -187,15 +190,21 @@ def test_pixel_rows_are_what_the_calibrator_sees_of_whole_tiles():
     assert len(rows["features"]) == len(rows["month"]) == valid.sum() == 3 * 32 * 32 - 5 * 32 - 1
     model = build_stage(3, kind="regress", encoder="pixel", allow_random_init=True)
     torch.nn.init.normal_(model.mlp[-1].weight, std=0.2)
-    tile, y, x = 2, 17, 30  # a valid pixel near the tile's edge: its 5x5 mean is clipped by the border
-    index = int(valid.reshape(-1)[:np.ravel_multi_index((tile, y, x), valid.shape)].sum())  # its row
-    with torch.no_grad():
-        on_tile = model(s1[tile:tile + 1], opt[tile:tile + 1], month[tile:tile + 1], biome[tile:tile + 1])[0, :, y, x]
-        on_row = model(None, torch.from_numpy(rows["optical"][index:index + 1])[..., None, None],
-                       torch.from_numpy(rows["month"][index:index + 1]), torch.from_numpy(rows["biome_code"][index:index + 1]),
-                       features=torch.from_numpy(rows["features"][index:index + 1])[..., None, None])[0, :, 0, 0]
-    torch.testing.assert_close(on_row, on_tile)
-    assert int(rows["biome_code"][index]) == int(biome[tile])
+    # As the pipeline runs a tile: no-data filled from the nearest valid pixel, then the model.
+    seen = valid_pixels(tiles["s1"], tiles["opt_v2"])
+    s1_filled, opt_filled = (torch.from_numpy(fill_invalid(tiles[k], seen)) for k in ("s1", "opt_v2"))
+    # A pixel near the tile's edge (its 5x5 mean clipped by the border), and one beside the SAR's no-data pixel.
+    for tile, y, x in ((2, 17, 30), (1, 8, 10)):
+        index = int(valid.reshape(-1)[:np.ravel_multi_index((tile, y, x), valid.shape)].sum())  # its row
+        with torch.no_grad():
+            on_tile = model(s1_filled[tile:tile + 1], opt_filled[tile:tile + 1], month[tile:tile + 1],
+                            biome[tile:tile + 1])[0, :, y, x]
+            on_row = model(None, torch.from_numpy(rows["optical"][index:index + 1])[..., None, None],
+                           torch.from_numpy(rows["month"][index:index + 1]),
+                           torch.from_numpy(rows["biome_code"][index:index + 1]),
+                           features=torch.from_numpy(rows["features"][index:index + 1])[..., None, None])[0, :, 0, 0]
+        torch.testing.assert_close(on_row, on_tile)
+        assert int(rows["biome_code"][index]) == int(biome[tile])
 
 
 def test_the_calibrator_learns_a_per_biome_colour_bias_from_pixels():
