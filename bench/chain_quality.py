@@ -216,7 +216,7 @@ def main() -> None:
     from axion_ray.config import ChainConfig, InferConfig, SynthConfig
     from axion_ray.models import build_stage
     from axion_ray.models.builder import default_encoder
-    from axion_ray.models.presets import ENCODERS, STAGE3_ONLY_ENCODERS
+    from axion_ray.models.presets import encoders_for
     from axion_ray.pipeline.run import run_pipeline
     from axion_ray.store.tile_store import TileStore
     from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line, evaluate_chain, train_chain
@@ -268,8 +268,7 @@ def main() -> None:
     stage1_s = chain["train_seconds"]["stage1"]
     print(f"chain trained in {chain_s:.0f} s (stage 1 {stage1_s:.0f} s); baseline UNet for the same {stage1_s:.0f} s")
     baseline, baseline_steps = train_baseline(trains[0::2], stage1_s)  # Stage 1's AOIs
-    stage1_encoders = [e for e in ENCODERS if e not in STAGE3_ONLY_ENCODERS]
-    other = {"auto": next(e for e in stage1_encoders if e != args.encoder), "none": None}.get(args.compare_encoder,
+    other = {"auto": next(e for e in encoders_for(1) if e != args.encoder), "none": None}.get(args.compare_encoder,
                                                                                             args.compare_encoder)
     other_model = None
     if other:

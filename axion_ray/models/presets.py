@@ -43,15 +43,20 @@ ENCODERS: tuple[str, ...] = ("terramind", "unet", "pixel")
 STAGE3_ONLY_ENCODERS: tuple[str, ...] = ("pixel",)
 
 
+def encoders_for(stage: int) -> tuple[str, ...]:
+    """The encoders regression Stage `stage` can be built on."""
+    return ENCODERS if stage == 3 else tuple(e for e in ENCODERS if e not in STAGE3_ONLY_ENCODERS)
+
+
 def check_encoder(stage: int, encoder: str | None) -> None:
     """ConfigError for an encoder a regression stage has no such variant of."""
     if encoder is None:
         return
     if encoder not in ENCODERS:
         raise ConfigError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
-    if encoder in STAGE3_ONLY_ENCODERS and stage != 3:
+    if encoder not in encoders_for(stage):
         raise ConfigError(f"encoder {encoder!r} calibrates an optical input: only Stage 3 has one; "
-                          f"Stage {stage} takes {' or '.join(e for e in ENCODERS if e not in STAGE3_ONLY_ENCODERS)}")
+                          f"Stage {stage} takes {' or '.join(encoders_for(stage))}")
 
 REGRESSION_WIDTH = 32     # channels of the UNet's full-resolution level (x2, x4, x4 below); pixel: hidden/2
 
