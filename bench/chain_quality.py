@@ -229,7 +229,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--stage1-epochs", type=int, default=60)
     ap.add_argument("--stage2-epochs", type=int, default=40)
-    ap.add_argument("--stage3-epochs", type=int, default=60)
+    ap.add_argument("--stage3-epochs", type=int, default=100)
     ap.add_argument("--encoder", default=None, help="Stage 1's (default: models/builder.default_encoder)")
     ap.add_argument("--stage3-encoder", default=None, help="Stage 3's (default: models/builder.default_encoder)")
     ap.add_argument("--compare-encoder", default="auto",

@@ -200,9 +200,10 @@ def _build_regress(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], ba
     or Stage 3's per-pixel calibrator (`pixel`)."""
     width = int(cfg.get("width", width or REGRESSION_WIDTH))
     if backbone_name == "pixel":
-        from axion_ray.models.regress import PixelStage3
+        from axion_ray.models.regress import DEFAULT_PIXEL_FEATURES, PixelStage3
 
-        return PixelStage3(width=width)
+        # A checkpoint names its feature set; one from before sets were named (stop 26) used `basic`.
+        return PixelStage3(width=width, features=cfg.get("features") or ("basic" if cfg else DEFAULT_PIXEL_FEATURES))
     encoder = None
     if backbone_name != "unet":
         from terratorch.registry import BACKBONE_REGISTRY

@@ -188,7 +188,21 @@ class RegressStage3(RegressionStage):
         return (optical * torch.exp(log_gain)).clamp(0.0, 1.0)[..., :h, :w]
 
 
-_BOX = 5  # the S1 neighbourhood the calibrator averages over (px): speckle down, geometry kept
+_BOX, _WIDE_BOX = 5, 15  # the neighbourhoods the calibrator summarises (px): speckle down, geometry kept
+
+
+def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a size x size window, edges replicated (no dark border at the tile's edge)."""
+    return F.avg_pool2d(F.pad(x, (size // 2,) * 4, mode="replicate"), size, stride=1)
+
+
+#: The calibrator's fixed per-pixel feature sets, by name (what a checkpoint records as `features`):
+#: - `basic` (stop 26): S1, its 5x5 mean, `opt_v2`'s reflectance and log-reflectance — 14 channels;
+#: - `texture`: `basic` + S1's 5x5 standard deviation (speckle texture: water is smooth, forest and
+#:   towns rough), its 15x15 mean (the field or stand around the pixel) and `opt_v2`'s 5x5 mean —
+#:   28 channels. Measured on run (F)'s data (bench/RESULTS.md): NDVI RMSE 0.0751 → 0.0731 at 600 steps.
+PIXEL_FEATURE_SETS: dict[str, int] = {"basic": 3 + 3 + 8, "texture": 3 + 3 + 8 + 3 + 3 + 8}
+DEFAULT_PIXEL_FEATURES = "texture"
 
 
 class PixelStage3(nn.Module):
@@ -201,45 +215,54 @@ class PixelStage3(nn.Module):
     the chain bench's `opt_v2` (bench/RESULTS.md): the same per-pixel network reaches NDVI RMSE 0.0742
     from 0.0817 on 32,768 random pixels per step and learns nothing (0.0815) on 16 whole tiles per step.
 
-    The network sees, per pixel, fixed features (`pixel_features`: S1 and its 5x5 mean — the mean
-    carries most of the SAR's signal without its speckle — and `opt_v2`'s reflectance and
+    The network sees, per pixel, fixed features (`pixel_features`, one of `PIXEL_FEATURE_SETS`: S1
+    and summaries of its neighbourhood — a mean carries most of the SAR's signal without its speckle,
+    the speckle's spread tells smooth from rough surfaces —, `opt_v2`'s reflectance and
     log-reflectance) plus month (cyclic) and biome (one-hot; a biome never trained on stays neutral:
-    its weights start at zero and get no gradient). It has no spatial layer of its own, so it cannot
-    move `opt_v2`'s edges; its last layer starts at zero, so untrained it returns `opt_v2` exactly.
-    Training draws pixels (`train/loop.RegressTask`); inference runs on whole tiles of any size.
+    its weights start at zero and get no gradient). Its gain is per pixel and it has no trained spatial
+    layer, so it cannot move `opt_v2`'s edges; its last layer starts at zero, so untrained it returns
+    `opt_v2` exactly. Training draws pixels (`train/loop.RegressTask`); inference runs on whole tiles.
     """
 
     INPUTS = stage_spec(3, "regress").model_inputs
     OUTPUT = stage_spec(3, "regress").output
     AMP_DTYPE = torch.float16
     PIXEL_WISE = True            # trains on pixels drawn across tiles (train/loop.RegressTask)
-    N_FEATURES = 3 + 3 + 8       # s1_features, their 5x5 mean, image_features
     encoder = None
     encoder_name = "pixel"
 
-    def __init__(self, encoder: nn.Module | None = None, *, width: int = 32, max_log_gain: float = 1.0):
+    def __init__(self, encoder: nn.Module | None = None, *, width: int = 32, max_log_gain: float = 1.0,
+                 features: str = DEFAULT_PIXEL_FEATURES):
         super().__init__()
         if encoder is not None:
             raise ValueError("the per-pixel calibrator has no encoder")
+        if features not in PIXEL_FEATURE_SETS:
+            raise ValueError(f"unknown pixel feature set {features!r}; known: {', '.join(PIXEL_FEATURE_SETS)}")
         hidden = 2 * width
+        self.features = features
+        self.n_features = PIXEL_FEATURE_SETS[features]
         self.max_log_gain = max_log_gain
-        self.mlp = nn.Sequential(nn.Conv2d(self.N_FEATURES + 2 + N_BIOMES, hidden, 1), nn.GELU(),
+        self.mlp = nn.Sequential(nn.Conv2d(self.n_features + 2 + N_BIOMES, hidden, 1), nn.GELU(),
                                  nn.Conv2d(hidden, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 4, 1))
         with torch.no_grad():
-            self.mlp[0].weight[:, self.N_FEATURES + 2:] = 0.0  # the biome one-hot starts neutral
+            self.mlp[0].weight[:, self.n_features + 2:] = 0.0  # the biome one-hot starts neutral
         nn.init.zeros_(self.mlp[-1].weight)  # untrained: returns opt_v2 exactly
         nn.init.zeros_(self.mlp[-1].bias)
 
-    @staticmethod
-    def pixel_features(s1: torch.Tensor, opt_v2: torch.Tensor) -> torch.Tensor:
-        """The fixed per-pixel features (B, N_FEATURES, H, W) of whole tiles; no parameters."""
+    def pixel_features(self, s1: torch.Tensor, opt_v2: torch.Tensor) -> torch.Tensor:
+        """The fixed per-pixel features (B, n_features, H, W) of whole tiles; no parameters."""
         sar = s1_features(s1)
-        local = F.avg_pool2d(F.pad(sar, (_BOX // 2,) * 4, mode="replicate"), _BOX, stride=1)
-        return torch.cat([sar, local, image_features(opt_v2.float().clamp(0.0, 1.0))], dim=1)
+        optical = image_features(opt_v2.float().clamp(0.0, 1.0))
+        parts = [sar, _box_mean(sar, _BOX), optical]
+        if self.features == "texture":
+            mean = parts[1]
+            spread = (_box_mean(sar * sar, _BOX) - mean * mean).clamp_min(0.0).sqrt()
+            parts += [spread, _box_mean(sar, _WIDE_BOX), _box_mean(optical, _BOX)]
+        return torch.cat(parts, dim=1)
 
     def forward(self, s1: torch.Tensor | None, opt_v2: torch.Tensor, month: torch.Tensor, biome_code: torch.Tensor,
                 *, features: torch.Tensor | None = None) -> torch.Tensor:
-        """Whole tiles, or (training) pixels: `features` (N, N_FEATURES, 1, 1) from `pixel_features`
+        """Whole tiles, or (training) pixels: `features` (N, n_features, 1, 1) from `pixel_features`
         with `opt_v2` (N, 4, 1, 1) and one month and biome per pixel; `s1` is then unused."""
         optical = opt_v2.float().clamp(0.0, 1.0)
         feats = self.pixel_features(s1.float(), optical) if features is None else features.float()

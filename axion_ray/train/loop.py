@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -206,15 +207,20 @@ class RegressTask(StageTask):
 
         lora = self.lora_settings().to_dict() if any("lora_" in n for n, _ in model.named_parameters()) else None
         encoder = model.encoder_name  # as built (the one asked for, else builder.default_encoder)
-        return {"stage": self.stage, "kind": "regress", "preset": self.config["preset"], "encoder": encoder,
-                "width": self.config["width"] or REGRESSION_WIDTH, "lora": lora, "base_weights": model.provenance["weights"]}
+        config = {"stage": self.stage, "kind": "regress", "preset": self.config["preset"], "encoder": encoder,
+                  "width": self.config["width"] or REGRESSION_WIDTH, "lora": lora,
+                  "base_weights": model.provenance["weights"]}
+        if getattr(model, "PIXEL_WISE", False):
+            config["features"] = model.features  # the calibrator's feature set (models/regress.PIXEL_FEATURE_SETS)
+        return config
 
-    def pixel_rows(self, tiles: dict[str, np.ndarray], max_pixels: int = 4_000_000) -> dict[str, np.ndarray]:
+    def pixel_rows(self, tiles: dict[str, np.ndarray], features_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   max_pixels: int = 4_000_000) -> dict[str, np.ndarray]:
         """A pixel-wise model's training table (train/base.ShardBatches `rows`): the fixed per-pixel
         features, optical input, truth, month and biome of every valid pixel of the cached tiles; at
-        most `max_pixels` of them (drawn evenly at random), which bounds its memory (~100 B a pixel).
-        Features are computed once here: they have no parameters (`PixelStage3.pixel_features`)."""
-        from axion_ray.models.regress import PixelStage3
+        most `max_pixels` of them (drawn evenly at random), which bounds its memory (~160 B a pixel with the `texture` features).
+        Features are computed once here, by the model's own `features_of(s1, optical)` (its
+        `pixel_features`, which has no parameters)."""
         from axion_ray.store.validity import fill_invalid, valid_pixels
 
         s1_name, optical_name = self.validation_inputs()
@@ -231,8 +237,8 @@ class RegressTask(StageTask):
             # border then sees in training what it sees in inference.
             seen = valid_pixels(tiles[s1_name][part], tiles[optical_name][part])
             with torch.no_grad():
-                feats = PixelStage3.pixel_features(torch.from_numpy(fill_invalid(tiles[s1_name][part], seen)),
-                                                   torch.from_numpy(fill_invalid(tiles[optical_name][part], seen))).numpy()
+                feats = features_of(torch.from_numpy(fill_invalid(tiles[s1_name][part], seen)),
+                                    torch.from_numpy(fill_invalid(tiles[optical_name][part], seen))).numpy()
             for key, image in (("features", feats), ("optical", tiles[optical_name][part]),
                                ("truth", tiles[TRUTH_ARRAY][part])):
                 parts[key].append(np.moveaxis(image, 1, -1)[ok])  # (t, C, H, W) → (valid pixels, C)
@@ -393,7 +399,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     pixel_wise = getattr(core, "PIXEL_WISE", False) and config.get("in_memory", False)
     batches = ShardBatches(ray.train.get_dataset_shard("train"), config["batch_size"], config["steps_per_epoch"],
                            in_memory=config.get("in_memory", False), seed=config["seed"] * 1000 + rank,
-                           rows=task.pixel_rows if pixel_wise else None,
+                           rows=(lambda tiles: task.pixel_rows(tiles, core.pixel_features)) if pixel_wise else None,
                            rows_per_step=config.get("pixel_batch") if pixel_wise else None)
     last_loss: dict[str, float] = {}
 

@@ -11,6 +11,7 @@ from axion_ray.errors import ConfigError, WeightsNotFoundError
 from axion_ray.models import build_stage
 from axion_ray.models.builder import stage_provenance
 from axion_ray.models.registry import STAGE_KINDS, stage_spec
+from axion_ray.models.regress import PixelStage3
 
 
 def _inputs(n: int = 3, size: int = 48, seed: int = 0):
@@ -158,13 +159,21 @@ def test_the_pixel_calibrator_keeps_the_stage3_contract_and_is_stage3_only(tmp_p
         assert model(s1[:, :, :37, :21], opt[:, :, :37, :21], month, biome).shape == (3, 4, 37, 21)
     torch.nn.init.normal_(model.mlp[-1].weight, std=0.1)
     path = tmp_path / "s3.pt"
-    torch.save({"model_state_dict": model.state_dict(),
-                "config": {"stage": 3, "kind": "regress", "preset": "tiny", "encoder": "pixel", "width": 32}}, path)
+    config = {"stage": 3, "kind": "regress", "preset": "tiny", "encoder": "pixel", "width": 32}
+    torch.save({"model_state_dict": model.state_dict(), "config": {**config, "features": model.features}}, path)
     rebuilt = build_stage(3, checkpoint=str(path))
     with torch.no_grad():
         out = rebuilt(s1, opt, month, biome)
         torch.testing.assert_close(out, model(s1, opt, month, biome))
     assert not torch.equal(out, opt) and stage_provenance(3, checkpoint=str(path))["model"] == "pixel_regress"
+    # A checkpoint from before feature sets were recorded holds the `basic` set's 14 channels: it still loads.
+    assert model.features == "texture" and model.n_features == 28
+    old = PixelStage3(features="basic")
+    torch.nn.init.normal_(old.mlp[-1].weight, std=0.1)
+    torch.save({"model_state_dict": old.state_dict(), "config": config}, tmp_path / "old.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(build_stage(3, checkpoint=str(tmp_path / "old.pt"))(s1, opt, month, biome),
+                                   old(s1, opt, month, biome))
     for mistake in (lambda: build_stage(1, kind="regress", encoder="pixel", allow_random_init=True),
                     lambda: TrainConfig(stage=1, kind="regress", encoder="pixel").validate(),
                     lambda: ChainConfig(encoder="pixel").validate()):
@@ -185,15 +194,15 @@ def test_pixel_rows_are_what_the_calibrator_sees_of_whole_tiles():
     s1[1, 0, 7, 9] = float("nan")      # and a no-data pixel in the SAR
     tiles = {"s1": s1.numpy(), "opt_v2": opt.numpy(), "s2_truth": truth.numpy(), "month": month.numpy(),
              "biome_code": biome.numpy()}
-    rows = _pixel_task().pixel_rows(tiles)
+    model = build_stage(3, kind="regress", encoder="pixel", allow_random_init=True)
+    rows = _pixel_task().pixel_rows(tiles, model.pixel_features)
     valid = np.isfinite(tiles["s2_truth"]).all(1) & np.isfinite(tiles["s1"]).all(1)
     assert len(rows["features"]) == len(rows["month"]) == valid.sum() == 3 * 32 * 32 - 5 * 32 - 1
-    model = build_stage(3, kind="regress", encoder="pixel", allow_random_init=True)
     torch.nn.init.normal_(model.mlp[-1].weight, std=0.2)
     # As the pipeline runs a tile: no-data filled from the nearest valid pixel, then the model.
     seen = valid_pixels(tiles["s1"], tiles["opt_v2"])
     s1_filled, opt_filled = (torch.from_numpy(fill_invalid(tiles[k], seen)) for k in ("s1", "opt_v2"))
-    # A pixel near the tile's edge (its 5x5 mean clipped by the border), and one beside the SAR's no-data pixel.
+    # A pixel near the tile's edge (its neighbourhoods clipped by the border), and one beside the SAR's no-data pixel.
     for tile, y, x in ((2, 17, 30), (1, 8, 10)):
         index = int(valid.reshape(-1)[:np.ravel_multi_index((tile, y, x), valid.shape)].sum())  # its row
         with torch.no_grad():
@@ -223,9 +232,9 @@ def test_the_calibrator_learns_a_per_biome_colour_bias_from_pixels():
     month = torch.full((n,), 6)
     train = torch.arange(n) < 18
     task = _pixel_task()
-    rows = task.pixel_rows({"s1": s1[train].numpy(), "opt_v2": opt[train].numpy(), "s2_truth": truth[train].numpy(),
-                            "month": month[train].numpy(), "biome_code": biome[train].numpy()})
     model = build_stage(3, kind="regress", encoder="pixel", allow_random_init=True).train()
+    rows = task.pixel_rows({"s1": s1[train].numpy(), "opt_v2": opt[train].numpy(), "s2_truth": truth[train].numpy(),
+                            "month": month[train].numpy(), "biome_code": biome[train].numpy()}, model.pixel_features)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
     for _ in range(150):
