@@ -199,6 +199,8 @@ class TrainConfig:
     kind: str | None = None            # stages 1 and 3: generate (default) | regress
     encoder: str | None = None         # regression stages: terramind | unet | pixel (Stage 3; None: builder.default_encoder)
     pixel_batch: int = 32768           # pixel-wise models (encoder pixel): pixels per step, drawn across tiles
+    crop: int = 32                     # convolutional regression models (encoder unet): a step's pixels as random
+                                       # squares of this side from more tiles (train/base.ShardBatches); 0: whole tiles
     width: int | None = None           # regression stages: UNet width (models/presets.REGRESSION_WIDTH)
     augment: bool = True               # regression stages: random flips/rotations of each batch
     validate_at_start: bool = False    # stages that start as their input (2, regression 3): score step 0 too
@@ -212,6 +214,8 @@ class TrainConfig:
         check_encoder(self.stage, self.encoder)
         if self.width is not None and self.width < 4:
             raise ConfigError(f"width must be at least 4, got {self.width}")
+        if self.crop and self.crop < 16:
+            raise ConfigError(f"crop must be 0 (whole tiles) or at least 16 px, got {self.crop}")
         if self.condition not in ("opt_v1", "opt_v2"):
             raise ConfigError(f"the Stage 3 condition must be opt_v1 or opt_v2, got {self.condition!r}")
         if self.workers < 1 or self.epochs < 1 or self.batch_size < 1:
@@ -235,11 +239,13 @@ class ChainConfig:
     encoder: str | None = None          # both regression stages' (None: each stage's builder.default_encoder)
     stage3_encoder: str | None = None   # Stage 3's, where it differs from `encoder` (e.g. pixel)
     width: int | None = None
+    crop: int | None = None             # the regression stages' (None: TrainConfig's)
     epochs: int = 12
     stage1_epochs: int | None = None
     stage2_epochs: int | None = None
     stage3_epochs: int | None = None
     batch_size: int = 16
+    stage1_batch_size: int | None = None  # Stage 1's tiles (of pixels) per worker and step, where it differs
     lr: float = 2e-3
     workers: int = 2
     cpus_per_worker: float | None = None
@@ -255,11 +261,15 @@ class ChainConfig:
                                                  "cpus_per_worker", "use_gpu", "val_every_steps", "max_val_tiles",
                                                  "seed")}
         epochs = getattr(self, f"stage{stage}_epochs") or self.epochs
+        if stage == 1 and self.stage1_batch_size:
+            common["batch_size"] = self.stage1_batch_size
         # Stages 2 and 3 start as exactly their input and are scored at step 0 too: a later stage whose
         # training never beats its input is exported as that identity and never makes the chain worse.
         if stage == 2:  # the refiner: no published tiny weights to adapt; condition = the chain's opt_v1
             return TrainConfig(stage=2, epochs=epochs, allow_random_init=True, validate_at_start=True, **common)
         encoder = (self.stage3_encoder or self.encoder) if stage == 3 else self.encoder
+        if self.crop is not None:
+            common["crop"] = self.crop
         return TrainConfig(stage=stage, kind="regress", encoder=encoder, width=self.width, epochs=epochs,
                            condition="opt_v2", validate_at_start=stage == 3, **common)
 

@@ -228,7 +228,8 @@ def main() -> None:
     ap.add_argument("--val-seeds", default="9001,9002,9003", help="evaluation AOIs (never trained or selected on)")
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--stage1-epochs", type=int, default=60)
-    ap.add_argument("--stage2-epochs", type=int, default=40)
+    ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
+    ap.add_argument("--stage2-epochs", type=int, default=20)
     ap.add_argument("--stage3-epochs", type=int, default=100)
     ap.add_argument("--encoder", default=None, help="Stage 1's (default: models/builder.default_encoder)")
     ap.add_argument("--stage3-encoder", default=None, help="Stage 3's (default: models/builder.default_encoder)")
@@ -261,7 +262,8 @@ def main() -> None:
     args.stage3_encoder = args.stage3_encoder or default_encoder("tiny", stage=3)
     chain_cfg = ChainConfig(encoder=args.encoder, stage3_encoder=args.stage3_encoder, epochs=args.stage1_epochs,
                             stage2_epochs=args.stage2_epochs,
-                            stage3_epochs=args.stage3_epochs, batch_size=16, val_every_steps=60, workers=2)
+                            stage3_epochs=args.stage3_epochs, batch_size=16, stage1_batch_size=args.stage1_batch_size,
+                            val_every_steps=60, workers=2)
     start = time.perf_counter()
     chain = train_chain([t.path for t in trains], select.path, out / "run", chain_cfg, say=print)
     chain_s = time.perf_counter() - start
@@ -317,7 +319,8 @@ def main() -> None:
               "per_aoi": {str(k): v for k, v in per_aoi.items()}, "means": means, "speed": rates,
               "constraints_pass": constraints, "encoder": args.encoder,
               "stage3_encoder": args.stage3_encoder, "compared_encoder": other,
-              "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs}}
+              "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs},
+              "stage1_batch_size": args.stage1_batch_size, "stage1_crop": chain_cfg.stage_config(1).crop}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     print(chain_line({n: means[n] for n in CHAIN_OUTPUTS}, constraints))

@@ -66,6 +66,8 @@ def add_regression_options(p: argparse.ArgumentParser) -> None:
                         "calibrator (default: TerraMind's where its published file is on disk, else the UNet for "
                         "Stage 1 and the calibrator for Stage 3)")
     p.add_argument("--width", type=int, help="regression stages: UNet width")
+    p.add_argument("--crop", type=int, help="regression stages with the UNet alone: train on random squares of this "
+                                            "side, from more tiles a step (default 32; 0: whole tiles)")
 
 
 def add_training_data_options(p: argparse.ArgumentParser) -> None:

@@ -76,17 +76,24 @@ class ShardBatches:
 
     A pixel-wise model (`rows`, with `rows_per_step`) draws each step's batch from a table of rows the
     cached tiles are turned into once (`RegressTask.pixel_rows`: pixels of every tile), not from tiles.
+
+    A convolutional model (`crop`, a side in pixels smaller than the tiles') gets each step's pixels as
+    random `crop`-px squares from proportionally more tiles: the same pixels a step, from 4x as many
+    places when the crop is half the tile. Why: a step of whole tiles repeats each tile's land-cover mix,
+    and a small training set's gradient then averages too few scenes (bench/stage1_batches.py, Stage 1:
+    NDVI RMSE 0.0759 on whole tiles, 0.0689 on crops, same time).
     """
 
     def __init__(self, shard: Any, batch_size: int, steps_per_epoch: int, *, in_memory: bool, seed: int = 0,
                  rows: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
-                 rows_per_step: int | None = None):
+                 rows_per_step: int | None = None, crop: int | None = None):
         self.shard, self.batch_size, self.steps_per_epoch = shard, batch_size, steps_per_epoch
         self.in_memory = in_memory
         self._rng = np.random.default_rng(seed)
         self._cache: dict[str, np.ndarray] | None = None
         self._order = np.empty(0, dtype=np.int64)
         self._to_rows, self._rows_per_step = rows, rows_per_step
+        self.crop = crop if in_memory and rows is None and crop else None
 
     def epoch(self, device: torch.device, *, shuffle_buffer: int = 256) -> Iterator[dict[str, torch.Tensor]]:
         if not self.in_memory:
@@ -97,12 +104,24 @@ class ShardBatches:
         n = len(next(iter(cache.values()))) if cache else 0
         if n == 0:
             return
-        size = min(self._rows_per_step or self.batch_size, n)
+        height, width = next((v.shape[-2:] for v in cache.values() if v.ndim == 4), (0, 0))
+        crop = self.crop if self.crop and self.crop < min(height, width) else None
+        size = self._rows_per_step or self.batch_size
+        size = size * height * width // (crop * crop) if crop else min(size, n)  # the same pixels a step
         for _ in range(self.steps_per_epoch):
             while self._order.size < size:  # the next pass over the shard, in a new order
                 self._order = np.concatenate([self._order, self._rng.permutation(n)])
             idx, self._order = self._order[:size], self._order[size:]
-            yield {k: torch.from_numpy(v[idx]).to(device) for k, v in cache.items()}
+            batch = self._crops(cache, idx, crop) if crop else {k: v[idx] for k, v in cache.items()}
+            yield {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+
+    def _crops(self, cache: dict[str, np.ndarray], idx: np.ndarray, crop: int) -> dict[str, np.ndarray]:
+        """One random `crop`-px square of each tile in `idx`, the same square of every image array;
+        per-tile values (month, biome) as they are."""
+        height, width = next(v.shape[-2:] for v in cache.values() if v.ndim == 4)
+        ys, xs = self._rng.integers(0, height - crop + 1, idx.size), self._rng.integers(0, width - crop + 1, idx.size)
+        return {k: np.stack([v[i, :, y:y + crop, x:x + crop] for i, y, x in zip(idx, ys, xs)]) if v.ndim == 4
+                else v[idx] for k, v in cache.items()}
 
     def _rows(self) -> dict[str, np.ndarray]:
         if self._cache is None:

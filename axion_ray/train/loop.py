@@ -395,12 +395,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     validator = Validator(config["val_store"], task, config["max_val_tiles"]) if rank == 0 else None
     # A pixel-wise model learns from pixels drawn across every cached tile (models/regress.PixelStage3
-    # says why); streamed, it trains on whole tiles like any other.
+    # says why); streamed, it trains on whole tiles like any other. A convolutional regression model (the
+    # UNet alone) trains on random crops from more tiles a step (train/base.ShardBatches says why).
     pixel_wise = getattr(core, "PIXEL_WISE", False) and config.get("in_memory", False)
     batches = ShardBatches(ray.train.get_dataset_shard("train"), config["batch_size"], config["steps_per_epoch"],
                            in_memory=config.get("in_memory", False), seed=config["seed"] * 1000 + rank,
                            rows=(lambda tiles: task.pixel_rows(tiles, core.pixel_features)) if pixel_wise else None,
-                           rows_per_step=config.get("pixel_batch") if pixel_wise else None)
+                           rows_per_step=config.get("pixel_batch") if pixel_wise else None,
+                           crop=config.get("crop") if isinstance(task, RegressTask) and not pixel_wise
+                           and getattr(core, "encoder", None) is None else None)
     last_loss: dict[str, float] = {}
 
     def validate_and_report(epoch: int) -> None:

@@ -33,6 +33,9 @@ def test_mistakes_are_refused_before_any_work(tmp_path, capsys):
     assert main(["train", "stage3", "--kind", "regress", "--train", train.path, "--val", val.path,
                  "--out", str(tmp_path / "r"), "--stage3-encoder", "pixel"]) == 2
     assert "a single stage takes --encoder" in capsys.readouterr().err
+    assert main(["train", "chain", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "r"),
+                 "--crop", "8"]) == 2
+    assert "crop must be 0 (whole tiles) or at least 16 px, got 8" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown encoder"):
         train_chain([train.path], val.path, tmp_path / "r", ChainConfig(encoder="resnet"))
     (tmp_path / "r").mkdir()
@@ -49,6 +52,13 @@ def test_later_stages_are_scored_as_the_identity_they_start_as():
     assert [cfg.stage_config(s).validate_at_start for s in (1, 2, 3)] == [False, True, True]
     with pytest.raises(ConfigError, match="only Stage 2 and the regression Stage 3"):
         dataclasses.replace(cfg.stage_config(1), validate_at_start=True).validate()
+
+
+def test_stage1_batch_size_and_crop_reach_the_stages_they_name():
+    cfg = ChainConfig(batch_size=16, stage1_batch_size=8, crop=0)
+    assert [cfg.stage_config(s).batch_size for s in (1, 2, 3)] == [8, 16, 16]
+    assert [cfg.stage_config(s).crop for s in (1, 3)] == [0, 0]
+    assert ChainConfig().stage_config(1).crop == 32  # TrainConfig's default
 
 
 def test_a_run_directory_from_before_a_new_option_still_resumes(tmp_path):

@@ -52,6 +52,30 @@ def test_a_small_shard_is_held_in_memory_and_every_step_is_a_full_batch(local_ra
     assert counts.min() == 5 and counts.max() == 6 and counts.sum() == 96
 
 
+def test_crops_carry_the_same_pixels_a_step_from_more_tiles_and_stay_aligned(local_ray):
+    import ray
+
+    # Each tile's pixels encode (tile, row, col); s1 and the truth of a crop must be the same square.
+    rows, cols = np.mgrid[0:8, 0:8]
+    items = [{"s1": np.stack([np.full((8, 8), i), rows]).astype(np.float32),
+              "s2_truth": np.stack([cols, np.full((8, 8), i)]).astype(np.float32), "month": i} for i in range(10)]
+    ds = ray.data.from_items(items).materialize()
+    cropped = ShardBatches(ds.iterator(), 3, steps_per_epoch=4, in_memory=True, seed=5, crop=4)
+    starts = set()
+    for b in cropped.epoch(torch.device("cpu")):
+        assert b["s1"].shape == (12, 2, 4, 4) and b["s2_truth"].shape == (12, 2, 4, 4)  # 3 tiles' pixels, 12 places
+        assert torch.equal(b["s1"][:, 0, 0, 0], b["month"].float())  # a crop keeps its own tile's month
+        assert torch.equal(b["s2_truth"][:, 1, 0, 0], b["month"].float())
+        for s1, truth in zip(b["s1"], b["s2_truth"]):
+            assert torch.equal(s1[1], s1[1, :, :1].expand(4, 4))  # a row of the crop is one row of its tile
+            assert s1[1, 3, 0] - s1[1, 0, 0] == 3 and truth[0, 0, 3] - truth[0, 0, 0] == 3
+            starts.add((int(s1[1, 0, 0]), int(truth[0, 0, 0])))
+    assert len(starts) > 10  # the squares are drawn at random across the tile, not one fixed corner
+    # A crop as large as the tile leaves whole tiles.
+    whole = ShardBatches(ds.iterator(), 3, steps_per_epoch=1, in_memory=True, crop=8)
+    assert next(iter(whole.epoch(torch.device("cpu"))))["s1"].shape == (3, 2, 8, 8)
+
+
 def test_a_short_run_improves_on_the_prior_and_exports(local_ray, stores, tmp_path, capsys):
     train, val = stores
     cfg = TrainConfig(allow_random_init=True, epochs=4, batch_size=6, val_every_steps=6, workers=2,
