@@ -227,6 +227,8 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/axion_chain_quality")
     ap.add_argument("--val-seeds", default="9001,9002,9003", help="evaluation AOIs (never trained or selected on)")
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
+    ap.add_argument("--select-rows", type=int, default=8,
+                    help="selection AOI size (rows = cols); from 8 it holds every training biome")
     ap.add_argument("--stage1-epochs", type=int, default=60)
     ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
     ap.add_argument("--stage2-epochs", type=int, default=20)
@@ -248,7 +250,13 @@ def main() -> None:
     trains = synth(out, [(f"train_{i}.zarr", SynthConfig(rows=args.rows, cols=args.rows, seed=100 + i, biomes=b,
                                                           months=m))
                          for i, (b, m) in enumerate(TRAIN_AOIS)])
-    (select,) = synth(out, [("select.zarr", SynthConfig(rows=4, cols=4, seed=SELECTION_SEED))])
+    # The selection AOI holds every training biome and as many months as it has swaths (8 at 8 columns):
+    # a later stage's gain is a fraction of a percent, and on a 16-tile AOI of two biomes it was below
+    # that AOI's own noise (run (H) in bench/RESULTS.md).
+    (select,) = synth(out, [("select.zarr", SynthConfig(
+        rows=args.select_rows, cols=args.select_rows, seed=SELECTION_SEED,
+        biomes=tuple(sorted({b for bs, _ in TRAIN_AOIS for b in bs})) if args.select_rows >= 8 else (),
+        months=tuple(range(1, 13)) if args.select_rows >= 8 else ()))])
     val_cfgs = {seed: SynthConfig(rows=4, cols=4, seed=seed, with_prior=False) for seed in val_seeds}
     vals = dict(zip(val_seeds, synth(out, [(f"val_{s}.zarr", c) for s, c in val_cfgs.items()])))
     print(f"training AOIs: {len(trains)} x {trains[0].n_tiles} tiles, biomes "
@@ -320,7 +328,8 @@ def main() -> None:
               "constraints_pass": constraints, "encoder": args.encoder,
               "stage3_encoder": args.stage3_encoder, "compared_encoder": other,
               "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs},
-              "stage1_batch_size": args.stage1_batch_size, "stage1_crop": chain_cfg.stage_config(1).crop}
+              "stage1_batch_size": args.stage1_batch_size, "select_rows": args.select_rows,
+              "stage1_crop": chain_cfg.stage_config(1).crop}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     print(chain_line({n: means[n] for n in CHAIN_OUTPUTS}, constraints))
