@@ -253,9 +253,9 @@ class PixelStage3(nn.Module):
         """The fixed per-pixel features (B, n_features, H, W) of whole tiles; no parameters."""
         sar = s1_features(s1)
         optical = image_features(opt_v2.float().clamp(0.0, 1.0))
-        parts = [sar, _box_mean(sar, _BOX), optical]
+        mean = _box_mean(sar, _BOX)
+        parts = [sar, mean, optical]
         if self.features == "texture":
-            mean = parts[1]
             spread = (_box_mean(sar * sar, _BOX) - mean * mean).clamp_min(0.0).sqrt()
             parts += [spread, _box_mean(sar, _WIDE_BOX), _box_mean(optical, _BOX)]
         return torch.cat(parts, dim=1)

@@ -112,13 +112,13 @@ class ShardBatches:
             while self._order.size < size:  # the next pass over the shard, in a new order
                 self._order = np.concatenate([self._order, self._rng.permutation(n)])
             idx, self._order = self._order[:size], self._order[size:]
-            batch = self._crops(cache, idx, crop) if crop else {k: v[idx] for k, v in cache.items()}
+            batch = self._crops(cache, idx, crop, height, width) if crop else {k: v[idx] for k, v in cache.items()}
             yield {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
 
-    def _crops(self, cache: dict[str, np.ndarray], idx: np.ndarray, crop: int) -> dict[str, np.ndarray]:
+    def _crops(self, cache: dict[str, np.ndarray], idx: np.ndarray, crop: int, height: int, width: int
+               ) -> dict[str, np.ndarray]:
         """One random `crop`-px square of each tile in `idx`, the same square of every image array;
         per-tile values (month, biome) as they are."""
-        height, width = next(v.shape[-2:] for v in cache.values() if v.ndim == 4)
         ys, xs = self._rng.integers(0, height - crop + 1, idx.size), self._rng.integers(0, width - crop + 1, idx.size)
         return {k: np.stack([v[i, :, y:y + crop, x:x + crop] for i, y, x in zip(idx, ys, xs)]) if v.ndim == 4
                 else v[idx] for k, v in cache.items()}

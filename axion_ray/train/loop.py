@@ -402,8 +402,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                            in_memory=config.get("in_memory", False), seed=config["seed"] * 1000 + rank,
                            rows=(lambda tiles: task.pixel_rows(tiles, core.pixel_features)) if pixel_wise else None,
                            rows_per_step=config.get("pixel_batch") if pixel_wise else None,
-                           crop=config.get("crop") if isinstance(task, RegressTask) and not pixel_wise
-                           and getattr(core, "encoder", None) is None else None)
+                           crop=config.get("crop") if isinstance(task, RegressTask) and core.encoder is None else None)
     last_loss: dict[str, float] = {}
 
     def validate_and_report(epoch: int) -> None:
