@@ -99,6 +99,8 @@ class InferConfig:
     pools share the CPUs (Ray's default of 1 CPU per actor would starve the reader on 2 cores); with
     GPUs the stages share them by measured cost so the whole chain fits (`pipeline.plan.gpu_shares`).
     `stage1_kind` / `stage3_kind` pick generation or regression (models/registry.STAGE_KINDS).
+    `tta` > 1 averages the regression UNet stages over 4 or 8 flips/transposes of each tile
+    (models/tta.py): better figures for 4x or 8x their model time; other stages run once.
     """
 
     stages: tuple[int, ...] = (1, 2, 3)
@@ -111,6 +113,7 @@ class InferConfig:
     stage3_kind: str | None = None
     allow_random_init: bool = False
     timesteps: int = 10
+    tta: int = 1
     seed: int = 0
     batch_size: int = 4
     device: str = "auto"
@@ -129,6 +132,7 @@ class InferConfig:
         """Raise ConfigError for a run that cannot be made, before any store or Ray work."""
         from axion_ray.models.presets import PRESETS, WEIGHT_FILES
         from axion_ray.models.registry import check_stage_chain
+        from axion_ray.models.tta import TTA_CHOICES
 
         check_stage_chain(self.stages)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -138,6 +142,8 @@ class InferConfig:
             raise ConfigError(f"--actors MIN:MAX needs 1 <= MIN <= MAX, got {lo}:{hi}")
         if self.batch_size < 1 or self.timesteps < 1 or self.tiles_per_read_task < 1:
             raise ConfigError("batch size, timesteps and tiles per read task must be at least 1")
+        if self.tta not in TTA_CHOICES:
+            raise ConfigError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))} (test-time views), got {self.tta}")
         for stage in (1, 3):
             if stage in self.stages and self.kind(stage) == "regress" and self.checkpoint(stage) is None \
                     and not self.allow_random_init:

@@ -151,8 +151,9 @@ def stage_predict(model, store) -> np.ndarray:
                      torch.from_numpy(meta["biome_code"].astype(np.int64))).numpy()
 
 
-def model_rates(stage1_checkpoint: str, tiles: int = 32, size: int = 64) -> dict[str, float]:
-    """Model-only tiles/s, same process and tile size: regression Stage 1 vs generation at 10 steps."""
+def model_rates(stage1_checkpoint: str, tiles: int = 32, size: int = 64, tta: int = 1) -> dict[str, float]:
+    """Model-only tiles/s, same process and tile size: regression Stage 1 (with its `tta` test-time views,
+    as evaluated) vs generation at 10 steps."""
     import torch
 
     from axion_ray.models import build_stage
@@ -160,7 +161,7 @@ def model_rates(stage1_checkpoint: str, tiles: int = 32, size: int = 64) -> dict
     torch.set_num_threads(2)
     s1 = torch.randn(tiles, 2, size, size) * 4 - 12
     month, biome = torch.full((tiles,), 6), torch.full((tiles,), 4)
-    regress = build_stage(1, checkpoint=stage1_checkpoint)
+    regress = build_stage(1, checkpoint=stage1_checkpoint, tta=tta)
     with torch.no_grad():
         regress(s1[:4], month[:4], biome[:4])
         start = time.perf_counter()
@@ -176,7 +177,7 @@ def model_rates(stage1_checkpoint: str, tiles: int = 32, size: int = 64) -> dict
         generate(s1[:n])
         generate_rate = n / (time.perf_counter() - start)
     return {"regress_tiles_s": regress_rate, "generate10_tiles_s": generate_rate,
-            "ratio": regress_rate / generate_rate}
+            "ratio": regress_rate / generate_rate, "tta": tta}
 
 
 def rerun_baseline(out: Path, result_file: Path) -> None:
@@ -212,14 +213,81 @@ def rerun_baseline(out: Path, result_file: Path) -> None:
     print(chain_line({n: result["means"][n] for n in CHAIN_OUTPUTS}, result["constraints_pass"]))
 
 
+def eval_config(seed: int):
+    """An evaluation AOI: 4 x 4 tiles, the synthesiser's own biomes and months for `seed`, no prior."""
+    from axion_ray.config import SynthConfig
+
+    return SynthConfig(rows=4, cols=4, seed=seed, with_prior=False)
+
+
+def evaluate(out: Path, vals: dict, val_cfgs: dict, checkpoints: dict[str, str], tta: int,
+             more_figures=lambda store, truth: {}) -> dict:
+    """Each evaluation AOI through the three exported stages on the Ray pipeline (`tta` test-time views),
+    scored against its truth beside the oracle and `more_figures`; per AOI, as the JSON records it."""
+    from axion_ray.config import InferConfig
+    from axion_ray.pipeline.run import run_pipeline
+    from axion_ray.store.tile_store import TileStore
+    from axion_ray.train.chain import evaluate_chain
+
+    per_aoi = {}
+    for seed, store in vals.items():
+        shutil.rmtree(out / f"eval_{seed}.zarr", ignore_errors=True)
+        work = TileStore.pool_inputs([store], out / f"eval_{seed}.zarr")
+        run_pipeline(work.path, InferConfig(stages=(1, 2, 3), batch_size=32, device="cpu", tta=tta,
+                                            **{f"stage{s}_checkpoint": checkpoints[f"stage{s}"] for s in (1, 2, 3)}),
+                     say=lambda line: None)
+        evaluation = evaluate_chain(work)
+        truth = store.read("s2_truth", np.arange(store.n_tiles))
+        figures = {**evaluation["per_stage"], **more_figures(store, truth),
+                   "oracle": spectral(oracle(val_cfgs[seed], store), truth)}
+        per_aoi[seed] = {"figures": figures, "constraints_pass": evaluation["constraints_pass"],
+                         "composite": {k: r.get("composite_score") for k, r in evaluation["results"].items()}}
+    return per_aoi
+
+
+def report(per_aoi: dict, names: list[str]) -> dict:
+    """Print the per-AOI and mean tables; the means."""
+    print("\n| AOI seed | output | NDVI RMSE | EVI RMSE | SAM (rad) | PSNR (dB) |\n|---|---|---|---|---|---|")
+    for seed, entry in per_aoi.items():
+        for name, m in entry["figures"].items():
+            print(f"| {seed} | {name} | {m['ndvi_rmse']:.4f} | {m['evi_rmse']:.4f} | {m['sam_rad']:.4f} | {m['psnr_db']:.2f} |")
+    means = {n: {k: float(np.mean([per_aoi[s]["figures"][n][k] for s in per_aoi]))
+                 for k in ("ndvi_rmse", "evi_rmse", "sam_rad", "psnr_db")} for n in names}
+    print("\n| mean over evaluation AOIs | NDVI RMSE | EVI RMSE | SAM (rad) |\n|---|---|---|---|")
+    for n in names:
+        print(f"| {n} | {means[n]['ndvi_rmse']:.4f} | {means[n]['evi_rmse']:.4f} | {means[n]['sam_rad']:.4f} |")
+    return means
+
+
+def evaluate_only(out: Path, val_seeds: list[int], tta: int, json_out: str | None) -> None:
+    """Re-score the chain already trained in `out` (its exported checkpoints) with `tta` test-time views:
+    the same trained stages, only the inference differs."""
+    from axion_ray.store.tile_store import TileStore
+    from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line
+
+    checkpoints = {f"stage{s}": str(out / "run" / f"stage{s}.pt") for s in (1, 2, 3)}
+    vals = {s: TileStore.open(out / f"val_{s}.zarr", mode="r") for s in val_seeds}
+    val_cfgs = {s: eval_config(s) for s in val_seeds}
+    per_aoi = evaluate(out, vals, val_cfgs, checkpoints, tta)
+    means = report(per_aoi, [*CHAIN_OUTPUTS, "oracle"])
+    constraints = all(per_aoi[s]["constraints_pass"] for s in per_aoi)
+    rates = model_rates(checkpoints["stage1"], tta=tta)
+    print(f"\nspeed (model only, 64 px, 2 threads): regression Stage 1 with {tta} view(s) "
+          f"{rates['regress_tiles_s']:.1f} tiles/s, generation at 10 timesteps {rates['generate10_tiles_s']:.2f} "
+          f"tiles/s, ratio {rates['ratio']:.0f}x")
+    if json_out:
+        Path(json_out).write_text(json.dumps({"tta": tta, "per_aoi": {str(k): v for k, v in per_aoi.items()},
+                                              "means": means, "speed": rates, "constraints_pass": constraints},
+                                             indent=2, default=str))
+    print(chain_line({n: means[n] for n in CHAIN_OUTPUTS}, constraints))
+
+
 def main() -> None:
-    from axion_ray.config import ChainConfig, InferConfig, SynthConfig
+    from axion_ray.config import ChainConfig, SynthConfig
     from axion_ray.models import build_stage
     from axion_ray.models.builder import default_encoder
     from axion_ray.models.presets import encoders_for
-    from axion_ray.pipeline.run import run_pipeline
-    from axion_ray.store.tile_store import TileStore
-    from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line, evaluate_chain, train_chain
+    from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line, train_chain
     from axion_ray.train.run import train_stage
     from axion_ray.train.select import select_and_export
 
@@ -237,15 +305,22 @@ def main() -> None:
     ap.add_argument("--stage3-encoder", default=None, help="Stage 3's (default: models/builder.default_encoder)")
     ap.add_argument("--compare-encoder", default="auto",
                     help="also train Stage 1 alone with this encoder (auto: the other one; none: skip)")
+    ap.add_argument("--tta", type=int, default=4,
+                    help="test-time views of the regression UNet stages in the evaluation (1, 4 or 8; models/tta.py)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--baseline-only", action="store_true",
                     help="re-measure only the plain baseline of the run in --out (needs its --json)")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="re-score the chain trained in --out with --tta views (the same stages, other inference)")
     args = ap.parse_args()
     out = Path(args.out)
+    val_seeds = [int(s) for s in args.val_seeds.split(",") if s]
     if args.baseline_only:
         rerun_baseline(out, Path(args.json))
         return
-    val_seeds = [int(s) for s in args.val_seeds.split(",") if s]
+    if args.evaluate_only:
+        evaluate_only(out, val_seeds, args.tta, args.json)
+        return
 
     trains = synth(out, [(f"train_{i}.zarr", SynthConfig(rows=args.rows, cols=args.rows, seed=100 + i, biomes=b,
                                                           months=m))
@@ -257,7 +332,7 @@ def main() -> None:
         rows=args.select_rows, cols=args.select_rows, seed=SELECTION_SEED,
         biomes=tuple(sorted({b for bs, _ in TRAIN_AOIS for b in bs})) if args.select_rows >= 8 else (),
         months=tuple(range(1, 13)) if args.select_rows >= 8 else ()))])
-    val_cfgs = {seed: SynthConfig(rows=4, cols=4, seed=seed, with_prior=False) for seed in val_seeds}
+    val_cfgs = {seed: eval_config(seed) for seed in val_seeds}
     vals = dict(zip(val_seeds, synth(out, [(f"val_{s}.zarr", c) for s, c in val_cfgs.items()])))
     print(f"training AOIs: {len(trains)} x {trains[0].n_tiles} tiles, biomes "
           f"{sorted({b for bs, _ in TRAIN_AOIS for b in bs})}, months {sorted({m for _, ms in TRAIN_AOIS for m in ms})}")
@@ -291,35 +366,18 @@ def main() -> None:
         select_and_export(run, out / f"stage1_{other}.pt", warn=print)
         other_model = build_stage(1, checkpoint=str(out / f"stage1_{other}.pt"))
 
-    rows, per_aoi = [], {}
-    for seed, store in vals.items():
-        shutil.rmtree(out / f"eval_{seed}.zarr", ignore_errors=True)
-        work = TileStore.pool_inputs([store], out / f"eval_{seed}.zarr")
-        run_pipeline(work.path, InferConfig(stages=(1, 2, 3), batch_size=32, device="cpu",
-                                            **{f"stage{s}_checkpoint": chain["checkpoints"][f"stage{s}"]
-                                               for s in (1, 2, 3)}), say=lambda line: None)
-        evaluation = evaluate_chain(work)
-        truth = store.read("s2_truth", np.arange(store.n_tiles))
-        figures = {**evaluation["per_stage"], "baseline_unet": spectral(baseline_predict(baseline, store), truth),
-                   "oracle": spectral(oracle(val_cfgs[seed], store), truth)}
+    def more_figures(store, truth):
+        figures = {"baseline_unet": spectral(baseline_predict(baseline, store), truth)}
         if other_model is not None:
             figures[f"opt_v1 encoder={other}"] = spectral(stage_predict(other_model, store), truth)
-        per_aoi[seed] = {"figures": figures, "constraints_pass": evaluation["constraints_pass"],
-                         "composite": {k: r.get("composite_score") for k, r in evaluation["results"].items()}}
-        for name, m in figures.items():
-            rows.append((seed, name, m))
+        return figures
 
-    print("\n| AOI seed | output | NDVI RMSE | EVI RMSE | SAM (rad) | PSNR (dB) |\n|---|---|---|---|---|---|")
-    for seed, name, m in rows:
-        print(f"| {seed} | {name} | {m['ndvi_rmse']:.4f} | {m['evi_rmse']:.4f} | {m['sam_rad']:.4f} | {m['psnr_db']:.2f} |")
+    per_aoi = evaluate(out, vals, val_cfgs, chain["checkpoints"], args.tta, more_figures)
     names = [*CHAIN_OUTPUTS, "baseline_unet", "oracle"] + ([f"opt_v1 encoder={other}"] if other_model else [])
-    means = {n: {k: float(np.mean([per_aoi[s]["figures"][n][k] for s in per_aoi]))
-                 for k in ("ndvi_rmse", "evi_rmse", "sam_rad", "psnr_db")} for n in names}
-    print("\n| mean over evaluation AOIs | NDVI RMSE | EVI RMSE | SAM (rad) |\n|---|---|---|---|")
-    for n in names:
-        print(f"| {n} | {means[n]['ndvi_rmse']:.4f} | {means[n]['evi_rmse']:.4f} | {means[n]['sam_rad']:.4f} |")
-    rates = model_rates(chain["checkpoints"]["stage1"])
-    print(f"\nspeed (model only, 64 px, 2 threads): regression Stage 1 {rates['regress_tiles_s']:.1f} tiles/s, "
+    means = report(per_aoi, names)
+    rates = model_rates(chain["checkpoints"]["stage1"], tta=args.tta)
+    print(f"\nspeed (model only, 64 px, 2 threads): regression Stage 1 with {args.tta} view(s) "
+          f"{rates['regress_tiles_s']:.1f} tiles/s, "
           f"generation at 10 timesteps {rates['generate10_tiles_s']:.2f} tiles/s, ratio {rates['ratio']:.0f}x")
     print(f"baseline: {baseline_steps} steps of 16 tiles in {stage1_s:.0f} s")
     constraints = all(per_aoi[s]["constraints_pass"] for s in per_aoi)
@@ -328,7 +386,7 @@ def main() -> None:
               "constraints_pass": constraints, "encoder": args.encoder,
               "stage3_encoder": args.stage3_encoder, "compared_encoder": other,
               "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs},
-              "stage1_batch_size": args.stage1_batch_size, "select_rows": args.select_rows,
+              "stage1_batch_size": args.stage1_batch_size, "select_rows": args.select_rows, "tta": args.tta,
               "stage1_crop": chain_cfg.stage_config(1).crop}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

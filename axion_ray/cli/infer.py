@@ -72,6 +72,9 @@ def add_infer_parsers(sub) -> None:
         p.add_argument(f"--stage{stage}-kind", choices=list(STAGE_KINDS[stage]),
                        help=f"Stage {stage}: TerraMind generation or the regression model (default: the checkpoint's "
                             "kind, else generate)")
+    p.add_argument("--tta", type=int, metavar="N",
+                   help="test-time views for the regression UNet stages: 1 (default), 4 or 8 flips/transposes "
+                        "averaged, for N x their model time")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="fp32 on CUDA too")

@@ -20,6 +20,7 @@ from axion_ray.models.common import resolve_device
 from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
 from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES, REGRESSION_WIDTH, StagePreset, check_encoder
 from axion_ray.models.registry import StageSpec, stage_spec
+from axion_ray.models.tta import DihedralTTA, tta_views
 from axion_ray.models.weights import (
     Checkpoint,
     WeightsRecord,
@@ -113,7 +114,7 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
                 width: int | None = None, weights: str | None = None, checkpoint: str | None = None,
                 allow_random_init: bool = False, timesteps: int = 10, standardize: bool = True,
                 seed: int | None = 0, prithvi: str | None = None, lora: LoraSettings | None = None,
-                device: str = "cpu") -> nn.Module:
+                tta: int = 1, device: str = "cpu") -> nn.Module:
     """Build stage 1, 2 or 3 in eval mode on `device`.
 
     Args:
@@ -129,6 +130,7 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
         timesteps, standardize, seed: TerraMind diffusion steps, input standardisation, sampling seed.
         prithvi: Stage 2 backbone other than the preset's.
         lora: add peft LoRA adapters (only adapters and the Stage 2 head stay trainable).
+        tta: test-time views (1, 4 or 8) for the regression UNet stages (models/tta.py); others run once.
         device: `cpu`, `cuda` or `auto`.
 
     Raises:
@@ -168,9 +170,10 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
         model = merge_lora(model)  # a trained checkpoint is for inference: fold the adapters in
     target = resolve_device(device)
     model = model.to(target).eval()
+    views = tta_views(spec.family, backbone, tta)
     model.provenance = _provenance(spec, model_name, preset, ckpt.path if ckpt else None,
-                                   ckpt.sha256 if ckpt else None, record, timesteps, seed, lora_cfg)
-    return model
+                                   ckpt.sha256 if ckpt else None, record, timesteps, seed, lora_cfg, views)
+    return DihedralTTA(model, views) if views > 1 else model
 
 
 def _build_refiner(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str,
@@ -234,7 +237,8 @@ def _check_same_base(checkpoint: str | None, cfg: dict[str, Any], record: Weight
 
 
 def _provenance(spec: StageSpec, model_name: str, preset: str, checkpoint: str | None, checkpoint_sha256: str | None,
-                record: WeightsRecord, timesteps: int, seed: int | None, lora: LoraSettings | None) -> dict[str, Any]:
+                record: WeightsRecord, timesteps: int, seed: int | None, lora: LoraSettings | None,
+                tta: int = 1) -> dict[str, Any]:
     return {
         "stage": spec.name, "kind": spec.kind, "model": model_name, "preset": preset,
         "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
@@ -242,13 +246,14 @@ def _provenance(spec: StageSpec, model_name: str, preset: str, checkpoint: str |
         "timesteps": timesteps if spec.generative else None,
         "seed": seed if spec.generative else None,
         "lora": lora.to_dict() if lora else None,
+        "tta": tta,  # test-time views the outputs were averaged over (models/tta.py)
     }
 
 
 def stage_provenance(stage: int, preset: str = "tiny", *, kind: str | None = None, encoder: str | None = None,
                      width: int | None = None, weights: str | None = None, checkpoint: str | None = None,
                      allow_random_init: bool = False, timesteps: int = 10, seed: int | None = 0,
-                     prithvi: str | None = None) -> dict[str, Any]:
+                     prithvi: str | None = None, tta: int = 1) -> dict[str, Any]:
     """What `build_stage` with these arguments would record, without building the model.
 
     The pipeline's driver calls it before starting Ray, so missing weights or a wrong checkpoint are
@@ -265,7 +270,7 @@ def stage_provenance(stage: int, preset: str = "tiny", *, kind: str | None = Non
         record = WeightsRecord(random_init=bool(cfg.get("adapter_only")))
     lora = LoraSettings(**cfg["lora"]) if cfg.get("lora") else None
     return _provenance(spec, model_name, preset, ckpt.path if ckpt else None, ckpt.sha256 if ckpt else None,
-                       record, timesteps, seed, lora)
+                       record, timesteps, seed, lora, tta_views(spec.family, backbone, tta))
 
 
 def _fit_marker(spec: StageSpec, backbone: str, cfg: dict[str, Any], ckpt: Checkpoint):

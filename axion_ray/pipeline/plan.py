@@ -137,4 +137,4 @@ def stage_build_kwargs(cfg: InferConfig, stage: int) -> dict[str, Any]:
 
     return {"preset": cfg.preset, "kind": cfg.kind(stage), "weights": absolute(cfg.weights),
             "allow_random_init": cfg.allow_random_init, "checkpoint": absolute(cfg.checkpoint(stage)),
-            "timesteps": cfg.timesteps, "seed": cfg.seed}
+            "timesteps": cfg.timesteps, "seed": cfg.seed, "tta": cfg.tta}

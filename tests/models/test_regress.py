@@ -248,3 +248,36 @@ def test_the_calibrator_learns_a_per_biome_colour_bias_from_pixels():
         pred = model.eval()(s1[held], opt[held], month[held], biome[held])
     before, after = (float((x - truth[held]).abs().mean()) for x in (opt[held], pred))
     assert after < 0.2 * before, (before, after)
+
+
+def test_test_time_views_average_the_flips_of_the_regression_unet_stages_only(tmp_path):
+    from axion_ray.models.tta import DihedralTTA
+
+    s1, opt, month, biome = _inputs(n=2, size=48)
+    s1 = s1[..., :40]  # not square: the 8 views transpose H and W and must map back
+    torch.manual_seed(0)
+    plain = build_stage(1, kind="regress", encoder="unet", allow_random_init=True)
+    with torch.no_grad():  # a trained-looking model: random output weights, so every view differs
+        plain.decoder.out.weight.normal_(0, 0.5)
+    eight, four = DihedralTTA(plain, 8), DihedralTTA(plain, 4)
+    with torch.no_grad():
+        once, avg8, avg4 = plain(s1, month, biome), eight(s1, month, biome), four(s1, month, biome)
+        # By hand: none, W, H and both flipped; each output flipped back; the mean.
+        by_hand = torch.stack([plain(s1.flip(d), month, biome).flip(d) if d else plain(s1, month, biome)
+                               for d in ((), (-1,), (-2,), (-2, -1))]).mean(0)
+        flipped = eight(s1.flip(-1), month, biome)
+    assert avg8.shape == avg4.shape == once.shape == (2, 4, 48, 40)
+    assert not torch.allclose(avg4, once, atol=1e-4)  # the views do differ
+    torch.testing.assert_close(avg4, by_hand, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(flipped, avg8.flip(-1), atol=1e-5, rtol=1e-4)  # 8 views: flip-equivariant exactly
+    assert eight.INPUTS == plain.INPUTS and eight.OUTPUT == plain.OUTPUT
+
+    # Through the factory: the regression UNet stages are wrapped and say so; the others run once.
+    one = build_stage(1, kind="regress", encoder="unet", allow_random_init=True, tta=4)
+    calibrator = build_stage(3, kind="regress", encoder="pixel", allow_random_init=True, tta=4)
+    assert isinstance(one, DihedralTTA) and one.provenance["tta"] == 4
+    assert not isinstance(calibrator, DihedralTTA) and calibrator.provenance["tta"] == 1
+    assert stage_provenance(1, kind="regress", encoder="unet", allow_random_init=True, tta=8)["tta"] == 8
+    assert stage_provenance(3, kind="regress", encoder="pixel", allow_random_init=True, tta=8)["tta"] == 1
+    with pytest.raises(ConfigError, match="--tta must be one of 1, 4, 8"):
+        InferConfig(stages=(1,), stage1_kind="regress", allow_random_init=True, tta=3).validate()

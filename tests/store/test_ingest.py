@@ -71,15 +71,16 @@ def test_a_scene_with_a_no_data_wedge_runs_every_partial_tile_through_three_stag
     assert store.n_tiles == 36 and np.array_equal(no_data, np.flatnonzero(fractions < 0.5))
     assert 0.5 > fractions.min() and ((fractions > 0.5) & (fractions < 1)).sum() >= 3  # partial tiles exist
 
-    # The regression kinds of Stages 1 and 3 (what users without TerraMind's weights run); generation's
-    # NaN handling is the pipeline tests' (tests/pipeline/test_pipeline.py, bad tiles).
+    # The regression kinds of Stages 1 and 3 (what users without TerraMind's weights run), Stage 1 with 4
+    # test-time views; generation's NaN handling is the pipeline tests' (tests/pipeline/test_pipeline.py).
     cfg = InferConfig(stages=(1, 2, 3), allow_random_init=True, stage1_kind="regress", stage3_kind="regress",
-                      device="cpu", progress_interval_s=0.5)
+                      device="cpu", progress_interval_s=0.5, tta=4)
     summary = run_pipeline(store.path, cfg, say=lambda _: None)
     assert summary.failed == 0 and all(s["no_data"] == no_data.size for s in summary.per_stage.values())
     store = TileStore.open(store.path)
     done = np.flatnonzero(store.status("opt_v3") == TileStatus.DONE)
     assert done.size == 36 - no_data.size
+    assert store.provenance("opt_v1")["tta"] == 4 and store.provenance("opt_v3")["tta"] == 1  # the calibrator: once
     s1 = store.read("s1", done)
     invalid = ~np.isfinite(s1).all(axis=1)
     for name in ("opt_v1", "opt_v2", "opt_v3"):  # NaN exactly where the input was invalid, stage after stage

@@ -1,0 +1,77 @@
+"""Test-time augmentation: a stage's output averaged over flips (and transposes) of its input tiles.
+
+Why: the regression stages train on the 8 flips/rotations of every batch (train/loop.dihedral), so each
+view is an equally good estimate whose errors — speckle read as texture, a class boundary guessed —
+differ from view to view; their mean is a small ensemble at no training cost. Measured on the chain
+bench's Stage 1 (bench/RESULTS.md): 4 views take NDVI RMSE 0.0713 → 0.0701, 8 views → 0.0699, at 4x and
+8x the model time. Only models trained on those views are wrapped (`tta_views`): the refiner of Stage 2
+trains without them, and the per-pixel calibrator would return the same image from every view.
+
+Hand-written rather than ttach (segmentation_models_pytorch's companion): our stages take several
+named images plus per-tile scalars, which ttach's single-tensor wrappers do not.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Views per setting: (transpose H and W, flip W, flip H). 4 keeps the tile's shape; 8 is the dihedral group.
+_VIEWS = {
+    1: ((False, False, False),),
+    4: ((False, False, False), (False, True, False), (False, False, True), (False, True, True)),
+    8: tuple((t, fw, fh) for t in (False, True) for fw in (False, True) for fh in (False, True)),
+}
+TTA_CHOICES: tuple[int, ...] = tuple(_VIEWS)
+
+
+def _forward_view(x: torch.Tensor, view: tuple[bool, bool, bool]) -> torch.Tensor:
+    transpose, flip_w, flip_h = view
+    x = x.transpose(-1, -2) if transpose else x
+    dims = [d for d, on in ((-1, flip_w), (-2, flip_h)) if on]
+    return x.flip(dims) if dims else x
+
+
+def _inverse_view(x: torch.Tensor, view: tuple[bool, bool, bool]) -> torch.Tensor:
+    transpose, flip_w, flip_h = view
+    dims = [d for d, on in ((-1, flip_w), (-2, flip_h)) if on]
+    x = x.flip(dims) if dims else x
+    return x.transpose(-1, -2) if transpose else x
+
+
+def tta_views(family: str, backbone: str | None, tta: int) -> int:
+    """How many views a stage of `family` built on `backbone` runs with when `tta` are asked: the
+    regression UNet stages take them all; every other model runs once."""
+    return tta if family == "regress" and backbone != "pixel" else 1
+
+
+class DihedralTTA(nn.Module):
+    """`model`'s forward, run on `views` flips/transposes of every image input (4-D tensors) and the
+    outputs mapped back and averaged. Per-tile inputs (month, biome) pass unchanged."""
+
+    def __init__(self, model: nn.Module, views: int):
+        super().__init__()
+        if views not in _VIEWS:
+            raise ValueError(f"test-time views must be one of {TTA_CHOICES}, got {views}")
+        self.model = model
+        self.views = _VIEWS[views]
+        # What the pipeline and the runner read off a stage model.
+        for name in ("INPUTS", "OPTIONAL_INPUTS", "OUTPUT", "AMP_DTYPE", "STAGE"):
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
+        self.provenance = {**getattr(model, "provenance", {}), "tta": views}
+
+    @property
+    def encoder(self) -> nn.Module | None:
+        return getattr(self.model, "encoder", None)
+
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        def view_of(x, view):
+            return _forward_view(x, view) if isinstance(x, torch.Tensor) and x.ndim == 4 else x
+
+        total = None
+        for view in self.views:
+            out = self.model(*(view_of(a, view) for a in args), **{k: view_of(v, view) for k, v in kwargs.items()})
+            out = _inverse_view(out.float(), view)
+            total = out if total is None else total + out
+        return total / len(self.views)
