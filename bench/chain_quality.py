@@ -297,15 +297,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--select-rows", type=int, default=8,
                     help="selection AOI size (rows = cols); from 8 it holds every training biome")
-    ap.add_argument("--stage1-epochs", type=int, default=60)
+    ap.add_argument("--stage1-epochs", type=int, default=90)
     ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
-    ap.add_argument("--stage2-epochs", type=int, default=20)
-    ap.add_argument("--stage3-epochs", type=int, default=100)
+    ap.add_argument("--stage2-epochs", type=int, default=10)
+    ap.add_argument("--stage3-epochs", type=int, default=60)
     ap.add_argument("--encoder", default=None, help="Stage 1's (default: models/builder.default_encoder)")
     ap.add_argument("--stage3-encoder", default=None, help="Stage 3's (default: models/builder.default_encoder)")
     ap.add_argument("--compare-encoder", default="auto",
                     help="also train Stage 1 alone with this encoder (auto: the other one; none: skip)")
-    ap.add_argument("--tta", type=int, default=4,
+    ap.add_argument("--tta", type=int, default=1,
                     help="test-time views of the regression UNet stages in the evaluation (1, 4 or 8; models/tta.py)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--baseline-only", action="store_true",

@@ -3,9 +3,10 @@
 Why: the regression stages train on the 8 flips/rotations of every batch (train/loop.dihedral), so each
 view is an equally good estimate whose errors — speckle read as texture, a class boundary guessed —
 differ from view to view; their mean is a small ensemble at no training cost. Measured on the chain
-bench's Stage 1 (bench/RESULTS.md): 4 views take NDVI RMSE 0.0713 → 0.0701, 8 views → 0.0699, at 4x and
-8x the model time. Only models trained on those views are wrapped (`tta_views`): the refiner of Stage 2
-trains without them, and the per-pixel calibrator would return the same image from every view.
+bench (bench/RESULTS.md, (J)): 4 views take `opt_v1`'s NDVI RMSE 0.0679 → 0.0675 and `opt_v3`'s 0.0661
+→ 0.0657, at ~4x Stage 1's model time (on the less trained Stage 1 of run (I): 0.0713 → 0.0701). So it
+is an option, off by default. Only models trained on those views are wrapped (`tta_views`): the refiner
+of Stage 2 trains without them, and the per-pixel calibrator would return the same image from every view.
 
 Hand-written rather than ttach (segmentation_models_pytorch's companion): our stages take several
 named images plus per-tile scalars, which ttach's single-tensor wrappers do not.
