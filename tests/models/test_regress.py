@@ -250,7 +250,7 @@ def test_the_calibrator_learns_a_per_biome_colour_bias_from_pixels():
     assert after < 0.2 * before, (before, after)
 
 
-def test_test_time_views_average_the_flips_of_the_regression_unet_stages_only(tmp_path):
+def test_test_time_views_average_the_flips_of_the_regression_unet_stages_only():
     from axion_ray.models.tta import DihedralTTA
 
     s1, opt, month, biome = _inputs(n=2, size=48)
