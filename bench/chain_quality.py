@@ -176,8 +176,12 @@ def model_rates(stage1_checkpoint: str, tiles: int = 32, size: int = 64, tta: in
         n = 4
         generate(s1[:n])
         generate_rate = n / (time.perf_counter() - start)
-    return {"regress_tiles_s": regress_rate, "generate10_tiles_s": generate_rate,
-            "ratio": regress_rate / generate_rate, "tta": tta}
+    rates = {"regress_tiles_s": regress_rate, "generate10_tiles_s": generate_rate,
+             "ratio": regress_rate / generate_rate, "tta": tta}
+    print(f"\nspeed (model only, {size} px, 2 threads): regression Stage 1 with {tta} view(s) "
+          f"{regress_rate:.1f} tiles/s, generation at 10 timesteps {generate_rate:.2f} tiles/s, "
+          f"ratio {rates['ratio']:.0f}x")
+    return rates
 
 
 def rerun_baseline(out: Path, result_file: Path) -> None:
@@ -272,9 +276,6 @@ def evaluate_only(out: Path, val_seeds: list[int], tta: int, json_out: str | Non
     means = report(per_aoi, [*CHAIN_OUTPUTS, "oracle"])
     constraints = all(per_aoi[s]["constraints_pass"] for s in per_aoi)
     rates = model_rates(checkpoints["stage1"], tta=tta)
-    print(f"\nspeed (model only, 64 px, 2 threads): regression Stage 1 with {tta} view(s) "
-          f"{rates['regress_tiles_s']:.1f} tiles/s, generation at 10 timesteps {rates['generate10_tiles_s']:.2f} "
-          f"tiles/s, ratio {rates['ratio']:.0f}x")
     if json_out:
         Path(json_out).write_text(json.dumps({"tta": tta, "per_aoi": {str(k): v for k, v in per_aoi.items()},
                                               "means": means, "speed": rates, "constraints_pass": constraints},
@@ -376,9 +377,6 @@ def main() -> None:
     names = [*CHAIN_OUTPUTS, "baseline_unet", "oracle"] + ([f"opt_v1 encoder={other}"] if other_model else [])
     means = report(per_aoi, names)
     rates = model_rates(chain["checkpoints"]["stage1"], tta=args.tta)
-    print(f"\nspeed (model only, 64 px, 2 threads): regression Stage 1 with {args.tta} view(s) "
-          f"{rates['regress_tiles_s']:.1f} tiles/s, "
-          f"generation at 10 timesteps {rates['generate10_tiles_s']:.2f} tiles/s, ratio {rates['ratio']:.0f}x")
     print(f"baseline: {baseline_steps} steps of 16 tiles in {stage1_s:.0f} s")
     constraints = all(per_aoi[s]["constraints_pass"] for s in per_aoi)
     result = {"train_seconds": chain["train_seconds"], "chain_seconds": chain_s, "baseline_steps": baseline_steps,

@@ -26,18 +26,18 @@ _VIEWS = {
 TTA_CHOICES: tuple[int, ...] = tuple(_VIEWS)
 
 
+def _flip_dims(view: tuple[bool, bool, bool]) -> list[int]:
+    return [d for d, on in ((-1, view[1]), (-2, view[2])) if on]
+
+
 def _forward_view(x: torch.Tensor, view: tuple[bool, bool, bool]) -> torch.Tensor:
-    transpose, flip_w, flip_h = view
-    x = x.transpose(-1, -2) if transpose else x
-    dims = [d for d, on in ((-1, flip_w), (-2, flip_h)) if on]
-    return x.flip(dims) if dims else x
+    x = x.transpose(-1, -2) if view[0] else x
+    return x.flip(_flip_dims(view))
 
 
 def _inverse_view(x: torch.Tensor, view: tuple[bool, bool, bool]) -> torch.Tensor:
-    transpose, flip_w, flip_h = view
-    dims = [d for d, on in ((-1, flip_w), (-2, flip_h)) if on]
-    x = x.flip(dims) if dims else x
-    return x.transpose(-1, -2) if transpose else x
+    x = x.flip(_flip_dims(view))
+    return x.transpose(-1, -2) if view[0] else x
 
 
 def tta_views(family: str, backbone: str | None, tta: int) -> int:
@@ -57,14 +57,10 @@ class DihedralTTA(nn.Module):
         self.model = model
         self.views = _VIEWS[views]
         # What the pipeline and the runner read off a stage model.
-        for name in ("INPUTS", "OPTIONAL_INPUTS", "OUTPUT", "AMP_DTYPE", "STAGE"):
+        for name in ("INPUTS", "OPTIONAL_INPUTS", "OUTPUT", "AMP_DTYPE"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
         self.provenance = {**getattr(model, "provenance", {}), "tta": views}
-
-    @property
-    def encoder(self) -> nn.Module | None:
-        return getattr(self.model, "encoder", None)
 
     def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         def view_of(x, view):
