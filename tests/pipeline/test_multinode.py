@@ -31,7 +31,11 @@ def _infer(store, address, env, summary):
     # Ray Data starts pool actors asynchronously: on a small store the head's actor could finish every
     # tile before the second node's actor has imported torch (seen once here). Dispatch waits
     # for both actors, so "both nodes did work" tests placement, not start-up speed.
-    env = {**env, "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300"}
+    # Ray Data also sends a block to an actor on the node that holds it while that actor has room (2
+    # tasks in flight by default): with read tasks on the head and a fast random-init model, the head's
+    # actor took all 24 tiles once in CI. One task in flight per actor sends the next block elsewhere.
+    env = {**env, "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300",
+           "RAY_DATA_ACTOR_DEFAULT_MAX_TASKS_IN_FLIGHT_TO_MAX_CONCURRENCY_FACTOR": "1"}
     return subprocess.Popen(
         [str(BIN / "axion-ray"), "infer", str(store), "--stages", "2", "--allow-random-init", "--address", address,
          "--actors", "2:2", "--batch-size", "2", "--json", str(summary)],
