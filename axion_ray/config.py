@@ -210,6 +210,7 @@ class TrainConfig:
     width: int | None = None           # regression stages: UNet width (models/presets.REGRESSION_WIDTH)
     augment: bool = True               # regression stages: random flips/rotations of each batch
     validate_at_start: bool = False    # stages that start as their input (2, regression 3): score step 0 too
+    cpu_bf16: bool = False             # CPU workers: the pixel losses' forward under bf16 autocast (GPUs use their AMP)
 
     def validate(self) -> None:
         """Raise ConfigError for a training run that cannot be made, before any store or Ray work."""
@@ -260,6 +261,7 @@ class ChainConfig:
     max_val_tiles: int = 256
     seed: int = 0
     holdout: bool = True                # Stage 1 on half the AOIs, Stages 2-3 on its outputs on the others
+    cpu_bf16_stages: tuple[int, ...] = ()  # stages trained with `TrainConfig.cpu_bf16` (e.g. (1,): the UNet Stage 1)
 
     def stage_config(self, stage: int) -> TrainConfig:
         """The `TrainConfig` of one stage of the chain."""
@@ -267,6 +269,7 @@ class ChainConfig:
                                                  "cpus_per_worker", "use_gpu", "val_every_steps", "max_val_tiles",
                                                  "seed")}
         epochs = getattr(self, f"stage{stage}_epochs") or self.epochs
+        common["cpu_bf16"] = stage in self.cpu_bf16_stages
         if stage == 1 and self.stage1_batch_size:
             common["batch_size"] = self.stage1_batch_size
         # Stages 2 and 3 start as exactly their input and are scored at step 0 too: a later stage whose
@@ -280,6 +283,8 @@ class ChainConfig:
                            condition="opt_v2", validate_at_start=stage == 3, **common)
 
     def validate(self) -> None:
+        if not set(self.cpu_bf16_stages) <= {1, 2, 3}:
+            raise ConfigError(f"--cpu-bf16-stages takes stages of 1, 2, 3, got {','.join(map(str, self.cpu_bf16_stages))}")
         for stage in (1, 2, 3):
             self.stage_config(stage).validate()
 

@@ -93,8 +93,12 @@ class BaselineInputs:
         return torch.cat([s1_features(s1), m, b.expand(-1, -1, h, w)], dim=1)
 
 
-def train_baseline(train_stores, seconds: float, seed: int = 0):
-    """smp UNet for `seconds` of wall-clock time on the pooled training tiles; returns (model, steps)."""
+def train_baseline(train_stores, seconds: float, seed: int = 0, bf16: bool = False):
+    """smp UNet for `seconds` of wall-clock time on the pooled training tiles; returns (model, steps).
+    `bf16`: its forward under CPU bf16 autocast, as Stage 1's when the chain trains Stage 1 so (same time,
+    same help)."""
+    import contextlib
+
     import segmentation_models_pytorch as smp
     import torch
 
@@ -121,8 +125,9 @@ def train_baseline(train_stores, seconds: float, seed: int = 0):
         idx = rng.choice(len(s1), size=16, replace=False)
         x = BaselineInputs.make(torch.from_numpy(s1[idx]), torch.from_numpy(month[idx]), torch.from_numpy(biome[idx]))
         t = torch.from_numpy(truth[idx])
-        pred = torch.sigmoid(model(x))
-        loss, _ = stage2_loss(pred, t, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            pred = torch.sigmoid(model(x))
+        loss, _ = stage2_loss(pred.float(), t, t)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -194,7 +199,7 @@ def rerun_baseline(out: Path, result_file: Path) -> None:
     trains = [TileStore.open(out / f"train_{i}.zarr") for i in range(0, len(TRAIN_AOIS), 2)]
     seconds = float(result["train_seconds"]["stage1"])
     print(f"baseline UNet for Stage 1's {seconds:.0f} s, on Stage 1's AOIs")
-    baseline, steps = train_baseline(trains, seconds)
+    baseline, steps = train_baseline(trains, seconds, bf16=1 in result.get("cpu_bf16_stages", ()))
     for seed, entry in result["per_aoi"].items():
         store = TileStore.open(out / f"val_{seed}.zarr")
         truth = store.read("s2_truth", np.arange(store.n_tiles))
@@ -298,10 +303,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--select-rows", type=int, default=8,
                     help="selection AOI size (rows = cols); from 8 it holds every training biome")
-    ap.add_argument("--stage1-epochs", type=int, default=90)
+    ap.add_argument("--stage1-epochs", type=int, default=125)
     ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
     ap.add_argument("--stage2-epochs", type=int, default=10)
     ap.add_argument("--stage3-epochs", type=int, default=60)
+    ap.add_argument("--cpu-bf16-stages", default="1",
+                    help="stages trained under CPU bf16 autocast (the baseline too where 1 is); '' for none")
     ap.add_argument("--encoder", default=None, help="Stage 1's (default: models/builder.default_encoder)")
     ap.add_argument("--stage3-encoder", default=None, help="Stage 3's (default: models/builder.default_encoder)")
     ap.add_argument("--compare-encoder", default="auto",
@@ -347,13 +354,15 @@ def main() -> None:
     chain_cfg = ChainConfig(encoder=args.encoder, stage3_encoder=args.stage3_encoder, epochs=args.stage1_epochs,
                             stage2_epochs=args.stage2_epochs,
                             stage3_epochs=args.stage3_epochs, batch_size=16, stage1_batch_size=args.stage1_batch_size,
-                            val_every_steps=60, workers=2)
+                            val_every_steps=60, workers=2,
+                            cpu_bf16_stages=tuple(int(s) for s in args.cpu_bf16_stages.split(",") if s))
     start = time.perf_counter()
     chain = train_chain([t.path for t in trains], select.path, out / "run", chain_cfg, say=print)
     chain_s = time.perf_counter() - start
     stage1_s = chain["train_seconds"]["stage1"]
     print(f"chain trained in {chain_s:.0f} s (stage 1 {stage1_s:.0f} s); baseline UNet for the same {stage1_s:.0f} s")
-    baseline, baseline_steps = train_baseline(trains[0::2], stage1_s)  # Stage 1's AOIs
+    baseline, baseline_steps = train_baseline(trains[0::2], stage1_s,  # Stage 1's AOIs
+                                              bf16=1 in chain_cfg.cpu_bf16_stages)
     other = {"auto": next(e for e in encoders_for(1) if e != args.encoder), "none": None}.get(args.compare_encoder,
                                                                                             args.compare_encoder)
     other_model = None
@@ -385,7 +394,7 @@ def main() -> None:
               "stage3_encoder": args.stage3_encoder, "compared_encoder": other,
               "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs},
               "stage1_batch_size": args.stage1_batch_size, "select_rows": args.select_rows, "tta": args.tta,
-              "stage1_crop": chain_cfg.stage_config(1).crop}
+              "stage1_crop": chain_cfg.stage_config(1).crop, "cpu_bf16_stages": chain_cfg.cpu_bf16_stages}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     print(chain_line({n: means[n] for n in CHAIN_OUTPUTS}, constraints))

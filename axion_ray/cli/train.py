@@ -10,6 +10,7 @@ from axion_ray.cli.options import (
     add_overwrite_option,
     checked_output,
     config_from_args,
+    int_list,
     say,
     warn,
 )
@@ -24,6 +25,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cmd_train_chain(args)
     if args.stage3_encoder is not None:
         raise ConfigError("--stage3-encoder is the chain's; a single stage takes --encoder")
+    if args.cpu_bf16_stages is not None:
+        raise ConfigError("--cpu-bf16-stages is the chain's; a single stage takes --cpu-bf16")
     cfg = config_from_args(TrainConfig, args, stage=int(args.stage.removeprefix("stage")), use_gpu=args.gpu,
                            val_every_steps=args.val_every)
     summary = train_stage(args.train, args.val, args.out, cfg, say=say)
@@ -40,6 +43,8 @@ def cmd_train_chain(args: argparse.Namespace) -> int:
     if args.kind == "generate" or args.condition is not None:
         raise ConfigError("train chain trains the regression kind of stages 1 and 3 on the chain's own outputs: "
                           "--kind generate and --condition do not apply")
+    if args.cpu_bf16:
+        raise ConfigError("train chain takes --cpu-bf16-stages (e.g. 1), not --cpu-bf16")
     chain = config_from_args(ChainConfig, args, use_gpu=args.gpu, val_every_steps=args.val_every)
     summary = train_chain(args.train, args.val, args.out, chain, say=say)
     print(summary["line"])
@@ -100,6 +105,9 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--min-workers", type=int, help="elastic: start with as few as this many workers")
     p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
+    p.add_argument("--cpu-bf16", action="store_true", default=None,
+                   help="CPU workers: bf16 autocast in the pixel losses (faster on CPUs with native bf16)")
+    p.add_argument("--cpu-bf16-stages", type=int_list, help="chain: the stages trained with --cpu-bf16, e.g. 1")
     add_schedule_options(p)
     p.add_argument("--lr", type=float)
     p.add_argument("--lora-rank", type=int, help="0 = full fine-tuning (stage 2); TerraMind stages use rank 8 when 0")

@@ -30,25 +30,10 @@ from typing import Any
 from axion_ray.config import ChainConfig, InferConfig
 from axion_ray.errors import ConfigError
 from axion_ray.store.tile_store import TileStore
+from axion_ray.train.run import claim_run_dir
 
 CHAIN_CONFIG_FILE = "chain_config.json"
 CHAIN_OUTPUTS = ("opt_v1", "opt_v2", "opt_v3")
-
-
-def _claim(out: Path, record: dict[str, Any]) -> None:
-    """Record what the run directory trains; refuse another configuration in it (it would mix runs)."""
-    path = out / CHAIN_CONFIG_FILE
-    if path.exists():
-        before = json.loads(path.read_text())
-        if before != record:
-            changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
-            raise ConfigError(f"{out} holds a chain run with another configuration ({', '.join(changed)} differ); "
-                              "use a new --out, or delete it to start over")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(path)
 
 
 def _working_copy(sources: list[TileStore], dest: Path) -> TileStore:
@@ -150,7 +135,9 @@ def train_chain(train_stores: Sequence[str | Path], val_store: str | Path, out_d
         if not store.has("s2_truth"):
             raise ConfigError(f"{store.path} has no s2_truth: the chain trains against a reference image")
     out = Path(out_dir).resolve()
-    _claim(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains], "val_store": val.path})
+    claim_run_dir(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains], "val_store": val.path},
+                  file=CHAIN_CONFIG_FILE, defaults=dataclasses.asdict(ChainConfig()), resumable=frozenset(),
+                  what="a chain run")
 
     say(f"[chain] working copies of {len(trains)} training store(s) and the validation store → {out / 'data'}")
     if cfg.holdout and len(trains) >= 2:

@@ -46,6 +46,13 @@ class StageTask:
     def spec(self) -> StageSpec:
         return stage_spec(self.stage)
 
+    def pixel_autocast(self, device: torch.device) -> Any:
+        """The pixel losses' forward: fp16 AMP on GPU (with the loop's loss scaling); on CPU fp32, or bf16
+        where the config asks (`TrainConfig.cpu_bf16`)."""
+        from axion_ray.models.common import autocast
+
+        return autocast(device, True, dtype=torch.float16, cpu_bf16=self.config.get("cpu_bf16", False))
+
     # -- data
     @property
     def baseline_array(self) -> str:
@@ -88,11 +95,10 @@ class StageTask:
     # -- objective and validation
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        from axion_ray.models.common import autocast
         from axion_ray.train.losses import stage2_loss
 
         opt_v1, truth = batch["opt_v1"].float(), batch[TRUTH_ARRAY].float()
-        with autocast(device, True, dtype=torch.float16):  # no-data pixels (NaN) reach the model as 0
+        with self.pixel_autocast(device):  # no-data pixels (NaN) reach the model as 0
             pred = model(torch.nan_to_num(opt_v1, nan=0.0), batch["month"].long(), batch["biome_code"].long())
         weights = {k: self.config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
         return stage2_loss(pred.float(), truth, opt_v1, **weights)
@@ -249,13 +255,12 @@ class RegressTask(StageTask):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        from axion_ray.models.common import autocast
         from axion_ray.train.losses import stage2_loss
 
         weights = {k: self.config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
         if "features" in batch:  # pixels drawn across tiles (`pixel_rows`), each a 1x1 image
             optical, truth = (batch[k].float()[..., None, None] for k in ("optical", "truth"))
-            with autocast(device, True, dtype=torch.float16):
+            with self.pixel_autocast(device):
                 pred = model(None, optical, batch["month"].long(), batch["biome_code"].long(),
                              features=batch["features"].float()[..., None, None])
             return stage2_loss(pred.float(), truth, optical, **weights)  # one pixel has no edges: that term is 0
@@ -264,7 +269,7 @@ class RegressTask(StageTask):
         if self.config.get("augment", True):  # one of the 8 flips/rotations, the same for every image
             k, flip = int(torch.randint(4, ())), bool(torch.randint(2, ()))
             images, truth = ({n: dihedral(v, k, flip) for n, v in images.items()}, dihedral(truth, k, flip))
-        with autocast(device, True, dtype=torch.float16):  # no-data pixels (NaN) reach the model as 0
+        with self.pixel_autocast(device):  # no-data pixels (NaN) reach the model as 0
             pred = model(*[torch.nan_to_num(v, nan=0.0) for v in images.values()],
                          batch["month"].long(), batch["biome_code"].long())
         # Edges: Stage 3 keeps its optical input's; Stage 1 has none, so it is asked for the truth's.

@@ -79,28 +79,33 @@ RUN_CONFIG_FILE = "run_config.json"
 _RESUMABLE_CHANGES = frozenset({"workers", "min_workers", "cpus_per_worker", "use_gpu", "max_failures"})
 
 
-def _claim_run_dir(out: Path, record: dict[str, Any]) -> bool:
+def claim_run_dir(out: Path, record: dict[str, Any], *, file: str = RUN_CONFIG_FILE,
+                  defaults: dict[str, Any] | None = None, resumable: frozenset[str] = _RESUMABLE_CHANGES,
+                  what: str = "a training run") -> bool:
     """Record what a run directory trains; refuse to mix another configuration into it.
 
     Ray Train resumes a run from the checkpoints in its directory (what brings a killed driver back),
     so a different configuration there would silently continue the old run. Returns True when the
-    directory already holds this run (it will resume).
+    directory already holds this run (it will resume). A key a later version added, at its default
+    (`defaults`, TrainConfig's unless given), is no change; values compare as JSON reads them back.
     """
-    path = out / RUN_CONFIG_FILE
+    record = json.loads(json.dumps(record, default=str))  # as the file holds it: a tuple is a list
+    path = out / file
     if not path.exists():
         out.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str))
+        tmp.write_text(json.dumps(record, indent=2))
         tmp.replace(path)
         return False
     before = json.loads(path.read_text())
-    defaults = dataclasses.asdict(TrainConfig())  # a key a later version added, at its default, is no change
+    defaults = json.loads(json.dumps(defaults if defaults is not None else dataclasses.asdict(TrainConfig()),
+                                     default=str))
     changed = sorted(k for k in set(before["config"]) | set(record["config"])
-                     if k not in _RESUMABLE_CHANGES
+                     if k not in resumable
                      and before["config"].get(k, defaults.get(k)) != record["config"].get(k, defaults.get(k)))
     changed += [k for k in ("train_stores", "val_store") if before.get(k) != record[k]]
     if changed:
-        raise ConfigError(f"{out} holds a training run with another configuration ({', '.join(changed)} differ); "
+        raise ConfigError(f"{out} holds {what} with another configuration ({', '.join(changed)} differ); "
                           "resuming it would mix the two — use a new --out, or delete it to start over")
     return True
 
@@ -143,7 +148,7 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
                           "does not train on")
     n_tiles = sum(t.size for t in tiles_of)
     out = Path(out_dir).resolve()
-    resuming = _claim_run_dir(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains],
+    resuming = claim_run_dir(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains],
                                     "val_store": val.path})
     if resuming:
         say(f"{out} already holds this run: resuming from its last checkpoint")

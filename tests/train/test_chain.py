@@ -36,6 +36,14 @@ def test_mistakes_are_refused_before_any_work(tmp_path, capsys):
     assert main(["train", "chain", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "r"),
                  "--crop", "8"]) == 2
     assert "crop must be 0 (whole tiles) or at least 16 px, got 8" in capsys.readouterr().err
+    for extra, words in ((["--cpu-bf16-stages", "1,4"], "stages of 1, 2, 3, got 1,4"),
+                         (["--cpu-bf16"], "takes --cpu-bf16-stages")):
+        assert main(["train", "chain", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "r"),
+                     *extra]) == 2
+        assert words in capsys.readouterr().err
+    assert main(["train", "stage1", "--kind", "regress", "--train", train.path, "--val", val.path,
+                 "--out", str(tmp_path / "r"), "--cpu-bf16-stages", "1"]) == 2
+    assert "a single stage takes --cpu-bf16" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown encoder"):
         train_chain([train.path], val.path, tmp_path / "r", ChainConfig(encoder="resnet"))
     (tmp_path / "r").mkdir()
@@ -61,16 +69,61 @@ def test_stage1_batch_size_and_crop_reach_the_stages_they_name():
     assert ChainConfig().stage_config(1).crop == 32  # TrainConfig's default
 
 
+def test_cpu_bf16_reaches_the_stages_it_names_and_runs_their_forward_in_bf16():
+    """bf16 autocast on CPU is a per-stage training choice (the UNet Stage 1 ran ~1.5x the steps at the
+    same accuracy here); the forward runs in bf16, the loss and the fp32 weights' gradients stay finite."""
+    import torch
+
+    from axion_ray.models import build_stage
+    from axion_ray.train.loop import RegressTask
+
+    assert [ChainConfig(cpu_bf16_stages=(1,)).stage_config(s).cpu_bf16 for s in (1, 2, 3)] == [True, False, False]
+    batch = {"s1": torch.randn(2, 2, 32, 32) * 3 - 12, "s2_truth": torch.rand(2, 4, 32, 32) * 0.3,
+             "month": torch.tensor([1, 7]), "biome_code": torch.tensor([0, 3])}
+    for bf16, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        stage1 = ChainConfig(cpu_bf16_stages=(1,) if bf16 else ()).stage_config(1)
+        task = RegressTask(dataclasses.asdict(stage1), 1)
+        model = build_stage(1, kind="regress", encoder="unet", width=8, allow_random_init=True)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        seen = []
+        conv.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out.dtype))
+        loss, _ = task.loss(model, batch, torch.device("cpu"))
+        loss.backward()
+        assert seen[0] == dtype and torch.isfinite(loss)
+        assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+                   for p in model.parameters() if p.grad is not None)
+
+
+def test_a_chain_run_directory_resumes_with_tuple_options_and_from_before_a_new_option(tmp_path):
+    """The chain's record is JSON: a tuple option reads back as a list and is still the same run."""
+    from axion_ray.train.chain import CHAIN_CONFIG_FILE
+    from axion_ray.train.run import claim_run_dir
+
+    def claim(cfg, drop=()):
+        config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in drop}
+        return claim_run_dir(tmp_path, {"config": config, "train_stores": ["t"], "val_store": "v"},
+                             file=CHAIN_CONFIG_FILE, defaults=dataclasses.asdict(ChainConfig()),
+                             resumable=frozenset(), what="a chain run")
+
+    assert claim(ChainConfig(), drop=("cpu_bf16_stages",)) is False   # recorded before the option existed
+    assert claim(ChainConfig()) is True
+    with pytest.raises(ConfigError, match=r"a chain run with another configuration \(cpu_bf16_stages differ"):
+        claim(ChainConfig(cpu_bf16_stages=(1,)))
+    (tmp_path / CHAIN_CONFIG_FILE).unlink()
+    assert claim(ChainConfig(cpu_bf16_stages=(1,))) is False
+    assert claim(ChainConfig(cpu_bf16_stages=(1,))) is True
+
+
 def test_a_run_directory_from_before_a_new_option_still_resumes(tmp_path):
     """A run recorded before an option existed resumes when the option is at its default, and only then."""
     import json
 
     from axion_ray.config import TrainConfig
-    from axion_ray.train.run import RUN_CONFIG_FILE, _claim_run_dir
+    from axion_ray.train.run import RUN_CONFIG_FILE, claim_run_dir
 
     record = {"config": dataclasses.asdict(TrainConfig()), "train_stores": ["t"], "val_store": "v"}
     older = {**record, "config": {k: v for k, v in record["config"].items() if k != "validate_at_start"}}
     (tmp_path / RUN_CONFIG_FILE).write_text(json.dumps(older))
-    assert _claim_run_dir(tmp_path, record) is True
+    assert claim_run_dir(tmp_path, record) is True
     with pytest.raises(ConfigError, match=r"validate_at_start differ"):
-        _claim_run_dir(tmp_path, {**record, "config": {**record["config"], "validate_at_start": True}})
+        claim_run_dir(tmp_path, {**record, "config": {**record["config"], "validate_at_start": True}})
