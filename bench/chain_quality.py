@@ -303,11 +303,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--select-rows", type=int, default=8,
                     help="selection AOI size (rows = cols); from 8 it holds every training biome")
-    ap.add_argument("--stage1-epochs", type=int, default=125)
+    ap.add_argument("--stage1-epochs", type=int, default=90)
     ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
     ap.add_argument("--stage2-epochs", type=int, default=10)
     ap.add_argument("--stage3-epochs", type=int, default=60)
-    ap.add_argument("--cpu-bf16-stages", default="1",
+    ap.add_argument("--cpu-bf16-stages", default="",
                     help="stages trained under CPU bf16 autocast (the baseline too where 1 is); '' for none")
     ap.add_argument("--encoder", default=None, help="Stage 1's (default: models/builder.default_encoder)")
     ap.add_argument("--stage3-encoder", default=None, help="Stage 3's (default: models/builder.default_encoder)")

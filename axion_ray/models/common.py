@@ -31,8 +31,8 @@ def amp_dtype(device: torch.device) -> torch.dtype:
 def autocast(device: torch.device, enabled: bool = True, dtype: torch.dtype | None = None,
              cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
     """AMP on CUDA when enabled (bf16 by default, or `dtype`). On CPU fp32, unless `cpu_bf16` (a training
-    option: on a CPU with native bf16 the UNet's steps ran ~1.5x as fast at the same accuracy,
-    bench/RESULTS.md (K)); CPU inference stays fp32."""
+    option: on a CPU with native bf16 the UNet's steps ran 1.3-1.5x as fast, bench/RESULTS.md (K));
+    CPU inference stays fp32."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=dtype or amp_dtype(device))
     if enabled and cpu_bf16 and device.type == "cpu":

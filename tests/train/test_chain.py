@@ -70,8 +70,8 @@ def test_stage1_batch_size_and_crop_reach_the_stages_they_name():
 
 
 def test_cpu_bf16_reaches_the_stages_it_names_and_runs_their_forward_in_bf16():
-    """bf16 autocast on CPU is a per-stage training choice (the UNet Stage 1 ran ~1.5x the steps at the
-    same accuracy here); the forward runs in bf16, the loss and the fp32 weights' gradients stay finite."""
+    """bf16 autocast on CPU is a per-stage training choice (the UNet Stage 1 ran 1.3-1.5x the steps
+    here); the forward runs in bf16, the loss and the fp32 weights' gradients stay finite."""
     import torch
 
     from axion_ray.models import build_stage
