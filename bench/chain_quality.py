@@ -97,11 +97,10 @@ def train_baseline(train_stores, seconds: float, seed: int = 0, bf16: bool = Fal
     """smp UNet for `seconds` of wall-clock time on the pooled training tiles; returns (model, steps).
     `bf16`: its forward under CPU bf16 autocast, as Stage 1's when the chain trains Stage 1 so (same time,
     same help)."""
-    import contextlib
-
     import segmentation_models_pytorch as smp
     import torch
 
+    from axion_ray.models.common import autocast
     from axion_ray.train.losses import stage2_loss
 
     torch.manual_seed(seed)
@@ -125,7 +124,7 @@ def train_baseline(train_stores, seconds: float, seed: int = 0, bf16: bool = Fal
         idx = rng.choice(len(s1), size=16, replace=False)
         x = BaselineInputs.make(torch.from_numpy(s1[idx]), torch.from_numpy(month[idx]), torch.from_numpy(biome[idx]))
         t = torch.from_numpy(truth[idx])
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        with autocast(torch.device("cpu"), cpu_bf16=bf16):
             pred = torch.sigmoid(model(x))
         loss, _ = stage2_loss(pred.float(), t, t)
         opt.zero_grad()
@@ -204,20 +203,9 @@ def rerun_baseline(out: Path, result_file: Path) -> None:
         store = TileStore.open(out / f"val_{seed}.zarr")
         truth = store.read("s2_truth", np.arange(store.n_tiles))
         entry["figures"]["baseline_unet"] = spectral(baseline_predict(baseline, store), truth)
-    names = list(next(iter(result["per_aoi"].values()))["figures"])
-    result["means"] = {n: {k: float(np.mean([e["figures"][n][k] for e in result["per_aoi"].values()]))
-                           for k in ("ndvi_rmse", "evi_rmse", "sam_rad", "psnr_db")} for n in names}
+    result["means"] = report(result["per_aoi"], list(next(iter(result["per_aoi"].values()))["figures"]))
     result["baseline_steps"] = steps
     result_file.write_text(json.dumps(result, indent=2, default=str))
-    print("\n| AOI seed | output | NDVI RMSE | EVI RMSE | SAM (rad) | PSNR (dB) |\n|---|---|---|---|---|---|")
-    for seed, entry in result["per_aoi"].items():
-        for name, m in entry["figures"].items():
-            print(f"| {seed} | {name} | {m['ndvi_rmse']:.4f} | {m['evi_rmse']:.4f} | {m['sam_rad']:.4f} | "
-                  f"{m['psnr_db']:.2f} |")
-    print("\n| mean over evaluation AOIs | NDVI RMSE | EVI RMSE | SAM (rad) |\n|---|---|---|---|")
-    for n in names:
-        m = result["means"][n]
-        print(f"| {n} | {m['ndvi_rmse']:.4f} | {m['evi_rmse']:.4f} | {m['sam_rad']:.4f} |")
     print(f"baseline: {steps} steps of 16 tiles in {seconds:.0f} s")
     print(chain_line({n: result["means"][n] for n in CHAIN_OUTPUTS}, result["constraints_pass"]))
 
