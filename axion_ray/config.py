@@ -260,7 +260,8 @@ class ChainConfig:
     val_every_steps: int = 50
     max_val_tiles: int = 256
     seed: int = 0
-    holdout: bool = True                # Stage 1 on half the AOIs, Stages 2-3 on its outputs on the others
+    holdout: bool = True                # Stage 1 on some AOIs, Stages 2-3 on its outputs on the others
+    holdout_fraction: float = 0.5       # with `holdout`: the share of AOIs held out of Stage 1 (train/chain.holdout_split)
     cpu_bf16_stages: tuple[int, ...] = ()  # stages trained with `TrainConfig.cpu_bf16` (e.g. (1,): the UNet Stage 1)
 
     def stage_config(self, stage: int) -> TrainConfig:
@@ -285,6 +286,9 @@ class ChainConfig:
     def validate(self) -> None:
         if not set(self.cpu_bf16_stages) <= {1, 2, 3}:
             raise ConfigError(f"--cpu-bf16-stages takes stages of 1, 2, 3, got {','.join(map(str, self.cpu_bf16_stages))}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(f"--holdout-fraction is a share of the training AOIs between 0 and 1 (e.g. 0.5), "
+                              f"got {self.holdout_fraction:g}")
         for stage in (1, 2, 3):
             self.stage_config(stage).validate()
 

@@ -43,6 +43,31 @@ _HALF_A = [((4, 5), (1, 6, 11)), ((6, 7), (2, 7, 12)), ((8, 12), (3, 8, 1)), ((1
 _HALF_B = [((5, 6), (4, 9, 2)), ((7, 8), (5, 10, 3)), ((12, 15), (6, 11, 4)), ((1, 2), (7, 12, 5)),
            ((13, 4), (8, 1, 6))]
 TRAIN_AOIS = [aoi for pair in zip(_HALF_A, _HALF_B) for aoi in pair]
+
+
+def training_aois(stage1_sets: int) -> list[tuple[tuple[int, ...], tuple[int, ...], int]]:
+    """(biomes, months, seed) of the training AOIs in the chain's order. Five groups; in each, `stage1_sets`
+    AOIs for Stage 1 (half A's, then more draws of the same biome pairs and months, new seeds) and last
+    the one held out for Stages 2 and 3 (half B's): `ChainConfig.holdout_fraction` = 1 / (stage1_sets + 1).
+    With one set this is `TRAIN_AOIS` with its seeds (100 + position), the runs before (L) in RESULTS."""
+    aois = []
+    for i, (a, b) in enumerate(zip(_HALF_A, _HALF_B)):
+        extra = [((_HALF_B if k % 2 else _HALF_A)[i], 300 + 100 * (k - 1) + i) for k in range(1, stage1_sets)]
+        aois += [(*a, 100 + 2 * i)] + [(*pattern, seed) for pattern, seed in extra] + [(*b, 101 + 2 * i)]
+    return aois
+
+
+def holdout_fraction(stage1_sets: int) -> float:
+    return 1.0 / (stage1_sets + 1)
+
+
+def stage1_stores(out: Path, stage1_sets: int) -> list:
+    """The training stores Stage 1 (and the plain baseline) trains on, as the chain splits them."""
+    from axion_ray.store.tile_store import TileStore
+    from axion_ray.train.chain import holdout_split
+
+    ones, _ = holdout_split(len(training_aois(stage1_sets)), holdout_fraction(stage1_sets))
+    return [TileStore.open(out / f"train_{i}.zarr") for i in ones]
 SELECTION_SEED = 8000
 
 
@@ -195,7 +220,7 @@ def rerun_baseline(out: Path, result_file: Path) -> None:
     from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line
 
     result = json.loads(result_file.read_text())
-    trains = [TileStore.open(out / f"train_{i}.zarr") for i in range(0, len(TRAIN_AOIS), 2)]
+    trains = stage1_stores(out, int(result.get("stage1_sets", 1)))
     seconds = float(result["train_seconds"]["stage1"])
     print(f"baseline UNet for Stage 1's {seconds:.0f} s, on Stage 1's AOIs")
     baseline, steps = train_baseline(trains, seconds, bf16=1 in result.get("cpu_bf16_stages", ()))
@@ -291,7 +316,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--select-rows", type=int, default=8,
                     help="selection AOI size (rows = cols); from 8 it holds every training biome")
-    ap.add_argument("--stage1-epochs", type=int, default=90)
+    ap.add_argument("--stage1-sets", type=int, default=1,
+                    help="Stage 1's training AOIs: sets of five, each covering every biome and month (Stages 2 "
+                         "and 3 always learn on one more set, held out of Stage 1)")
+    ap.add_argument("--stage1-epochs", type=int, default=90, help="at --stage1-sets 2: 45 for the same steps")
     ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
     ap.add_argument("--stage2-epochs", type=int, default=10)
     ap.add_argument("--stage3-epochs", type=int, default=60)
@@ -318,9 +346,9 @@ def main() -> None:
         evaluate_only(out, val_seeds, args.tta, args.json)
         return
 
-    trains = synth(out, [(f"train_{i}.zarr", SynthConfig(rows=args.rows, cols=args.rows, seed=100 + i, biomes=b,
+    trains = synth(out, [(f"train_{i}.zarr", SynthConfig(rows=args.rows, cols=args.rows, seed=seed, biomes=b,
                                                           months=m))
-                         for i, (b, m) in enumerate(TRAIN_AOIS)])
+                         for i, (b, m, seed) in enumerate(training_aois(args.stage1_sets))])
     # The selection AOI holds every training biome and as many months as it has swaths (8 at 8 columns):
     # a later stage's gain is a fraction of a percent, and on a 16-tile AOI of two biomes it was below
     # that AOI's own noise (run (H) in bench/RESULTS.md).
@@ -342,14 +370,14 @@ def main() -> None:
     chain_cfg = ChainConfig(encoder=args.encoder, stage3_encoder=args.stage3_encoder, epochs=args.stage1_epochs,
                             stage2_epochs=args.stage2_epochs,
                             stage3_epochs=args.stage3_epochs, batch_size=16, stage1_batch_size=args.stage1_batch_size,
-                            val_every_steps=60, workers=2,
+                            val_every_steps=60, workers=2, holdout_fraction=holdout_fraction(args.stage1_sets),
                             cpu_bf16_stages=tuple(int(s) for s in args.cpu_bf16_stages.split(",") if s))
     start = time.perf_counter()
     chain = train_chain([t.path for t in trains], select.path, out / "run", chain_cfg, say=print)
     chain_s = time.perf_counter() - start
     stage1_s = chain["train_seconds"]["stage1"]
     print(f"chain trained in {chain_s:.0f} s (stage 1 {stage1_s:.0f} s); baseline UNet for the same {stage1_s:.0f} s")
-    baseline, baseline_steps = train_baseline(trains[0::2], stage1_s,  # Stage 1's AOIs
+    baseline, baseline_steps = train_baseline(stage1_stores(out, args.stage1_sets), stage1_s,  # Stage 1's AOIs
                                               bf16=1 in chain_cfg.cpu_bf16_stages)
     other = {"auto": next(e for e in encoders_for(1) if e != args.encoder), "none": None}.get(args.compare_encoder,
                                                                                             args.compare_encoder)
@@ -381,7 +409,8 @@ def main() -> None:
               "constraints_pass": constraints, "encoder": args.encoder,
               "stage3_encoder": args.stage3_encoder, "compared_encoder": other,
               "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs},
-              "stage1_batch_size": args.stage1_batch_size, "select_rows": args.select_rows, "tta": args.tta,
+              "stage1_batch_size": args.stage1_batch_size, "stage1_sets": args.stage1_sets,
+              "select_rows": args.select_rows, "tta": args.tta,
               "stage1_crop": chain_cfg.stage_config(1).crop, "cpu_bf16_stages": chain_cfg.cpu_bf16_stages}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

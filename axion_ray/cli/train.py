@@ -27,6 +27,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--stage3-encoder is the chain's; a single stage takes --encoder")
     if args.cpu_bf16_stages is not None:
         raise ConfigError("--cpu-bf16-stages is the chain's; a single stage takes --cpu-bf16")
+    if args.holdout_fraction is not None:
+        raise ConfigError("--holdout-fraction is the chain's: a single stage trains on every --train store")
     cfg = config_from_args(TrainConfig, args, stage=int(args.stage.removeprefix("stage")), use_gpu=args.gpu,
                            val_every_steps=args.val_every)
     summary = train_stage(args.train, args.val, args.out, cfg, say=say)
@@ -116,6 +118,9 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--condition", choices=["opt_v1", "opt_v2"], help="stage 3: the optical array it grounds")
     add_regression_options(p)
     p.add_argument("--stage3-encoder", choices=list(ENCODERS), help="chain: Stage 3's encoder where it differs from --encoder")
+    p.add_argument("--holdout-fraction", type=float,
+                   help="chain: the share of the --train AOIs held out of Stage 1, where Stages 2 and 3 learn from "
+                        "its errors (default 0.5; e.g. 0.34: Stage 1 on two AOIs of every three)")
     p.add_argument("--kind", choices=["generate", "regress"],
                    help="stages 1 and 3: TerraMind generation (LoRA, token objective; default) or regression")
     p.add_argument("--seed", type=int)

@@ -36,6 +36,21 @@ CHAIN_CONFIG_FILE = "chain_config.json"
 CHAIN_OUTPUTS = ("opt_v1", "opt_v2", "opt_v3")
 
 
+def holdout_split(n_aois: int, fraction: float) -> tuple[list[int], list[int]]:
+    """Which of `n_aois` training AOIs Stage 1 trains on, and which it never sees (Stages 2 and 3 learn
+    from its errors there): `fraction` of them held out, spread evenly through the list (0.5: every other
+    one, from the second; 1/3: every third), at least one on each side.
+
+    Spread, not a block at the end: users list AOIs by region or date, and each side should see them all.
+    """
+    held = [i for i in range(n_aois) if int((i + 1) * fraction) > int(i * fraction)]
+    if not held:
+        held = [n_aois - 1]
+    elif len(held) == n_aois:
+        held = held[1:]
+    return [i for i in range(n_aois) if i not in held], held
+
+
 def _working_copy(sources: list[TileStore], dest: Path) -> TileStore:
     """`TileStore.pool_inputs` made under a temporary name and renamed: a copy is whole or absent."""
     if dest.exists():
@@ -141,11 +156,12 @@ def train_chain(train_stores: Sequence[str | Path], val_store: str | Path, out_d
 
     say(f"[chain] working copies of {len(trains)} training store(s) and the validation store → {out / 'data'}")
     if cfg.holdout and len(trains) >= 2:
-        # Stage 1 trains on every other AOI; Stages 2 and 3 on the rest, where Stage 1's outputs carry
+        # Stage 1 trains on some AOIs (every other one by default); Stages 2 and 3 on the rest, where Stage 1's outputs carry
         # the errors it makes on AOIs it never saw — the errors it will make in production. Trained on
         # its own training AOIs' outputs, the later stages learn residuals that do not exist elsewhere.
-        first = _working_copy(trains[0::2], out / "data" / "train_stage1.zarr")
-        later = _working_copy(trains[1::2], out / "data" / "train_stages23.zarr")
+        ones, laters = holdout_split(len(trains), cfg.holdout_fraction)
+        first = _working_copy([trains[i] for i in ones], out / "data" / "train_stage1.zarr")
+        later = _working_copy([trains[i] for i in laters], out / "data" / "train_stages23.zarr")
     else:
         first = later = _working_copy(trains, out / "data" / "train.zarr")
         if cfg.holdout:

@@ -11,7 +11,7 @@ from axion_ray.cli import main
 from axion_ray.config import ChainConfig, SynthConfig
 from axion_ray.errors import ConfigError
 from axion_ray.store.synth import synthesize_aoi
-from axion_ray.train.chain import chain_line, train_chain
+from axion_ray.train.chain import chain_line, holdout_split, train_chain
 
 LINE = re.compile(r"^chain opt_v1 ndvi=[\d.]+ evi=[\d.]+ sam=[\d.]+ \| opt_v2 ndvi=[\d.]+ evi=[\d.]+ sam=[\d.]+ "
                   r"\| opt_v3 ndvi=[\d.]+ evi=[\d.]+ sam=[\d.]+ constraints=(PASS|FAIL)$")
@@ -44,6 +44,13 @@ def test_mistakes_are_refused_before_any_work(tmp_path, capsys):
     assert main(["train", "stage1", "--kind", "regress", "--train", train.path, "--val", val.path,
                  "--out", str(tmp_path / "r"), "--cpu-bf16-stages", "1"]) == 2
     assert "a single stage takes --cpu-bf16" in capsys.readouterr().err
+    for fraction in ("0", "1", "1.5"):
+        assert main(["train", "chain", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "r"),
+                     "--holdout-fraction", fraction]) == 2
+        assert "share of the training AOIs between 0 and 1" in capsys.readouterr().err
+    assert main(["train", "stage1", "--kind", "regress", "--train", train.path, "--val", val.path,
+                 "--out", str(tmp_path / "r"), "--holdout-fraction", "0.5"]) == 2
+    assert "a single stage trains on every --train store" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown encoder"):
         train_chain([train.path], val.path, tmp_path / "r", ChainConfig(encoder="resnet"))
     (tmp_path / "r").mkdir()
@@ -51,6 +58,17 @@ def test_mistakes_are_refused_before_any_work(tmp_path, capsys):
     with pytest.raises(ConfigError, match="another configuration"):
         train_chain([train.path], val.path, tmp_path / "r", ChainConfig())
     assert not (tmp_path / "r" / "data").exists()
+
+
+def test_the_holdout_split_spreads_the_held_out_aois_and_keeps_both_sides():
+    assert holdout_split(10, 0.5) == ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9])  # every other, as before the option
+    ones, held = holdout_split(15, 1 / 3)  # Stage 1 on two AOIs of every three
+    assert held == [2, 5, 8, 11, 14] and len(ones) == 10
+    for n in range(2, 12):
+        for fraction in (0.01, 0.2, 0.5, 0.8, 0.99):
+            ones, held = holdout_split(n, fraction)
+            assert ones and held and sorted(ones + held) == list(range(n)), (n, fraction)
+            assert abs(len(held) - fraction * n) <= 1, (n, fraction)
 
 
 def test_later_stages_are_scored_as_the_identity_they_start_as():
