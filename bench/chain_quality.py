@@ -36,20 +36,23 @@ from pathlib import Path
 import numpy as np
 
 # Training AOIs: the ten biomes of the synthesiser's pool in pairs, three months each. The chain holds
-# out every other AOI from Stage 1 (Stages 2 and 3 learn from its errors there), so each half on its
-# own covers all ten biomes and all twelve months.
+# half B out of Stage 1 (Stages 2 and 3 learn from its errors there), so each half on its own covers all
+# ten biomes and all twelve months (`training_aois`).
 _HALF_A = [((4, 5), (1, 6, 11)), ((6, 7), (2, 7, 12)), ((8, 12), (3, 8, 1)), ((15, 1), (4, 9, 2)),
            ((2, 13), (5, 10, 3))]
 _HALF_B = [((5, 6), (4, 9, 2)), ((7, 8), (5, 10, 3)), ((12, 15), (6, 11, 4)), ((1, 2), (7, 12, 5)),
            ((13, 4), (8, 1, 6))]
-TRAIN_AOIS = [aoi for pair in zip(_HALF_A, _HALF_B) for aoi in pair]
+#: What every training set covers (the selection AOI holds the same biomes).
+TRAIN_BIOMES = sorted({b for biomes, _ in _HALF_A + _HALF_B for b in biomes})
+TRAIN_MONTHS = sorted({m for _, months in _HALF_A + _HALF_B for m in months})
+SELECTION_SEED = 8000
 
 
 def training_aois(stage1_sets: int) -> list[tuple[tuple[int, ...], tuple[int, ...], int]]:
     """(biomes, months, seed) of the training AOIs in the chain's order. Five groups; in each, `stage1_sets`
     AOIs for Stage 1 (half A's, then more draws of the same biome pairs and months, new seeds) and last
     the one held out for Stages 2 and 3 (half B's): `ChainConfig.holdout_fraction` = 1 / (stage1_sets + 1).
-    With one set this is `TRAIN_AOIS` with its seeds (100 + position), the runs before (L) in RESULTS."""
+    One set is the data and seeds of the runs before (L) in bench/RESULTS.md (seed 100 + position)."""
     aois = []
     for i, (a, b) in enumerate(zip(_HALF_A, _HALF_B)):
         extra = [((_HALF_B if k % 2 else _HALF_A)[i], 300 + 100 * (k - 1) + i) for k in range(1, stage1_sets)]
@@ -61,14 +64,12 @@ def holdout_fraction(stage1_sets: int) -> float:
     return 1.0 / (stage1_sets + 1)
 
 
-def stage1_stores(out: Path, stage1_sets: int) -> list:
+def stage1_part(trains: list, stage1_sets: int) -> list:
     """The training stores Stage 1 (and the plain baseline) trains on, as the chain splits them."""
-    from axion_ray.store.tile_store import TileStore
     from axion_ray.train.chain import holdout_split
 
-    ones, _ = holdout_split(len(training_aois(stage1_sets)), holdout_fraction(stage1_sets))
-    return [TileStore.open(out / f"train_{i}.zarr") for i in ones]
-SELECTION_SEED = 8000
+    ones, _ = holdout_split(len(trains), holdout_fraction(stage1_sets))
+    return [trains[i] for i in ones]
 
 
 def synth(out: Path, seeds_and_cfg):
@@ -220,7 +221,8 @@ def rerun_baseline(out: Path, result_file: Path) -> None:
     from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line
 
     result = json.loads(result_file.read_text())
-    trains = stage1_stores(out, int(result.get("stage1_sets", 1)))
+    sets = int(result.get("stage1_sets", 1))
+    trains = stage1_part([TileStore.open(out / f"train_{i}.zarr") for i in range(len(training_aois(sets)))], sets)
     seconds = float(result["train_seconds"]["stage1"])
     print(f"baseline UNet for Stage 1's {seconds:.0f} s, on Stage 1's AOIs")
     baseline, steps = train_baseline(trains, seconds, bf16=1 in result.get("cpu_bf16_stages", ()))
@@ -354,12 +356,12 @@ def main() -> None:
     # that AOI's own noise (run (H) in bench/RESULTS.md).
     (select,) = synth(out, [("select.zarr", SynthConfig(
         rows=args.select_rows, cols=args.select_rows, seed=SELECTION_SEED,
-        biomes=tuple(sorted({b for bs, _ in TRAIN_AOIS for b in bs})) if args.select_rows >= 8 else (),
+        biomes=tuple(TRAIN_BIOMES) if args.select_rows >= 8 else (),
         months=tuple(range(1, 13)) if args.select_rows >= 8 else ()))])
     val_cfgs = {seed: eval_config(seed) for seed in val_seeds}
     vals = dict(zip(val_seeds, synth(out, [(f"val_{s}.zarr", c) for s, c in val_cfgs.items()])))
     print(f"training AOIs: {len(trains)} x {trains[0].n_tiles} tiles, biomes "
-          f"{sorted({b for bs, _ in TRAIN_AOIS for b in bs})}, months {sorted({m for _, ms in TRAIN_AOIS for m in ms})}")
+          f"{TRAIN_BIOMES}, months {TRAIN_MONTHS}")
     print("evaluation AOIs: " + ", ".join(f"seed {s} (biomes {v.attrs['synthetic']['biomes']}, months "
                                           f"{v.attrs['synthetic']['months']})" for s, v in vals.items()))
 
@@ -377,7 +379,7 @@ def main() -> None:
     chain_s = time.perf_counter() - start
     stage1_s = chain["train_seconds"]["stage1"]
     print(f"chain trained in {chain_s:.0f} s (stage 1 {stage1_s:.0f} s); baseline UNet for the same {stage1_s:.0f} s")
-    baseline, baseline_steps = train_baseline(stage1_stores(out, args.stage1_sets), stage1_s,  # Stage 1's AOIs
+    baseline, baseline_steps = train_baseline(stage1_part(trains, args.stage1_sets), stage1_s,  # Stage 1's AOIs
                                               bf16=1 in chain_cfg.cpu_bf16_stages)
     other = {"auto": next(e for e in encoders_for(1) if e != args.encoder), "none": None}.get(args.compare_encoder,
                                                                                             args.compare_encoder)
