@@ -4,7 +4,8 @@ Start-up (time to the first finished tile) and steady-state throughput are repor
 actor pool pays seconds to start (importing terratorch alone is ~7 s), which says nothing about
 throughput over a large AOI. Each path runs in a fresh interpreter, as a user's script or
 `axion-ray infer` would, and its start-up is counted from that interpreter's launch: both pay Python,
-torch and terratorch imports. The loop also measures its model alone on in-memory batches, the ceiling
+torch and terratorch imports. The pipeline runs twice: starting its own local Ray, and joining a Ray
+that is already running, as a job on a cluster does. The loop also measures its model alone on in-memory batches, the ceiling
 of any pipeline's steady state on the same cores. Last line: `ray/loop throughput ratio: X` (steady).
 
     python bench/pipeline_vs_loop.py [--quick] [--tiles N] [--batch-size B]
@@ -89,13 +90,15 @@ def serial_loop(store_path: str, checkpoint: Path, batch_size: int, launched: fl
                         "model_build_s": built - build_start, "first_block_s": first_done - built}}
 
 
-def ray_pipeline(store_path: str, checkpoint: Path, batch_size: int, launched: float) -> dict[str, float]:
-    """`run_pipeline` as `axion-ray infer` calls it (it starts its local Ray), timed from launch."""
+def ray_pipeline(store_path: str, checkpoint: Path, batch_size: int, launched: float,
+                 address: str | None = None) -> dict[str, float]:
+    """`run_pipeline` as `axion-ray infer` calls it, timed from launch: it starts its local Ray, or
+    joins the one at `address` (a running cluster, as under `ray job submit`)."""
     from axion_ray.config import InferConfig
     from axion_ray.pipeline import run_pipeline
 
     cfg = InferConfig(stages=(2,), stage2_checkpoint=str(checkpoint), batch_size=batch_size,
-                      tiles_per_read_task=batch_size, progress_interval_s=1.0)
+                      tiles_per_read_task=batch_size, progress_interval_s=1.0, address=address)
     called = time.time()
     summary = run_pipeline(store_path, cfg, say=lambda _: None)
     # Steady state: after the first 10 % of tiles (blocks queued behind the starting pool excluded).
@@ -105,21 +108,37 @@ def ray_pipeline(store_path: str, checkpoint: Path, batch_size: int, launched: f
             "steady_tiles_per_s": summary.steady_tiles_per_s, "startup": startup}
 
 
-def in_fresh_interpreter(path: str, store_path: str, checkpoint: Path, batch_size: int) -> dict:
+def in_fresh_interpreter(path: str, store_path: str, checkpoint: Path, batch_size: int,
+                         address: str | None = None) -> dict:
     """Run one path in a new Python process and return what it measured."""
     launched = time.time()
     proc = subprocess.run([sys.executable, __file__, "--child", path, store_path, str(checkpoint), str(batch_size),
-                           repr(launched)], capture_output=True, text=True, check=False)
+                           repr(launched), address or ""], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{path} child failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def pipeline_on_running_ray(store_path: Path, checkpoint: Path, batch_size: int) -> dict:
+    """The pipeline in a fresh interpreter that joins a Ray this process started (and leaves idle)."""
+    import ray
+
+    from axion_ray.distributed.session import init_ray
+
+    init_ray(None)  # a local Ray, as `axion-ray infer` would start it; this driver reserves nothing
+    address = ray.get_runtime_context().gcs_address
+    time.sleep(3.0)  # let its start-up settle: a cluster's Ray was up long before the job arrived
+    try:
+        return in_fresh_interpreter("pipeline", str(store_path), checkpoint, batch_size, address)
+    finally:
+        ray.shutdown()
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        path, store_path, checkpoint, batch_size, launched = sys.argv[2:7]
-        run = serial_loop if path == "loop" else ray_pipeline
-        print(json.dumps(run(store_path, Path(checkpoint), int(batch_size), float(launched))))
+        path, store_path, checkpoint, batch_size, launched, address = sys.argv[2:8]
+        args = (store_path, Path(checkpoint), int(batch_size), float(launched))
+        print(json.dumps(serial_loop(*args) if path == "loop" else ray_pipeline(*args, address=address or None)))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,024 tiles (under two minutes)")
@@ -134,6 +153,7 @@ def main() -> None:
         checkpoint = make_checkpoint(work / "stage2.pt")
         loop_store = make_store(work / "loop.zarr", n_tiles, args.tile_size)
         shutil.copytree(loop_store.path, work / "ray.zarr")
+        shutil.copytree(loop_store.path, work / "joined.zarr")
         from axion_ray.store import TileStore
 
         ray_store = TileStore.open(work / "ray.zarr")
@@ -151,6 +171,12 @@ def main() -> None:
         extra = pipe["startup_s"] - loop["startup_s"]
         print(f"pipeline's extra start-up over the loop: {extra:.1f} s, {extra - pipe['startup']['ray_start_s']:.1f} s "
               "without starting Ray")
+        joined = pipeline_on_running_ray(work / "joined.zarr", checkpoint, args.batch_size)
+        print(f"ray pipeline joining a running Ray (as under `ray job submit`): start-up {joined['startup_s']:.1f} s, "
+              f"steady {joined['steady_tiles_per_s']:.0f} tiles/s")
+        print("  joined " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in joined["startup"].items()))
+        print(f"pipeline's extra start-up over the loop, Ray already running: "
+              f"{joined['startup_s'] - loop['startup_s']:.1f} s")
         same = np.allclose(loop_store.read("opt_v2", range(loop_store.n_tiles)),
                            ray_store.read("opt_v2", range(ray_store.n_tiles)), atol=1e-5)
         print(f"outputs identical: {same}")

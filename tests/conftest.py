@@ -20,7 +20,10 @@ def local_ray():
     """One local Ray for the pipeline and training tests (never a cluster a previous run left behind)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    from axion_ray.distributed.session import local_system_config
+
+    if not ray.is_initialized():  # the same Ray settings as `init_ray` gives a local Ray
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                 _system_config=local_system_config())
     yield
     ray.shutdown()

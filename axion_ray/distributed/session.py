@@ -41,7 +41,7 @@ def init_ray(address: str | None = None) -> None:
     elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
         ray.init(**options)
     else:
-        ray.init(address="local", include_dashboard=False, **options)
+        ray.init(address="local", include_dashboard=False, _system_config=local_system_config(), **options)
     import ray.data  # noqa: F401  (configures Ray Data's loggers: a session file and the console)
 
     for handler in logging.getLogger("ray.data").handlers:
@@ -50,6 +50,19 @@ def init_ray(address: str | None = None) -> None:
             handler.setLevel(logging.INFO if loud else logging.CRITICAL)
     if not loud:
         _driver_fd2_to_session_log()
+
+
+def local_system_config() -> dict[str, int]:
+    """Ray settings for a local Ray this process starts (a cluster's own `ray start` sets its own).
+
+    Ray keeps at most as many idle workers as there are *unreserved* CPUs (ray#36766). Our actor pools
+    reserve all but `READ_TASK_CPUS` of them, so Ray killed every read worker a second after the reads
+    paused, and the first write after the model's start-up waited for a new worker and its imports:
+    2-3 s of the pipeline's time to the first tile (bench/RESULTS.md). One idle worker per core costs a
+    few hundred MB at most and is what Ray keeps when nothing is reserved. A Ray setting, not a public
+    API: Ray has no public switch for it.
+    """
+    return {"num_workers_soft_limit": max(2, os.cpu_count() or 1)}
 
 
 def _driver_fd2_to_session_log() -> None:
