@@ -38,15 +38,23 @@ def find_checkpoints(run_dir: str | Path) -> list[Path]:
 def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = False,
                       warn=print) -> dict[str, Any]:
     """Choose, export, and describe the best checkpoint of a run; returns the selection metadata."""
-    candidates = []
+    candidates, unreadable = [], []
     for path in find_checkpoints(run_dir):
-        ckpt = load_checkpoint(path, digest=False)
+        try:
+            ckpt = load_checkpoint(path, digest=False)
+        except CheckpointError as exc:  # cut short (seen: a sweep trial's controller died while Ray persisted it)
+            unreadable.append(exc)
+            continue
         state = {"model_state_dict": ckpt.state_dict, "config": ckpt.config, **ckpt.meta}
         metrics = state["metrics"]
         candidates.append({"path": str(path), "step": int(state["step"]), "epoch": int(state["epoch"]),
                            "composite_score": float(state["composite_score"]),
                            "constraints": metrics["constraints"], "constraints_pass": bool(metrics["constraints_pass"]),
                            "metrics": metrics, "_state": state})
+    if not candidates:
+        raise unreadable[0]
+    if unreadable:
+        warn(f"WARNING: {len(unreadable)} checkpoint(s) of {run_dir} cannot be read and were skipped: {unreadable[0]}")
     passing = [c for c in candidates if c["constraints_pass"]]
     fallback = not passing
     pool = passing or candidates

@@ -160,8 +160,14 @@ def test_select_falls_back_loudly(tmp_path):
         state = torch.load(path, weights_only=True)
         state["metrics"] = meta_ok
         torch.save(state, path)
+    # A checkpoint cut short (a trial killed while Ray Train persisted it) is skipped with a warning.
+    (tmp_path / "run" / "checkpoint_30").mkdir()
+    cut = (tmp_path / "run" / "checkpoint_20" / "checkpoint.pt").read_bytes()
+    (tmp_path / "run" / "checkpoint_30" / "checkpoint.pt").write_bytes(cut[: len(cut) // 2])
+    warnings.clear()
     meta = select_and_export(tmp_path / "run", tmp_path / "best.pt", warn=warnings.append)
     assert meta["fallback"] is True and meta["selected"]["step"] == 20
+    assert any("1 checkpoint(s)" in w and "checkpoint_30" in w for w in warnings)
     assert "WARNING" in (tmp_path / "best_REPORT.md").read_text() and "✗ FAIL" in (tmp_path / "best_REPORT.md").read_text()
 
 
