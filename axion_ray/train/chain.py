@@ -158,8 +158,9 @@ def train_chain(train_stores: Sequence[str | Path], val_store: str | Path, out_d
     say(f"[chain] working copies of {len(trains)} training store(s) and the validation store → {out / 'data'}")
     if cfg.holdout and len(trains) >= 2:
         # Stage 1 trains on some AOIs (every other one by default); Stages 2 and 3 on the rest, where
-        # Stage 1's outputs carry the errors it makes on AOIs it never saw — the errors it will make in production. Trained on
-        # its own training AOIs' outputs, the later stages learn residuals that do not exist elsewhere.
+        # Stage 1's outputs carry the errors it makes on AOIs it never saw — the errors it will make in
+        # production. Trained on its own training AOIs' outputs, the later stages would learn residuals
+        # that do not exist elsewhere.
         ones, laters = holdout_split(len(trains), cfg.holdout_fraction)
         first = _working_copy([trains[i] for i in ones], out / "data" / "train_stage1.zarr")
         later = _working_copy([trains[i] for i in laters], out / "data" / "train_stages23.zarr")
