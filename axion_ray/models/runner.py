@@ -7,6 +7,7 @@ the model is made there once), and every such fallback is counted.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +41,7 @@ class StageRunner:
         self.device = device
         self.amp = bool(amp) and device.type == "cuda"
         self.stats = RunnerStats()
+        self._stats_lock = threading.Lock()  # an actor may run several calls at once (pipeline/plan.py)
         self._cpu_model: nn.Module | None = None
 
     @property
@@ -75,8 +77,9 @@ class StageRunner:
         start = time.perf_counter()
         n = len(next(iter(inputs.values())))
         out = self._run_or_split(inputs, n)
-        self.stats.tiles += n
-        self.stats.model_seconds += time.perf_counter() - start
+        with self._stats_lock:
+            self.stats.tiles += n
+            self.stats.model_seconds += time.perf_counter() - start
         return out
 
     def _run_or_split(self, inputs: dict[str, np.ndarray], n: int) -> np.ndarray:

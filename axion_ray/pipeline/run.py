@@ -236,11 +236,20 @@ def _stage_pool(ds: Any, plan: StagePlan, cfg: InferConfig, tracker: Any, plans:
                                    "device": plan.device, "amp": cfg.amp, "num_threads": plan.threads,
                                    "carry_s2l2a": _carries_s2l2a(plans), "tracker": tracker,
                                    "batch_size": plan.batch_size},
-            compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
+            compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors,
+                                      **_concurrent_calls(plan.calls_per_actor)),
             num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None,
             # Spread a stage's actors over the nodes (soft): more nodes share the load, and losing one
             # node costs a fraction of a pool, not all of it.
             scheduling_strategy="SPREAD")
+
+
+def _concurrent_calls(calls: int) -> dict[str, Any]:
+    """Ray Data's switches for `calls` model calls at once in one actor (`plan.cpu_calls_per_actor`);
+    none for one, so the usual actor stays Ray Data's default single-threaded one."""
+    if calls <= 1:
+        return {}
+    return {"max_concurrent_calls_per_actor": calls, "enable_true_multi_threading": True}
 
 
 def _stream(ds: Any, store_path: str, cfg: InferConfig, n_tiles: int, tracker: Any,

@@ -67,6 +67,21 @@ def test_resources_leave_room_for_the_reader_on_two_cpus():
     assert sum(p.num_gpus for p in gpu) <= 2.0 and gpu[0].num_gpus > 0.9 and all(p.max_actors == 4 for p in gpu)
 
 
+def test_a_cpu_actor_runs_a_batch_per_core_unless_it_samples():
+    """On the CPU a deterministic stage's actor runs one batch per core it holds, each on one torch
+    thread; generation (seeded sampling on the process-wide RNG) runs one batch at a time on them all."""
+    refiner = plan_stages(InferConfig(stages=(2,)), {"CPU": 2.0})[0]
+    assert (refiner.calls_per_actor, refiner.threads) == (2, 1)  # 1.75 CPUs: two cores' worth
+    chain = plan_stages(InferConfig(stages=(1, 2, 3), allow_random_init=True), {"CPU": 8.0})
+    generating, light = chain[0], chain[1]
+    assert (generating.calls_per_actor, generating.threads) == (1, 3)  # 7.75 / 3 CPUs each
+    assert (light.calls_per_actor, light.threads) == (3, 1)
+    regress = plan_stages(InferConfig(stages=(1,), stage1_kind="regress", allow_random_init=True), {"CPU": 4.0})[0]
+    assert (regress.calls_per_actor, regress.threads) == (4, 1)
+    gpu = plan_stages(InferConfig(stages=(2,)), {"CPU": 16.0, "GPU": 1.0})[0]
+    assert gpu.calls_per_actor == 1  # one device: one batch at a time, as Ray Data does by default
+
+
 @pytest.mark.parametrize("gpus", [1, 2, 8])
 def test_the_gpu_plan_fits_the_cluster_and_scales_with_it(gpus):
     """Shares from the stages' measured costs: the whole chain's minimum pools fit `gpus` GPUs at once
