@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def make_store(path: Path, n_tiles: int, tile: int):
@@ -37,6 +36,8 @@ def make_store(path: Path, n_tiles: int, tile: int):
 
 def make_checkpoint(path: Path) -> Path:
     """A Stage 2 checkpoint with a non-zero head, so the model does real work end to end."""
+    import torch
+
     from axion_ray.models import build_stage
 
     torch.manual_seed(0)
@@ -49,6 +50,8 @@ def make_checkpoint(path: Path) -> Path:
 def serial_loop(store_path: str, checkpoint: Path, batch_size: int, launched: float) -> dict[str, float]:
     """The loop a user would write, timed from its interpreter's launch (`launched`, wall clock)."""
     import_start = time.time()
+    import torch
+
     from axion_ray.models import build_stage
     from axion_ray.store import TileStore
 
@@ -120,7 +123,8 @@ def ray_pipeline(store_path: str, checkpoint: Path, batch_size: int, launched: f
     startup = {"interpreter_and_imports_s": called - launched, **summary.startup}
     startup.pop("total_s", None)
     return {"startup_s": called - launched + summary.startup["total_s"], "total_s": time.time() - launched,
-            "steady_tiles_per_s": summary.steady_tiles_per_s, "startup": startup}
+            "steady_tiles_per_s": summary.steady_tiles_per_s, "startup": startup,
+            "driver_imported_torch": "torch" in sys.modules}
 
 
 def in_fresh_interpreter(path: str, store_path: str, checkpoint: Path, batch_size: int,
@@ -164,6 +168,7 @@ def main() -> None:
     parser.add_argument("--actors", default="1:1", help="the pipeline's --actors MIN:MAX (each actor its share of the CPUs)")
     args = parser.parse_args()
     n_tiles = 1024 if args.quick else args.tiles
+    import torch  # here, not at the top: the pipeline's child imports only what `run_pipeline` does, on its clock
 
     work = Path(tempfile.mkdtemp(prefix="axion-bench-"))
     try:
@@ -185,7 +190,8 @@ def main() -> None:
               f"total {pipe['total_s']:.1f} s")
         print("start-up from launch, itemised (s):")
         print("  loop " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in loop["startup"].items()))
-        print("  ray  " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in pipe["startup"].items()))
+        print("  ray  " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in pipe["startup"].items())
+              + f" (its driver imported torch: {pipe['driver_imported_torch']})")
         extra = pipe["startup_s"] - loop["startup_s"]
         print(f"pipeline's extra start-up over the loop: {extra:.1f} s, {extra - pipe['startup']['ray_start_s']:.1f} s "
               "without starting Ray")

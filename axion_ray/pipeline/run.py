@@ -93,11 +93,11 @@ def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),
     Raises:
         AxionRayError subclasses for user mistakes (bad config, missing weights, no GPU, bad store).
     """
+    began = time.time()  # before the imports: reading a checkpoint's provenance imports torch (~1.2 s)
     from axion_ray.models.builder import stage_provenance
     from axion_ray.store.lease import held
 
     cfg.validate()
-    began = time.time()
     store = TileStore.open(store_path, mode="r+")
     provenance = {s: stage_provenance(s, **stage_build_kwargs(cfg, s)) for s in cfg.stages}  # fails fast, before Ray
     # One run owns a store at a time; its plan is made under the lease, its writes carry its epoch.
