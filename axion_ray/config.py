@@ -253,6 +253,7 @@ class ChainConfig:
     stage3_epochs: int | None = None
     batch_size: int = 16
     stage1_batch_size: int | None = None  # Stage 1's tiles (of pixels) per worker and step, where it differs
+    stage1_w_edge: float | None = None  # Stage 1's weight of its gradient term against the truth's edges (else TrainConfig's)
     lr: float = 2e-3
     workers: int = 2
     cpus_per_worker: float | None = None
@@ -273,6 +274,8 @@ class ChainConfig:
         common["cpu_bf16"] = stage in self.cpu_bf16_stages
         if stage == 1 and self.stage1_batch_size:
             common["batch_size"] = self.stage1_batch_size
+        if stage == 1 and self.stage1_w_edge is not None:
+            common["w_edge"] = self.stage1_w_edge
         # Stages 2 and 3 start as exactly their input and are scored at step 0 too: a later stage whose
         # training never beats its input is exported as that identity and never makes the chain worse.
         if stage == 2:  # the refiner: no published tiny weights to adapt; condition = the chain's opt_v1

@@ -17,7 +17,8 @@ What it does, in one run (2 CPU workers here; figures into bench/RESULTS.md):
    vigour, would score. A SAR model can beat it only by reading that texture from the backscatter.
 5. Each evaluation AOI through the three exported stages on the Ray pipeline, each output scored
    against the truth; the means over the evaluation AOIs on the last line:
-   `chain opt_v1 ndvi=… evi=… sam=… | opt_v2 … | opt_v3 … constraints=PASS|FAIL`.
+   `chain opt_v1 ndvi=… evi=… sam=… | opt_v2 … | opt_v3 … constraints=PASS|FAIL`; before it, per AOI and
+   land-cover class, where `opt_v1`'s, `opt_v3`'s and the oracle's NDVI error lies (at class edges or inside).
 6. Speed, model only, same process and tile size: regression Stage 1 vs TerraMind generation at 10
    timesteps (random weights: the cost of generation does not depend on its weights).
 7. The encoder comparison: Stage 1 alone with the other Stage 1 encoder (`terramind` ViT + UNet, or the UNet
@@ -100,6 +101,31 @@ def oracle(cfg, store) -> np.ndarray:
         for band in range(4):
             pred[:, band][mask] = truth[:, band][mask].mean()
     return pred
+
+
+def ndvi_error_by_class(cfg, store, truth: np.ndarray, outputs: dict[str, np.ndarray]) -> dict:
+    """Where each output's NDVI error lies: per land-cover class of the replayed map, its share of the
+    AOI's pixels and its part of the NDVI mean squared error (the parts sum to the MSE), split into
+    pixels within 2 px of another class (`edge`: where SAR's speckle blurs where a class ends) and the
+    rest (`interior`: a spectral bias the class, month and biome would explain)."""
+    from scipy import ndimage
+
+    from axion_ray.metrics.spectral import ndvi
+    from axion_ray.store.synth import LAND_COVER, replay_land_cover
+
+    cover = replay_land_cover(cfg)
+    edge = np.stack([ndimage.maximum_filter(c, 5) != ndimage.minimum_filter(c, 5) for c in cover])
+    truth_ndvi = ndvi(truth)
+    table = {}
+    for k in np.unique(cover):
+        cls = cover == k
+        row = {"fraction": float(cls.mean())}
+        for name, pred in outputs.items():
+            sq = (ndvi(pred) - truth_ndvi) ** 2
+            row[name] = {"edge": float(sq[cls & edge].sum() / sq.size), "interior": float(sq[cls & ~edge].sum() / sq.size),
+                         "bias": float((ndvi(pred) - truth_ndvi)[cls].mean())}
+        table[LAND_COVER[int(k)]] = row
+    return table
 
 
 class BaselineInputs:
@@ -262,9 +288,12 @@ def evaluate(out: Path, vals: dict, val_cfgs: dict, checkpoints: dict[str, str],
                      say=lambda line: None)
         evaluation = evaluate_chain(work)
         truth = store.read("s2_truth", np.arange(store.n_tiles))
-        figures = {**evaluation["per_stage"], **more_figures(store, truth),
-                   "oracle": spectral(oracle(val_cfgs[seed], store), truth)}
-        per_aoi[seed] = {"figures": figures, "constraints_pass": evaluation["constraints_pass"],
+        painted = oracle(val_cfgs[seed], store)
+        figures = {**evaluation["per_stage"], **more_figures(store, truth), "oracle": spectral(painted, truth)}
+        by_class = ndvi_error_by_class(val_cfgs[seed], store, truth, {
+            "opt_v1": work.read("opt_v1", np.arange(work.n_tiles)),
+            "opt_v3": work.read("opt_v3", np.arange(work.n_tiles)), "oracle": painted})
+        per_aoi[seed] = {"figures": figures, "constraints_pass": evaluation["constraints_pass"], "ndvi_by_class": by_class,
                          "composite": {k: r.get("composite_score") for k, r in evaluation["results"].items()}}
     return per_aoi
 
@@ -277,6 +306,13 @@ def report(per_aoi: dict, names: list[str]) -> dict:
             print(f"| {seed} | {name} | {m['ndvi_rmse']:.4f} | {m['evi_rmse']:.4f} | {m['sam_rad']:.4f} | {m['psnr_db']:.2f} |")
     means = {n: {k: float(np.mean([per_aoi[s]["figures"][n][k] for s in per_aoi]))
                  for k in ("ndvi_rmse", "evi_rmse", "sam_rad", "psnr_db")} for n in names}
+    print("\n| AOI seed | class | pixels | NDVI MSE x1e4 of opt_v1 / opt_v3 / oracle: edge + interior | opt_v3 NDVI bias |"
+          "\n|---|---|---|---|---|")
+    for seed, entry in per_aoi.items():
+        for cls, row in entry.get("ndvi_by_class", {}).items():
+            parts = " / ".join(f"{1e4 * row[n]['edge']:.1f} + {1e4 * row[n]['interior']:.1f}"
+                               for n in ("opt_v1", "opt_v3", "oracle"))
+            print(f"| {seed} | {cls} | {row['fraction']:.1%} | {parts} | {row['opt_v3']['bias']:+.3f} |")
     print("\n| mean over evaluation AOIs | NDVI RMSE | EVI RMSE | SAM (rad) |\n|---|---|---|---|")
     for n in names:
         print(f"| {n} | {means[n]['ndvi_rmse']:.4f} | {means[n]['evi_rmse']:.4f} | {means[n]['sam_rad']:.4f} |")
@@ -323,6 +359,8 @@ def main() -> None:
                          "and 3 always learn on one more set, held out of Stage 1)")
     ap.add_argument("--stage1-epochs", type=int, default=90, help="at --stage1-sets 2: 45 for the same steps")
     ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
+    ap.add_argument("--stage1-w-edge", type=float, default=None,
+                    help="Stage 1's weight of the gradient term against the truth's edges (default: TrainConfig's)")
     ap.add_argument("--stage2-epochs", type=int, default=10)
     ap.add_argument("--stage3-epochs", type=int, default=60)
     ap.add_argument("--cpu-bf16-stages", default="",
@@ -372,6 +410,7 @@ def main() -> None:
     chain_cfg = ChainConfig(encoder=args.encoder, stage3_encoder=args.stage3_encoder, epochs=args.stage1_epochs,
                             stage2_epochs=args.stage2_epochs,
                             stage3_epochs=args.stage3_epochs, batch_size=16, stage1_batch_size=args.stage1_batch_size,
+                            stage1_w_edge=args.stage1_w_edge,
                             val_every_steps=60, workers=2, holdout_fraction=holdout_fraction(args.stage1_sets),
                             cpu_bf16_stages=tuple(int(s) for s in args.cpu_bf16_stages.split(",") if s))
     start = time.perf_counter()
@@ -412,6 +451,7 @@ def main() -> None:
               "stage3_encoder": args.stage3_encoder, "compared_encoder": other,
               "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs},
               "stage1_batch_size": args.stage1_batch_size, "stage1_sets": args.stage1_sets,
+              "stage1_w_edge": chain_cfg.stage_config(1).w_edge,
               "select_rows": args.select_rows, "tta": args.tta,
               "stage1_crop": chain_cfg.stage_config(1).crop, "cpu_bf16_stages": chain_cfg.cpu_bf16_stages}
     if args.json:

@@ -80,11 +80,13 @@ def test_later_stages_are_scored_as_the_identity_they_start_as():
         dataclasses.replace(cfg.stage_config(1), validate_at_start=True).validate()
 
 
-def test_stage1_batch_size_and_crop_reach_the_stages_they_name():
-    cfg = ChainConfig(batch_size=16, stage1_batch_size=8, crop=0)
+def test_stage1_batch_size_edge_weight_and_crop_reach_the_stages_they_name():
+    cfg = ChainConfig(batch_size=16, stage1_batch_size=8, crop=0, stage1_w_edge=1.0)
     assert [cfg.stage_config(s).batch_size for s in (1, 2, 3)] == [8, 16, 16]
     assert [cfg.stage_config(s).crop for s in (1, 3)] == [0, 0]
+    assert [cfg.stage_config(s).w_edge for s in (1, 2, 3)] == [1.0, 0.5, 0.5]
     assert ChainConfig().stage_config(1).crop == 32  # TrainConfig's default
+    assert ChainConfig(stage1_w_edge=0.0).stage_config(1).w_edge == 0.0  # 0 is a weight, not "unset"
 
 
 def test_cpu_bf16_reaches_the_stages_it_names_and_runs_their_forward_in_bf16():
