@@ -103,7 +103,7 @@ def oracle(cfg, store) -> np.ndarray:
     return pred
 
 
-def ndvi_error_by_class(cfg, store, truth: np.ndarray, outputs: dict[str, np.ndarray]) -> dict:
+def ndvi_error_by_class(cfg, truth: np.ndarray, outputs: dict[str, np.ndarray]) -> dict:
     """Where each output's NDVI error lies: per land-cover class of the replayed map, its share of the
     AOI's pixels and its part of the NDVI mean squared error (the parts sum to the MSE), split into
     pixels within 2 px of another class (`edge`: where SAR's speckle blurs where a class ends) and the
@@ -116,14 +116,15 @@ def ndvi_error_by_class(cfg, store, truth: np.ndarray, outputs: dict[str, np.nda
     cover = replay_land_cover(cfg)
     edge = np.stack([ndimage.maximum_filter(c, 5) != ndimage.minimum_filter(c, 5) for c in cover])
     truth_ndvi = ndvi(truth)
+    errors = {name: ndvi(pred) - truth_ndvi for name, pred in outputs.items()}
     table = {}
     for k in np.unique(cover):
         cls = cover == k
         row = {"fraction": float(cls.mean())}
-        for name, pred in outputs.items():
-            sq = (ndvi(pred) - truth_ndvi) ** 2
+        for name, error in errors.items():
+            sq = error ** 2
             row[name] = {"edge": float(sq[cls & edge].sum() / sq.size), "interior": float(sq[cls & ~edge].sum() / sq.size),
-                         "bias": float((ndvi(pred) - truth_ndvi)[cls].mean())}
+                         "bias": float(error[cls].mean())}
         table[LAND_COVER[int(k)]] = row
     return table
 
@@ -290,7 +291,7 @@ def evaluate(out: Path, vals: dict, val_cfgs: dict, checkpoints: dict[str, str],
         truth = store.read("s2_truth", np.arange(store.n_tiles))
         painted = oracle(val_cfgs[seed], store)
         figures = {**evaluation["per_stage"], **more_figures(store, truth), "oracle": spectral(painted, truth)}
-        by_class = ndvi_error_by_class(val_cfgs[seed], store, truth, {
+        by_class = ndvi_error_by_class(val_cfgs[seed], truth, {
             "opt_v1": work.read("opt_v1", np.arange(work.n_tiles)),
             "opt_v3": work.read("opt_v3", np.arange(work.n_tiles)), "oracle": painted})
         per_aoi[seed] = {"figures": figures, "constraints_pass": evaluation["constraints_pass"], "ndvi_by_class": by_class,
