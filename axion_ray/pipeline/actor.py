@@ -73,7 +73,8 @@ class StageActor:
             # with its start-up: when the constructor began, imports, model build, ready (run summary)
             tracker.register_actor.remote(stage, ray.get_runtime_context().current_actor,
                                           {"entered": entered, "imports_s": imported - entered,
-                                           "build_s": time.time() - imported, "ready": time.time()})
+                                           "build_s": time.time() - imported, "ready": time.time()},
+                                          node=self.node_id)
 
     def _inputs_ok(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[int, tuple[int, str]]:
         """Row index → (ROW_FAILED or ROW_NO_DATA, reason), for the rows this stage would run."""

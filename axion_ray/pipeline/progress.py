@@ -19,7 +19,7 @@ class ProgressTracker:
         self.first_tile_at: float | None = None
         self.per_stage: dict[int, dict[str, Any]] = {
             s: {"done": 0, "failed": 0, "no_data": 0, "failures": {}, "devices": set(), "cpu_fallbacks": 0,
-                "nodes": {}}
+                "nodes": {}, "actor_nodes": {}}
             for s in stages}
         self.actors: dict[int, list[Any]] = {s: [] for s in stages}
         self.startup: dict[int, dict[str, float]] = {}  # per stage, its first actor's start-up times
@@ -45,8 +45,12 @@ class ProgressTracker:
             for node, count in r.get("nodes", {}).items():  # tiles written per Ray node
                 acc["nodes"][node] = acc["nodes"].get(node, 0) + count
 
-    def register_actor(self, stage: int, handle: Any, startup: dict[str, float] | None = None) -> None:
+    def register_actor(self, stage: int, handle: Any, startup: dict[str, float] | None = None,
+                       node: str | None = None) -> None:
         self.actors[stage].append(handle)
+        if node:  # actors started per Ray node (a restarted actor counts again): where the pool ran
+            nodes = self.per_stage[stage]["actor_nodes"]
+            nodes[node] = nodes.get(node, 0) + 1
         if startup and stage not in self.startup:
             self.startup[stage] = startup
 

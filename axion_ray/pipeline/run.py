@@ -83,7 +83,7 @@ class RunSummary:
 
 def _empty_stage(skipped: int) -> dict[str, Any]:
     return {"done": 0, "failed": 0, "no_data": 0, "failures": {}, "devices": [], "cpu_fallbacks": 0, "nodes": {},
-            "tiles_per_s": None, "skipped": skipped}
+            "actor_nodes": {}, "tiles_per_s": None, "skipped": skipped}
 
 
 def run_pipeline(store_path: str, cfg: InferConfig = InferConfig(),

@@ -30,10 +30,8 @@ def two_nodes():
 def _infer(store, address, env, summary):
     # Ray Data starts pool actors asynchronously: on a small store the head's actor could finish every
     # tile before the second node's actor has imported torch (seen once here). Dispatch waits
-    # for both actors, so "both nodes did work" tests placement, not start-up speed.
-    # Ray Data also sends a block to an actor on the node that holds it while that actor has room (2
-    # tasks in flight by default): with read tasks on the head and a fast random-init model, the head's
-    # actor took all 24 tiles once in CI. One task in flight per actor sends the next block elsewhere.
+    # for both actors, so the second node's actor is up before the first block. One task in flight per
+    # actor sends a block elsewhere whenever the actor beside the data is busy.
     env = {**env, "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300",
            "RAY_DATA_ACTOR_DEFAULT_MAX_TASKS_IN_FLIGHT_TO_MAX_CONCURRENCY_FACTOR": "1"}
     return subprocess.Popen(
@@ -48,8 +46,12 @@ def test_stage_actors_run_on_both_nodes_and_survive_losing_one(two_nodes, tmp_pa
     run = _infer(store.path, address, env, tmp_path / "s1.json")
     out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out[-3000:]
-    nodes = json.loads((tmp_path / "s1.json").read_text())["per_stage"]["2"]["nodes"]
-    assert len(nodes) == 2 and sum(nodes.values()) == store.n_tiles      # both nodes did work, each tile once
+    first = json.loads((tmp_path / "s1.json").read_text())["per_stage"]["2"]
+    assert len(first["actor_nodes"]) == 2                                 # the pool spread over both nodes
+    # Which actor writes which block is Ray Data's call: it hands a block to an idle actor on the node
+    # that holds it, so when reads are slower than this random-init model the head's actor may take every
+    # block (8 of 8 once in CI; 6–18 of 24 tiles on the second node in probes). Placement is ours to test.
+    assert set(first["nodes"]) <= set(first["actor_nodes"]) and sum(first["nodes"].values()) == store.n_tiles
 
     # Second run, on a bigger store: kill the second node once a few tiles are written.
     big = synthesize_aoi(tmp_path / "big.zarr", SynthConfig(rows=12, cols=12, tile_size=64, seed=7))
