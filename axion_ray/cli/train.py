@@ -29,6 +29,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--cpu-bf16-stages is the chain's; a single stage takes --cpu-bf16")
     if args.holdout_fraction is not None:
         raise ConfigError("--holdout-fraction is the chain's: a single stage trains on every --train store")
+    if args.average_top_k is not None:
+        raise ConfigError("--average-top-k is a selection option: pass it to `axion-ray select` after training")
     cfg = config_from_args(TrainConfig, args, stage=int(args.stage.removeprefix("stage")), use_gpu=args.gpu,
                            val_every_steps=args.val_every)
     summary = train_stage(args.train, args.val, args.out, cfg, say=say)
@@ -55,12 +57,13 @@ def cmd_train_chain(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from axion_ray.train.select import select_and_export
+    from axion_ray.config import SelectConfig
+    from axion_ray.train.select import select_and_export, selected_label
 
     checked_output(args.export, (args.run,), overwrite=args.overwrite, what="export")
-    meta = select_and_export(args.run, args.export, fp16=args.fp16, warn=warn)
+    meta = select_and_export(args.run, args.export, fp16=args.fp16, cfg=config_from_args(SelectConfig, args), warn=warn)
     best = meta["selected"]
-    print(f"selected step {best['step']} (composite {best['composite_score']:+.4f}, "
+    print(f"selected {selected_label(best)} (composite {best['composite_score']:+.4f}, "
           f"constraints {'PASS' if best['constraints_pass'] else 'FAIL'}) → {args.export}")
     return EXIT_OK
 
@@ -90,6 +93,14 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--val-every", type=int, help="validate and checkpoint every N steps")
     p.add_argument("--max-val-tiles", type=int)
+
+
+def add_average_option(p: argparse.ArgumentParser) -> None:
+    from axion_ray.config import SelectConfig
+
+    p.add_argument("--average-top-k", type=int, metavar="K",
+                   help="also score the mean weights of the K best checkpoints passing every constraint, and export "
+                        f"it where it scores higher (default {SelectConfig.average_top_k}; 0: off)")
 
 
 def add_train_parsers(sub) -> None:
@@ -124,11 +135,13 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--kind", choices=["generate", "regress"],
                    help="stages 1 and 3: TerraMind generation (LoRA, token objective; default) or regression")
     p.add_argument("--seed", type=int)
+    add_average_option(p)  # chain: each stage's selection
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("select", help="export the best checkpoint of a run (composite score, hard constraints)")
     p.add_argument("run")
     p.add_argument("--export", required=True, help="OUT.pt")
     p.add_argument("--fp16", action="store_true", help="store weights in fp16 (quantization_info)")
+    add_average_option(p)
     add_overwrite_option(p, "an existing export (and its report)")
     p.set_defaults(func=cmd_select)

@@ -66,18 +66,18 @@ def _working_copy(sources: list[TileStore], dest: Path) -> TileStore:
 def _stage_export(stage: int, trains: list[str], val: str, out: Path, cfg: ChainConfig,
                   say: Callable[[str], None]) -> Path:
     from axion_ray.train.run import train_stage
-    from axion_ray.train.select import select_and_export
+    from axion_ray.train.select import select_and_export, selected_label
 
     export = out / f"stage{stage}.pt"
     if export.exists():
         say(f"stage {stage}: already trained and exported ({export})")
         return export
     train_stage(trains, val, out / f"stage{stage}", cfg.stage_config(stage), say=lambda line: say("  " + line))
-    meta = select_and_export(out / f"stage{stage}", export, warn=lambda line: say("  " + line))
+    meta = select_and_export(out / f"stage{stage}", export, cfg=cfg.select_config(), warn=lambda line: say("  " + line))
     best = meta["selected"]
-    say(f"stage {stage}: selected step {best['step']}, composite {best['composite_score']:+.4f} "
+    say(f"stage {stage}: selected {selected_label(best)}, composite {best['composite_score']:+.4f} "
         f"({'PASS' if best['constraints_pass'] else 'FAIL'}) → {export}")
-    if best["step"] == 0:
+    if best["step"] == 0 and "averaged_steps" not in best:
         say(f"  stage {stage}: no trained checkpoint beat its input on {val}; exported the untrained stage, which "
             "returns its input unchanged (train longer or on more AOIs to improve on it)")
     return export

@@ -1,7 +1,10 @@
 """`axion-ray select RUN --export best.pt [--fp16]`: pick the checkpoint the Axion-Sat way and export it.
 
 Best composite score among checkpoints that pass every hard constraint; if none passes, the best
-overall with a loud warning (and `fallback: true` in the metadata). Writes the §4 `.pt` (no optimizer
+overall with a loud warning (and `fallback: true` in the metadata). With `SelectConfig.average_top_k`
+≥ 2, the mean of the k best passing checkpoints' weights is one more candidate: scored on the run's
+validation store by the training loop's own `Validator` (the figures a checkpoint was reported with),
+exported only where it beats the best single one. Writes the §4 `.pt` (no optimizer
 state; `quantization_info` under `--fp16`), `selection_metadata.json` and a Markdown report in the shape
 of the Axion-Sat "Stage 2 Best Checkpoint" report, all beside the exported file.
 """
@@ -16,10 +19,11 @@ from typing import Any
 
 import torch
 
-from axion_ray.config import CompositeConfig
+from axion_ray.config import CompositeConfig, SelectConfig
 from axion_ray.errors import CheckpointError
 from axion_ray.models.weights import load_checkpoint
 from axion_ray.train.base import CHECKPOINT_FILE
+from axion_ray.train.run import RUN_CONFIG_FILE
 
 # The Axion-Sat Stage 2 report's improvement targets (reference/000_*).
 TARGET_GAINS = {"ndvi_rmse": 0.015, "evi_rmse": 0.020, "sam_rad": 0.040}
@@ -36,8 +40,10 @@ def find_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = False,
-                      warn=print) -> dict[str, Any]:
+                      cfg: SelectConfig = SelectConfig(), warn=print) -> dict[str, Any]:
     """Choose, export, and describe the best checkpoint of a run; returns the selection metadata."""
+    cfg.validate()
+    export = Path(export)
     candidates, unreadable = [], []
     for path in find_checkpoints(run_dir):
         try:
@@ -62,15 +68,22 @@ def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = F
     if fallback:
         warn(f"WARNING: no checkpoint of {run_dir} passes the hard constraints; exporting the best composite "
              f"score anyway (step {best['step']}, {best['composite_score']:+.4f}). Do not deploy it unreviewed.")
+    average = average_candidate(run_dir, passing, cfg.average_top_k, export, warn)
+    if average.get("_state") is not None and average["constraints_pass"] \
+            and average["composite_score"] > best["composite_score"]:
+        best = average
+    average_record = {k: v for k, v in average.items() if k not in ("_state", "metrics")}
+    average_record["exported"] = best is average
 
     state = best["_state"]
     model_state = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in state["model_state_dict"].items()}
     exported = {"model_state_dict": model_state, "config": state["config"], "step": best["step"],
                 "epoch": best["epoch"], "metrics": best["metrics"], "composite_score": best["composite_score"],
                 "provenance": state.get("provenance")}
+    if "averaged_steps" in best:
+        exported["averaged_steps"] = best["averaged_steps"]
     if fp16:
         exported["quantization_info"] = {"dtype": "float16"}
-    export = Path(export)
     export.parent.mkdir(parents=True, exist_ok=True)
     tmp = export.with_name(f".{export.name}.partial")
     torch.save(exported, tmp)
@@ -79,14 +92,70 @@ def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = F
     metadata = {
         "export": str(export), "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
         "criteria": ["best composite_score among checkpoints passing every hard constraint",
+                     f"the mean weights of the {cfg.average_top_k} best of those, scored on the validation store, "
+                     "where they pass every constraint and score higher",
                      "fallback: best composite_score overall, with a warning"],
         "weights": asdict(CompositeConfig.for_stage(_stage_of(best))), "fp16": fp16, "fallback": fallback,
         "selected": {k: v for k, v in best.items() if k != "_state"},
         "candidates": [{k: v for k, v in c.items() if k not in ("_state", "metrics")} for c in candidates],
+        "average": average_record,
     }
     (export.parent / "selection_metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
     (export.parent / f"{export.stem}_REPORT.md").write_text(report_markdown(export, best, fp16, fallback))
     return metadata
+
+
+def average_candidate(run_dir: str | Path, passing: list[dict[str, Any]], k: int, export: Path,
+                      warn=print) -> dict[str, Any]:
+    """The mean of the `k` best passing checkpoints' weights, scored like a checkpoint: a candidate
+    (with `_state`, `averaged_steps`), or `{"skipped": why}` where there is nothing to average."""
+    top = sorted(passing, key=lambda c: (c["composite_score"], c["step"]), reverse=True)[:k]
+    if k < 2:
+        return {"skipped": "off (average_top_k below 2)"}
+    if len(top) < 2:
+        return {"skipped": f"{len(top)} checkpoint(s) pass every constraint: nothing to average"}
+    states = [c["_state"]["model_state_dict"] for c in top]
+    if any("lora_" in key for key in states[0]):
+        # A LoRA update is B·A: the mean of the Bs times the mean of the As is not the mean update.
+        return {"skipped": "LoRA adapters: the mean of the factors is not the mean of the updates"}
+    if any(s.keys() != states[0].keys() or any(s[n].shape != states[0][n].shape for n in s) for s in states):
+        return {"skipped": "the checkpoints hold different architectures"}
+    run_config = Path(run_dir) / RUN_CONFIG_FILE
+    record = json.loads(run_config.read_text()) if run_config.exists() else None
+    if record is None or not Path(record["val_store"]).exists():
+        where = f"its validation store {record['val_store']} is gone" if record else f"no {RUN_CONFIG_FILE}"
+        warn(f"WARNING: the {len(top)} best checkpoints of {run_dir} were not averaged: {where}")
+        return {"skipped": f"cannot be scored: {where}"}
+    mean = {name: (sum(s[name].double() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+            for name, v in states[0].items()}  # counters (BatchNorm's num_batches_tracked): the best one's
+    state = {**top[0]["_state"], "model_state_dict": mean}
+    metrics = score_state(state, record, export)  # as the training loop reports a checkpoint's
+    return {"path": None, "step": top[0]["step"], "epoch": top[0]["epoch"],
+            "averaged_steps": [c["step"] for c in top], "composite_score": float(metrics["composite_score"]),
+            "constraints": metrics["constraints"], "constraints_pass": bool(metrics["constraints_pass"]),
+            "metrics": metrics, "_state": {**state, "metrics": metrics}}
+
+
+def score_state(state: dict[str, Any], record: dict[str, Any], beside: Path) -> dict[str, Any]:
+    """A checkpoint's weights (`state`, as a checkpoint file holds them) scored on its run's validation
+    store (`record`: the run's `run_config.json`) by the training loop's `Validator`: the same tiles,
+    baseline and composite the run reported each checkpoint with. The model is rebuilt the way
+    `build_stage` rebuilds any checkpoint, from a file written beside `beside` and removed after."""
+    from axion_ray.models import build_stage
+    from axion_ray.models.common import resolve_device
+    from axion_ray.train.loop import Validator, stage_task
+
+    config = record["config"]
+    task = stage_task(config)
+    device = resolve_device("auto")
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    scratch = beside.with_name(f".{beside.name}.scored.partial")
+    try:
+        torch.save(state, scratch)
+        model = build_stage(int(config["stage"]), checkpoint=str(scratch), device=str(device))
+        return Validator(record["val_store"], task, int(config["max_val_tiles"]))(model, device)
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def _stage_of(best: dict[str, Any]) -> int:
@@ -109,6 +178,20 @@ _REPORT_LABELS = {  # stage -> (baseline column, model column, what the geometry
     2: ("Stage 1 (v1)", "Stage 2 (v2)", "Stage 1 geometry"),
     3: ("Stage 2 input", "Stage 3 (v3)", "the grounded input's geometry"),
 }
+
+
+def selected_label(best: dict[str, Any]) -> str:
+    """"step N", or "the mean of steps A, B, C" for an averaged export (CLI and chain lines)."""
+    if "averaged_steps" in best:
+        return f"the mean of steps {', '.join(map(str, best['averaged_steps']))}"
+    return f"step {best['step']}"
+
+
+def _averaged_line(best: dict[str, Any]) -> str:
+    if "averaged_steps" not in best:
+        return ""
+    return (f"\n- **Weights:** {selected_label(best)} (the best checkpoints that pass every constraint), scored on "
+            "the validation store; it beat each of them")
 
 
 def report_markdown(export: Path, best: dict[str, Any], fp16: bool, fallback: bool) -> str:
@@ -140,7 +223,7 @@ def report_markdown(export: Path, best: dict[str, Any], fp16: bool, fallback: bo
 - **File:** `{export.name}`
 - **Training Step:** {best['step']}
 - **Training Epoch:** {best['epoch']}
-- **Composite Score:** {best['composite_score']:.4f}
+- **Composite Score:** {best['composite_score']:.4f}{_averaged_line(best)}
 
 ## Selection Criteria
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from axion_ray.cli import main
-from axion_ray.config import ChainConfig, SynthConfig
+from axion_ray.config import ChainConfig, SelectConfig, SynthConfig
 from axion_ray.errors import ConfigError
 from axion_ray.store.synth import synthesize_aoi
 from axion_ray.train.chain import chain_line, holdout_split, train_chain
@@ -51,6 +51,12 @@ def test_mistakes_are_refused_before_any_work(tmp_path, capsys):
     assert main(["train", "stage1", "--kind", "regress", "--train", train.path, "--val", val.path,
                  "--out", str(tmp_path / "r"), "--holdout-fraction", "0.5"]) == 2
     assert "a single stage trains on every --train store" in capsys.readouterr().err
+    assert main(["train", "stage2", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "r"),
+                 "--average-top-k", "3"]) == 2
+    assert "pass it to `axion-ray select`" in capsys.readouterr().err
+    assert main(["train", "chain", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "r"),
+                 "--average-top-k", "-2"]) == 2
+    assert "0: no average), got -2" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown encoder"):
         train_chain([train.path], val.path, tmp_path / "r", ChainConfig(encoder="resnet"))
     (tmp_path / "r").mkdir()
@@ -80,13 +86,14 @@ def test_later_stages_are_scored_as_the_identity_they_start_as():
         dataclasses.replace(cfg.stage_config(1), validate_at_start=True).validate()
 
 
-def test_stage1_batch_size_edge_weight_and_crop_reach_the_stages_they_name():
+def test_stage1_batch_size_edge_weight_crop_and_averaging_reach_what_they_name():
     cfg = ChainConfig(batch_size=16, stage1_batch_size=8, crop=0, stage1_w_edge=1.0)
     assert [cfg.stage_config(s).batch_size for s in (1, 2, 3)] == [8, 16, 16]
     assert [cfg.stage_config(s).crop for s in (1, 3)] == [0, 0]
     assert [cfg.stage_config(s).w_edge for s in (1, 2, 3)] == [1.0, 0.5, 0.5]
     assert ChainConfig().stage_config(1).crop == 32  # TrainConfig's default
     assert ChainConfig(stage1_w_edge=0.0).stage_config(1).w_edge == 0.0  # 0 is a weight, not "unset"
+    assert ChainConfig().select_config() == SelectConfig() and ChainConfig(average_top_k=0).select_config().average_top_k == 0
 
 
 def test_cpu_bf16_reaches_the_stages_it_names_and_runs_their_forward_in_bf16():

@@ -76,25 +76,37 @@ def test_crops_carry_the_same_pixels_a_step_from_more_tiles_and_stay_aligned(loc
     assert next(iter(whole.epoch(torch.device("cpu"))))["s1"].shape == (3, 2, 8, 8)
 
 
-def test_a_short_run_improves_on_the_prior_and_exports(local_ray, stores, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def short_run(local_ray, stores, tmp_path_factory):
+    """A short Stage 2 run (checkpoints at steps 0, 6 and 12) and its summary."""
     train, val = stores
     cfg = TrainConfig(allow_random_init=True, epochs=4, batch_size=6, val_every_steps=6, workers=2,
                       validate_at_start=True)
-    summary = train_stage(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None)
+    run = tmp_path_factory.mktemp("short") / "run"
+    return run, train_stage(train.path, val.path, run, cfg, say=lambda _: None)
+
+
+def test_a_short_run_improves_on_the_prior_and_exports(short_run, stores, tmp_path, capsys):
+    _, val = stores
+    run, summary = short_run
     best = max(summary["checkpoints"], key=lambda c: c["composite_score"])
     assert best["composite_score"] > 0 and best["constraints_pass"]
     # Scored at step 0 too: the untrained refiner is its input exactly, what training had to beat.
     (start,) = [c for c in summary["checkpoints"] if c["step"] == 0]
     assert start["composite_score"] == pytest.approx(0.0, abs=1e-6) and start["constraints_pass"]
     assert start["edge_disp_mean_px"] == 0 and best["step"] > 0
-    assert (tmp_path / "run" / "training_summary.json").exists()
+    assert (run / "training_summary.json").exists()
 
-    assert main(["select", str(tmp_path / "run"), "--export", str(tmp_path / "out" / "best.pt"), "--fp16"]) == 0
+    assert main(["select", str(run), "--export", str(tmp_path / "out" / "best.pt"), "--fp16"]) == 0
     exported = torch.load(tmp_path / "out" / "best.pt", map_location="cpu", weights_only=True)
     assert exported["quantization_info"] == {"dtype": "float16"} and "optimizer_state_dict" not in exported
     assert all(v.dtype == torch.float16 for v in exported["model_state_dict"].values() if v.is_floating_point())
     meta = json.loads((tmp_path / "out" / "selection_metadata.json").read_text())
-    assert meta["selected"]["composite_score"] == max(c["composite_score"] for c in meta["candidates"] if c["constraints_pass"])
+    single = max(c["composite_score"] for c in meta["candidates"] if c["constraints_pass"])
+    # The best passing checkpoint, or the mean of the three best where that measured higher.
+    expected = max(single, meta["average"]["composite_score"]) if meta["average"]["constraints_pass"] else single
+    assert meta["selected"]["composite_score"] == expected
+    assert meta["average"]["exported"] == (meta["selected"]["composite_score"] > single)
     report = (tmp_path / "out" / "best_REPORT.md").read_text()
     assert "# Stage 2 Best Checkpoint" in report and "| NDVI RMSE |" in report and "✓ PASS" in report
 
@@ -107,6 +119,63 @@ def test_a_short_run_improves_on_the_prior_and_exports(local_ray, stores, tmp_pa
                                                     "biome_code": meta_tiles["biome_code"]})
     truth = v.read("s2_truth", idx)
     assert np.abs(out - truth).mean() < np.abs(v.read("opt_v1", idx) - truth).mean()
+
+
+def _recorded_scores(run, score: float) -> dict[int, dict]:
+    """Every checkpoint of `run` rewritten as if reported with composite `score` (still passing); step → state."""
+    states = {}
+    for path in sorted(run.rglob("checkpoint.pt")):
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        assert state["metrics"]["constraints_pass"]
+        state["composite_score"] = state["metrics"]["composite_score"] = score
+        torch.save(state, path)
+        states[state["step"]] = state
+    return states
+
+
+def test_the_mean_of_the_best_checkpoints_is_scored_and_exported_only_where_it_wins(short_run, tmp_path):
+    import shutil
+
+    from axion_ray.train.select import score_state
+
+    run = tmp_path / "run"
+    shutil.copytree(short_run[0], run)
+    record = json.loads((run / "run_config.json").read_text())
+    # The selection scores weights as training reported them: a kept checkpoint rescored gives its own figure.
+    kept = {c["step"]: c for c in short_run[1]["checkpoints"]}
+    state = torch.load(kept[12]["path"], map_location="cpu", weights_only=False)
+    assert score_state(state, record, tmp_path / "x.pt")["composite_score"] == pytest.approx(
+        kept[12]["composite_score"], abs=1e-5)
+    assert not (tmp_path / ".x.pt.scored.partial").exists()
+
+    # Reported scores made low: the mean of the three (steps 12, 6, 0), measured, beats them and is exported.
+    states = _recorded_scores(run, -5.0)
+    meta = select_and_export(run, tmp_path / "a" / "best.pt", warn=lambda _: None)
+    exported = torch.load(tmp_path / "a" / "best.pt", map_location="cpu", weights_only=True)
+    assert meta["average"]["exported"] and meta["average"]["averaged_steps"] == [12, 6, 0]
+    assert exported["averaged_steps"] == [12, 6, 0] and exported["composite_score"] == meta["average"]["composite_score"]
+    for name, value in exported["model_state_dict"].items():
+        if value.is_floating_point():
+            mean = sum(states[s]["model_state_dict"][name].double() for s in (0, 6, 12)) / 3
+            assert torch.allclose(value.double(), mean, atol=1e-6), name
+    assert "the mean of steps 12, 6, 0" in (tmp_path / "a" / "best_REPORT.md").read_text()
+    build_stage(2, checkpoint=str(tmp_path / "a" / "best.pt"))  # loads like any export
+
+    # Reported scores made unbeatable: the same mean measures the same and loses; the best single is exported.
+    _recorded_scores(run, 5.0)
+    meta_b = select_and_export(run, tmp_path / "b" / "best.pt", warn=lambda _: None)
+    exported = torch.load(tmp_path / "b" / "best.pt", map_location="cpu", weights_only=True)
+    assert not meta_b["average"]["exported"] and "averaged_steps" not in exported and exported["step"] == 12
+    assert meta_b["average"]["composite_score"] == pytest.approx(meta["average"]["composite_score"], abs=1e-6)
+
+    # Off, or nothing to score it on: the single best, said so (and warned of, for a store that is gone).
+    assert main(["select", str(run), "--export", str(tmp_path / "c" / "best.pt"), "--average-top-k", "0"]) == 0
+    assert json.loads((tmp_path / "c" / "selection_metadata.json").read_text())["average"]["skipped"].startswith("off")
+    (run / "run_config.json").write_text(json.dumps({**record, "val_store": str(tmp_path / "moved.zarr")}))
+    warnings = []
+    meta_d = select_and_export(run, tmp_path / "d" / "best.pt", warn=warnings.append)
+    assert "gone" in meta_d["average"]["skipped"] and any("not averaged" in w for w in warnings)
+    assert main(["select", str(run), "--export", str(tmp_path / "e.pt"), "--average-top-k", "-1"]) == 2
 
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, stores, tmp_path):
