@@ -1,5 +1,6 @@
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,11 @@ def test_demo_runs_the_trained_chain_from_s1_alone_and_says_where_outputs_are(tm
     stage1_report = (outputs["checkpoint_stage1"].parent / "stage1_REPORT.md").read_text()
     assert "Edge ratio: not a constraint" in stage1_report and "Mean edge displacement < 2 pixels" in stage1_report
     assert "Edge ratio > 0.7" in (outputs["checkpoint_stage3"].parent / "stage3_REPORT.md").read_text()
+    # Each stage's selection keeps its own record beside the three exports, under its export's name.
+    for stage in (1, 2, 3):
+        picked = json.loads((run / f"stage{stage}_selection_metadata.json").read_text())
+        assert Path(picked["export"]).resolve() == Path(outputs[f"checkpoint_stage{stage}"]).resolve()
+        assert "average" in picked
     # Run again, it resumes: every stage found trained and exported, every output done.
     again: list[str] = []
     summary = train_chain([str(demo / f"train{i}.zarr") for i in range(DEMO_TRAIN_AOIS)], str(demo / "val.zarr"), run,

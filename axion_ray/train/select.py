@@ -5,8 +5,10 @@ overall with a loud warning (and `fallback: true` in the metadata). With `Select
 ≥ 2, the mean of the k best passing checkpoints' weights is one more candidate: scored on the run's
 validation store by the training loop's own `Validator` (the figures a checkpoint was reported with),
 exported only where it beats the best single one. Writes the §4 `.pt` (no optimizer
-state; `quantization_info` under `--fp16`), `selection_metadata.json` and a Markdown report in the shape
-of the Axion-Sat "Stage 2 Best Checkpoint" report, all beside the exported file.
+state; `quantization_info` under `--fp16`), its selection metadata (Axion-Sat's `selection_metadata.json`,
+named after the export — `best_selection_metadata.json` — so that the chain's three exports can share
+a directory) and a Markdown report in the shape of the Axion-Sat "Stage 2 Best Checkpoint" report, all
+beside the exported file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import torch
 
-from axion_ray.config import CompositeConfig, SelectConfig
+from axion_ray.config import CompositeConfig, SelectConfig, TrainConfig
 from axion_ray.errors import CheckpointError
 from axion_ray.models.weights import load_checkpoint
 from axion_ray.train.base import CHECKPOINT_FILE
@@ -92,17 +94,22 @@ def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = F
     metadata = {
         "export": str(export), "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
         "criteria": ["best composite_score among checkpoints passing every hard constraint",
-                     f"the mean weights of the {cfg.average_top_k} best of those, scored on the validation store, "
-                     "where they pass every constraint and score higher",
+                     *([f"the mean weights of the {cfg.average_top_k} best of those, scored on the validation "
+                        "store, where they pass every constraint and score higher"] if cfg.average_top_k >= 2 else []),
                      "fallback: best composite_score overall, with a warning"],
         "weights": asdict(CompositeConfig.for_stage(_stage_of(best))), "fp16": fp16, "fallback": fallback,
         "selected": {k: v for k, v in best.items() if k != "_state"},
         "candidates": [{k: v for k, v in c.items() if k not in ("_state", "metrics")} for c in candidates],
         "average": average_record,
     }
-    (export.parent / "selection_metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+    (export.parent / metadata_name(export)).write_text(json.dumps(metadata, indent=2, default=str))
     (export.parent / f"{export.stem}_REPORT.md").write_text(report_markdown(export, best, fp16, fallback))
     return metadata
+
+
+def metadata_name(export: str | Path) -> str:
+    """`STEM_selection_metadata.json` beside `STEM.pt` (one per export, like `STEM_REPORT.md`)."""
+    return f"{Path(export).stem}_selection_metadata.json"
 
 
 def average_candidate(run_dir: str | Path, passing: list[dict[str, Any]], k: int, export: Path,
@@ -145,7 +152,7 @@ def score_state(state: dict[str, Any], record: dict[str, Any], beside: Path) -> 
     from axion_ray.models.common import resolve_device
     from axion_ray.train.loop import Validator, stage_task
 
-    config = record["config"]
+    config = {**asdict(TrainConfig()), **record["config"]}  # a run from before a newer option: its default
     task = stage_task(config)
     device = resolve_device("auto")
     beside.parent.mkdir(parents=True, exist_ok=True)
@@ -269,5 +276,5 @@ axion-ray infer-npz --stage {stage} --checkpoint {export} --input_dir DIR --outp
 Exported with `--fp16` (`quantization_info: {"dtype": "float16"}`): half the size on disk. `build_stage`
 loads it into an fp32 model; call `.half()` on a GPU for fp16 inference.
 '''}
-For the selection details and every candidate's scores, see `selection_metadata.json`.
+For the selection details and every candidate's scores, see `{metadata_name(export)}`.
 """

@@ -101,7 +101,7 @@ def test_a_short_run_improves_on_the_prior_and_exports(short_run, stores, tmp_pa
     exported = torch.load(tmp_path / "out" / "best.pt", map_location="cpu", weights_only=True)
     assert exported["quantization_info"] == {"dtype": "float16"} and "optimizer_state_dict" not in exported
     assert all(v.dtype == torch.float16 for v in exported["model_state_dict"].values() if v.is_floating_point())
-    meta = json.loads((tmp_path / "out" / "selection_metadata.json").read_text())
+    meta = json.loads((tmp_path / "out" / "best_selection_metadata.json").read_text())
     single = max(c["composite_score"] for c in meta["candidates"] if c["constraints_pass"])
     # The best passing checkpoint, or the mean of the three best where that measured higher.
     expected = max(single, meta["average"]["composite_score"]) if meta["average"]["constraints_pass"] else single
@@ -170,7 +170,7 @@ def test_the_mean_of_the_best_checkpoints_is_scored_and_exported_only_where_it_w
 
     # Off, or nothing to score it on: the single best, said so (and warned of, for a store that is gone).
     assert main(["select", str(run), "--export", str(tmp_path / "c" / "best.pt"), "--average-top-k", "0"]) == 0
-    assert json.loads((tmp_path / "c" / "selection_metadata.json").read_text())["average"]["skipped"].startswith("off")
+    assert json.loads((tmp_path / "c" / "best_selection_metadata.json").read_text())["average"]["skipped"].startswith("off")
     (run / "run_config.json").write_text(json.dumps({**record, "val_store": str(tmp_path / "moved.zarr")}))
     warnings = []
     meta_d = select_and_export(run, tmp_path / "d" / "best.pt", warn=warnings.append)

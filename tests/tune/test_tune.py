@@ -85,7 +85,7 @@ def test_stage2_sweep_ranks_exports_and_resumes(local_ray, tmp_path):
     assert main(args) == 0
     rows = _check_outputs(tmp_path / "sweep", ["lr", "w_edge"])
     assert len(rows) == 2 and all(r["iterations"] for r in rows)
-    assert (tmp_path / "sweep" / "best.pt").exists() and (tmp_path / "sweep" / "selection_metadata.json").exists()
+    assert (tmp_path / "sweep" / "best.pt").exists() and (tmp_path / "sweep" / "best_selection_metadata.json").exists()
     claimed = [json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("run_config.json")]
     assert len(claimed) == 2 and all(c["train_stores"] == [train.path, second_aoi.path] for c in claimed)  # pooled
     # A second start in the same directory needs --resume; resuming a finished sweep keeps its trials.
