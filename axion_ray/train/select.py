@@ -70,7 +70,7 @@ def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = F
     if fallback:
         warn(f"WARNING: no checkpoint of {run_dir} passes the hard constraints; exporting the best composite "
              f"score anyway (step {best['step']}, {best['composite_score']:+.4f}). Do not deploy it unreviewed.")
-    average = average_candidate(run_dir, passing, cfg.average_top_k, export, warn)
+    average = average_candidate(run_dir, passing, cfg.average_top_k, warn)
     if average.get("_state") is not None and average["constraints_pass"] \
             and average["composite_score"] > best["composite_score"]:
         best = average
@@ -112,13 +112,12 @@ def metadata_name(export: str | Path) -> str:
     return f"{Path(export).stem}_selection_metadata.json"
 
 
-def average_candidate(run_dir: str | Path, passing: list[dict[str, Any]], k: int, export: Path,
-                      warn=print) -> dict[str, Any]:
+def average_candidate(run_dir: str | Path, passing: list[dict[str, Any]], k: int, warn=print) -> dict[str, Any]:
     """The mean of the `k` best passing checkpoints' weights, scored like a checkpoint: a candidate
     (with `_state`, `averaged_steps`), or `{"skipped": why}` where there is nothing to average."""
-    top = sorted(passing, key=lambda c: (c["composite_score"], c["step"]), reverse=True)[:k]
     if k < 2:
         return {"skipped": "off (average_top_k below 2)"}
+    top = sorted(passing, key=lambda c: (c["composite_score"], c["step"]), reverse=True)[:k]
     if len(top) < 2:
         return {"skipped": f"{len(top)} checkpoint(s) pass every constraint: nothing to average"}
     states = [c["_state"]["model_state_dict"] for c in top]
@@ -136,33 +135,28 @@ def average_candidate(run_dir: str | Path, passing: list[dict[str, Any]], k: int
     mean = {name: (sum(s[name].double() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
             for name, v in states[0].items()}  # counters (BatchNorm's num_batches_tracked): the best one's
     state = {**top[0]["_state"], "model_state_dict": mean}
-    metrics = score_state(state, record, export)  # as the training loop reports a checkpoint's
+    metrics = score_checkpoint(top[0]["path"], record, weights=mean)  # as the training loop reports a checkpoint's
     return {"path": None, "step": top[0]["step"], "epoch": top[0]["epoch"],
             "averaged_steps": [c["step"] for c in top], "composite_score": float(metrics["composite_score"]),
             "constraints": metrics["constraints"], "constraints_pass": bool(metrics["constraints_pass"]),
             "metrics": metrics, "_state": {**state, "metrics": metrics}}
 
 
-def score_state(state: dict[str, Any], record: dict[str, Any], beside: Path) -> dict[str, Any]:
-    """A checkpoint's weights (`state`, as a checkpoint file holds them) scored on its run's validation
-    store (`record`: the run's `run_config.json`) by the training loop's `Validator`: the same tiles,
-    baseline and composite the run reported each checkpoint with. The model is rebuilt the way
-    `build_stage` rebuilds any checkpoint, from a file written beside `beside` and removed after."""
+def score_checkpoint(checkpoint: str | Path, record: dict[str, Any],
+                     weights: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """A checkpoint of a run — or, with `weights`, the same architecture holding those weights — scored
+    on the run's validation store (`record`: its `run_config.json`) by the training loop's `Validator`:
+    the same tiles, baseline and composite the run reported each checkpoint with."""
     from axion_ray.models import build_stage
     from axion_ray.models.common import resolve_device
     from axion_ray.train.loop import Validator, stage_task
 
     config = {**asdict(TrainConfig()), **record["config"]}  # a run from before a newer option: its default
-    task = stage_task(config)
     device = resolve_device("auto")
-    beside.parent.mkdir(parents=True, exist_ok=True)
-    scratch = beside.with_name(f".{beside.name}.scored.partial")
-    try:
-        torch.save(state, scratch)
-        model = build_stage(int(config["stage"]), checkpoint=str(scratch), device=str(device))
-        return Validator(record["val_store"], task, int(config["max_val_tiles"]))(model, device)
-    finally:
-        scratch.unlink(missing_ok=True)
+    model = build_stage(int(config["stage"]), checkpoint=str(checkpoint), device=str(device))
+    if weights is not None:  # the checkpoint loaded whole (build_stage checks that), so the keys fit
+        model.load_state_dict(weights)
+    return Validator(record["val_store"], stage_task(config), int(config["max_val_tiles"]))(model, device)
 
 
 def _stage_of(best: dict[str, Any]) -> int:
