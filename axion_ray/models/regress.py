@@ -53,38 +53,16 @@ def s1_features(s1: torch.Tensor) -> torch.Tensor:
 
 
 class ConditionEmbedding(nn.Module):
-    """Month (cyclic) + biome → one conditioning vector per tile: the month's term, the biome's, and the
-    biome's own season (`season_by_biome`: a per-biome linear map of the month's sin and cos).
-
-    Why the third term: a season's phase and amplitude differ by biome (a savanna greens in February, a
-    temperate forest in July), and a sinusoid of the month with a biome's phase is linear in the month's
-    (sin, cos) with per-biome weights. With the first two terms alone, a (month, biome) pair that no
-    training AOI holds is an extrapolation through the GELU; with the third, each biome's season is
-    fitted from whichever months it was seen in. All biome terms start at zero, so a biome never seen
-    in training stays neutral. A checkpoint from before the third term loads with it at zero, which
-    is the model it was.
-    """
+    """Month (cyclic) + a learned biome embedding → one conditioning vector per tile."""
 
     def __init__(self, dim: int = _COND_DIM):
         super().__init__()
-        self.dim = dim
         self.month_proj = nn.Linear(2, dim)
         self.biome_embed = nn.Embedding(N_BIOMES, dim)
-        self.biome_season = nn.Embedding(N_BIOMES, 2 * dim)
-        nn.init.zeros_(self.biome_embed.weight)
-        nn.init.zeros_(self.biome_season.weight)
+        nn.init.zeros_(self.biome_embed.weight)  # a biome never seen in training stays neutral
 
     def forward(self, month: torch.Tensor, biome: torch.Tensor) -> torch.Tensor:
-        season = month_features(month)
-        biome = biome.long().clamp(0, N_BIOMES - 1)
-        per_biome = torch.einsum("bk,bkd->bd", season, self.biome_season(biome).view(-1, 2, self.dim))
-        return F.gelu(self.month_proj(season) + self.biome_embed(biome) + per_biome)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        # torch's hook for a module's older state dicts (as BatchNorm fills num_batches_tracked): a
-        # checkpoint trained before the per-biome season had none, which is this term at zero.
-        state_dict.setdefault(prefix + "biome_season.weight", torch.zeros_like(self.biome_season.weight))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        return F.gelu(self.month_proj(month_features(month)) + self.biome_embed(biome.long().clamp(0, N_BIOMES - 1)))
 
 
 class _Level(nn.Module):
@@ -240,12 +218,10 @@ class PixelStage3(nn.Module):
     The network sees, per pixel, fixed features (`pixel_features`, one of `PIXEL_FEATURE_SETS`: S1
     and summaries of its neighbourhood — a mean carries most of the SAR's signal without its speckle,
     the speckle's spread tells smooth from rough surfaces —, `opt_v2`'s reflectance and
-    log-reflectance) plus month (cyclic), biome (one-hot) and each biome's own season (the one-hot times
-    the month's sin and cos: the per-biome season of `ConditionEmbedding`, for the same reason). A
-    biome never trained on stays neutral: its weights start at zero and get no gradient. Its gain is per
-    pixel and it has no trained spatial layer, so it cannot move `opt_v2`'s edges; its last layer starts
-    at zero, so untrained it returns `opt_v2` exactly. Training draws pixels (`train/loop.RegressTask`);
-    inference runs on whole tiles.
+    log-reflectance) plus month (cyclic) and biome (one-hot; a biome never trained on stays neutral:
+    its weights start at zero and get no gradient). Its gain is per pixel and it has no trained spatial
+    layer, so it cannot move `opt_v2`'s edges; its last layer starts at zero, so untrained it returns
+    `opt_v2` exactly. Training draws pixels (`train/loop.RegressTask`); inference runs on whole tiles.
     """
 
     INPUTS = stage_spec(3, "regress").model_inputs
@@ -268,12 +244,8 @@ class PixelStage3(nn.Module):
         self.max_log_gain = max_log_gain
         self.mlp = nn.Sequential(nn.Conv2d(self.n_features + 2 + N_BIOMES, hidden, 1), nn.GELU(),
                                  nn.Conv2d(hidden, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 4, 1))
-        # Each biome's season joins the first layer through its own weights (a layer of its own, so that
-        # checkpoints from before it keep their shapes and load with it at zero).
-        self.biome_season = nn.Conv2d(2 * N_BIOMES, hidden, 1, bias=False)
         with torch.no_grad():
-            self.mlp[0].weight[:, self.n_features + 2:] = 0.0  # the biome's inputs start neutral
-            self.biome_season.weight.zero_()
+            self.mlp[0].weight[:, self.n_features + 2:] = 0.0  # the biome one-hot starts neutral
         nn.init.zeros_(self.mlp[-1].weight)  # untrained: returns opt_v2 exactly
         nn.init.zeros_(self.mlp[-1].bias)
 
@@ -295,18 +267,10 @@ class PixelStage3(nn.Module):
         optical = opt_v2.float().clamp(0.0, 1.0)
         feats = self.pixel_features(s1.float(), optical) if features is None else features.float()
         h, w = feats.shape[-2:]
-        season = month_features(month)
-        one_hot = F.one_hot(biome_code.long().clamp(0, N_BIOMES - 1), N_BIOMES).float()
-        cond = torch.cat([season, one_hot], dim=1)[:, :, None, None].expand(-1, -1, h, w)
-        biome_season = (one_hot[:, :, None] * season[:, None, :]).flatten(1)[:, :, None, None]  # linear in the month
-        first = self.mlp[0](torch.cat([feats, cond], dim=1)) + self.biome_season(biome_season)
-        log_gain = self.max_log_gain * torch.tanh(self.mlp[1:](first).float())
+        cond = torch.cat([month_features(month), F.one_hot(biome_code.long().clamp(0, N_BIOMES - 1), N_BIOMES).float()],
+                         dim=1)[:, :, None, None].expand(-1, -1, h, w)
+        log_gain = self.max_log_gain * torch.tanh(self.mlp(torch.cat([feats, cond], dim=1)).float())
         return (optical * torch.exp(log_gain)).clamp(0.0, 1.0)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        # As ConditionEmbedding's: a checkpoint from before the per-biome season loads with it at zero.
-        state_dict.setdefault(prefix + "biome_season.weight", torch.zeros_like(self.biome_season.weight))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 REGRESSION_CLASSES = {1: RegressStage1, 3: RegressStage3}

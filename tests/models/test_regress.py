@@ -70,68 +70,6 @@ def test_kinds_are_data_and_a_checkpoint_carries_its_kind(tmp_path):
     assert prov["kind"] == "regress" and prov["model"] == "unet_regress" and prov["random_init"] is False
 
 
-def test_each_biome_learns_its_own_season_for_months_it_was_never_seen_in():
-    """The conditioning's per-biome season (`ConditionEmbedding.biome_season`): greenness that peaks in
-    another month per biome, each biome seen in three months only, is predicted for its other nine
-    months; without the per-biome term (frozen at zero, the conditioning before it) it is not."""
-    import math
-
-    from axion_ray.models.regress import ConditionEmbedding
-
-    peaks = torch.tensor([2.0, 7.0, 10.0, 4.0])
-    biomes = torch.tensor([1, 4, 7, 15])
-
-    def green(month, which):
-        return 0.5 + 0.3 * torch.cos(2 * math.pi * (month - peaks[which]) / 12)
-
-    seen = {0: (1, 5, 9), 1: (2, 6, 10), 2: (3, 7, 11), 3: (4, 8, 12)}
-    train = [(m, b) for b, months in seen.items() for m in months]
-    unseen = [(m, b) for b in seen for m in range(1, 13) if m not in seen[b]]
-
-    def rmse(per_biome: bool) -> float:
-        torch.manual_seed(0)
-        cond, head = ConditionEmbedding(), torch.nn.Linear(32, 1)
-        params = [*head.parameters(), *(p for n, p in cond.named_parameters() if per_biome or "season" not in n)]
-        opt = torch.optim.Adam(params, lr=1e-2)
-        month, which = (torch.tensor(v) for v in zip(*train))
-        for _ in range(800):
-            loss = (head(cond(month, biomes[which])).squeeze(1) - green(month.float(), which)).square().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        month, which = (torch.tensor(v) for v in zip(*unseen))
-        with torch.no_grad():
-            return float((head(cond(month, biomes[which])).squeeze(1) - green(month.float(), which)).square().mean().sqrt())
-
-    with_season, without = rmse(True), rmse(False)
-    assert with_season < 0.06 and without > 2 * with_season, (with_season, without)
-
-
-def test_checkpoints_from_before_the_per_biome_season_load_as_the_model_they_were(tmp_path):
-    """Stage 1's UNet and Stage 3's calibrator gained inputs for each biome's season; their older
-    checkpoints lack those weights and load with them at zero — the same outputs as before."""
-    s1, opt, month, biome = _inputs()
-    one = build_stage(1, kind="regress", encoder="unet", width=8, allow_random_init=True)
-    with torch.no_grad():
-        one.decoder.cond.biome_embed.weight.normal_(std=0.5)
-    state = {k: v for k, v in one.state_dict().items() if "biome_season" not in k}
-    torch.save({"model_state_dict": state,
-                "config": {"stage": 1, "kind": "regress", "preset": "tiny", "encoder": "unet", "width": 8}},
-               tmp_path / "s1.pt")
-    three = PixelStage3(features="basic")
-    torch.nn.init.normal_(three.mlp[-1].weight, std=0.1)
-    with torch.no_grad():
-        three.mlp[0].weight[:, three.n_features + 2:].normal_(std=0.5)
-    state = {k: v for k, v in three.state_dict().items() if "biome_season" not in k}
-    torch.save({"model_state_dict": state, "config": {"stage": 3, "kind": "regress", "preset": "tiny",
-                                                      "encoder": "pixel", "width": 32}}, tmp_path / "s3.pt")
-    with torch.no_grad():
-        torch.testing.assert_close(build_stage(1, checkpoint=str(tmp_path / "s1.pt"))(s1, month, biome),
-                                   one(s1, month, biome))
-        torch.testing.assert_close(build_stage(3, checkpoint=str(tmp_path / "s3.pt"))(s1, opt, month, biome),
-                                   three(s1, opt, month, biome))
-
-
 def test_a_regression_stage_without_a_checkpoint_is_refused_before_any_work():
     with pytest.raises(ConfigError, match="needs a trained checkpoint"):
         InferConfig(stages=(1,), stage1_kind="regress").validate()
