@@ -355,10 +355,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
     ap.add_argument("--select-rows", type=int, default=8,
                     help="selection AOI size (rows = cols); from 8 it holds every training biome")
-    ap.add_argument("--stage1-sets", type=int, default=1,
+    ap.add_argument("--stage1-sets", type=int, default=2,
                     help="Stage 1's training AOIs: sets of five, each covering every biome and month (Stages 2 "
                          "and 3 always learn on one more set, held out of Stage 1)")
-    ap.add_argument("--stage1-epochs", type=int, default=90, help="at --stage1-sets 2: 45 for the same steps")
+    ap.add_argument("--stage1-epochs", type=int, default=65,
+                    help="65 at two sets is 2,600 steps (bench/RESULTS.md (T)); at --stage1-sets 1, 90 is (J)'s 1,800")
     ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
     ap.add_argument("--stage1-w-edge", type=float, default=None,
                     help="Stage 1's weight of the gradient term against the truth's edges (default: TrainConfig's)")
