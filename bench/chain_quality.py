@@ -2,7 +2,7 @@
 
 What it does, in one run (2 CPU workers here; figures into bench/RESULTS.md):
 1. Synthesises training AOIs that cover every biome the synthesiser draws and all twelve months —
-   twice: Stage 1 trains on one half, Stages 2 and 3 on its outputs over the other —, a selection AOI
+   in sets: Stage 1 trains on `--stage1-sets` of them, Stages 2 and 3 on its outputs over one more —, a selection AOI
    (the chain's validation store, for checkpoint selection) and the evaluation AOIs (`--val-seeds`,
    never used in training or selection).
 2. `train_chain` (Ray Train): Stage 1 (regression, S1 → opt_v1), Stage 1's outputs written over the
@@ -352,7 +352,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/axion_chain_quality")
     ap.add_argument("--val-seeds", default="9001,9002,9003", help="evaluation AOIs (never trained or selected on)")
-    ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols), 10 AOIs")
+    ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols); five AOIs per set")
     ap.add_argument("--select-rows", type=int, default=8,
                     help="selection AOI size (rows = cols); from 8 it holds every training biome")
     ap.add_argument("--stage1-sets", type=int, default=2,
