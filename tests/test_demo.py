@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from axion_ray.demo import DEMO_CHAIN, DEMO_TRAIN_AOIS, run_demo
+from axion_ray.models.weights import load_checkpoint
 from axion_ray.store import TileStore
 from axion_ray.train.chain import train_chain
 
@@ -27,6 +28,7 @@ def test_demo_runs_the_trained_chain_from_s1_alone_and_says_where_outputs_are(tm
         prov = store.provenance(name)
         assert prov["checkpoint"] == str(outputs[f"checkpoint_stage{stage}"]) and prov["random_init"] is False
     assert store.provenance("opt_v1")["kind"] == "regress"
+    assert load_checkpoint(str(outputs["checkpoint_stage1"])).config["norm"] == "pixel"  # the trained UNet's blocks
     v1 = json.loads(outputs["metrics_opt_v1"].read_text())["pred_metrics"]
     vs_flat = json.loads(outputs["metrics_opt_v3_vs_flat"].read_text())
     # Real images from S1, not a flat colour: Stage 1 alone well under the best flat image's NDVI error,

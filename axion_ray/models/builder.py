@@ -215,7 +215,10 @@ def _build_regress(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], ba
         if record.files:
             kwargs["ckpt_path"] = record.files[backbone_name]
         encoder = BACKBONE_REGISTRY.build(backbone_name, **kwargs)
-    return spec.model_cls()(encoder, width=width)
+    from axion_ray.models.regress import DEFAULT_NORM
+
+    # A checkpoint names its blocks' norm; one from before the choice (stop 38) used `tile`.
+    return spec.model_cls()(encoder, width=width, norm=cfg.get("norm") or ("tile" if cfg else DEFAULT_NORM))
 
 
 #: How each model family of `models/registry.py` is built.

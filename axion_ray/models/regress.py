@@ -11,9 +11,10 @@ log-gain `g` (|g| ≤ `max_log_gain`, zero at initialisation): a grounding that 
 keeps `opt_v2`'s geometry, as Stage 2's gain keeps Stage 1's.
 
 Design: a small UNet (three 2x downsamplings, ConvNeXt blocks FiLM-conditioned on month and biome —
-the blocks of Stage 2's head) whose bottleneck optionally adds the tokens of the TerraMind encoder
-(terratorch's BACKBONE_REGISTRY `terramind_v1_*`, S1GRD or S1GRD + S2L2A, the file
-`TerraMind_v1_*.pt` from local disk when present, LoRA on it; else trained from scratch).
+the blocks of Stage 2's head, here normalised per pixel: `DEFAULT_NORM`) whose bottleneck optionally
+adds the tokens of the TerraMind encoder (terratorch's BACKBONE_REGISTRY `terramind_v1_*`, S1GRD or
+S1GRD + S2L2A, the file `TerraMind_v1_*.pt` from local disk when present, LoRA on it; else trained
+from scratch).
 `encoder="unet"` leaves the encoder out (the plain convolutional variant); `encoder="pixel"` (Stage 3
 only, `PixelStage3`) is a per-pixel spectral calibrator — see its docstring. The UNet carries the
 full-resolution detail a 16-px-patch ViT cannot; the encoder adds context over the whole tile.
@@ -35,6 +36,9 @@ from axion_ray.models.stage2 import ConvNeXtFiLMBlock, image_features, month_fea
 
 _COND_DIM = 32
 _PATCH = 16
+#: The UNet blocks' normalisation for new models (models/stage2.BLOCK_NORMS). A checkpoint without a
+#: `norm` predates the choice and was trained with `tile`, which `models/builder` then rebuilds.
+DEFAULT_NORM = "pixel"
 # TerraMind's pretraining statistics of S1GRD (dB) and S2L2A (DN): what its encoder expects to see.
 _S1_MEAN, _S1_STD = (-12.599, -20.293), (5.195, 5.890)
 
@@ -68,10 +72,10 @@ class ConditionEmbedding(nn.Module):
 class _Level(nn.Module):
     """One UNet level: a 1x1 mix to `dim` channels, then a FiLM-conditioned ConvNeXt block."""
 
-    def __init__(self, in_dim: int, dim: int):
+    def __init__(self, in_dim: int, dim: int, norm: str):
         super().__init__()
         self.mix = nn.Conv2d(in_dim, dim, 1)
-        self.block = ConvNeXtFiLMBlock(dim, _COND_DIM)
+        self.block = ConvNeXtFiLMBlock(dim, _COND_DIM, norm=norm)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.block(self.mix(x), cond)
@@ -80,15 +84,15 @@ class _Level(nn.Module):
 class RegressionDecoder(nn.Module):
     """The trainable image path: a conditioned UNet; `tokens` (B, D, H/16, W/16) join at the bottleneck."""
 
-    def __init__(self, in_channels: int, width: int, token_dim: int | None):
+    def __init__(self, in_channels: int, width: int, token_dim: int | None, norm: str = DEFAULT_NORM):
         super().__init__()
         dims = (width, 2 * width, 4 * width, 4 * width)
         self.cond = ConditionEmbedding()
-        self.down = nn.ModuleList([_Level(in_channels, dims[0])] +
-                                  [_Level(dims[i - 1], dims[i]) for i in range(1, len(dims))])
+        self.down = nn.ModuleList([_Level(in_channels, dims[0], norm)] +
+                                  [_Level(dims[i - 1], dims[i], norm) for i in range(1, len(dims))])
         self.pool = nn.AvgPool2d(2)
         self.token_proj = nn.Conv2d(token_dim, dims[-1], 1) if token_dim else None
-        self.up = nn.ModuleList(_Level(dims[i + 1] + dims[i], dims[i]) for i in reversed(range(len(dims) - 1)))
+        self.up = nn.ModuleList(_Level(dims[i + 1] + dims[i], dims[i], norm) for i in reversed(range(len(dims) - 1)))
         self.out = nn.Conv2d(dims[0], 4, 1)
 
     def forward(self, x: torch.Tensor, month: torch.Tensor, biome: torch.Tensor,
@@ -114,11 +118,12 @@ class RegressionStage(nn.Module):
 
     STAGE = 1
 
-    def __init__(self, encoder: nn.Module | None, *, width: int = 32):
+    def __init__(self, encoder: nn.Module | None, *, width: int = 32, norm: str = DEFAULT_NORM):
         super().__init__()
         self.encoder = encoder
+        self.norm = norm  # the blocks' normalisation (models/stage2.BLOCK_NORMS), recorded in checkpoints
         token_dim = encoder.out_channels[-1] if encoder is not None else None  # terratorch's per-layer widths
-        self.decoder = RegressionDecoder(self.in_channels, width, token_dim)
+        self.decoder = RegressionDecoder(self.in_channels, width, token_dim, norm)
 
     in_channels = 3
 
@@ -168,8 +173,9 @@ class RegressStage3(RegressionStage):
     AMP_DTYPE = torch.float16
     in_channels = 3 + 8
 
-    def __init__(self, encoder: nn.Module | None, *, width: int = 32, max_log_gain: float = 1.0):
-        super().__init__(encoder, width=width)
+    def __init__(self, encoder: nn.Module | None, *, width: int = 32, max_log_gain: float = 1.0,
+                 norm: str = DEFAULT_NORM):
+        super().__init__(encoder, width=width, norm=norm)
         self.max_log_gain = max_log_gain
         nn.init.zeros_(self.decoder.out.weight)  # untrained: returns opt_v2 exactly
         nn.init.zeros_(self.decoder.out.bias)

@@ -49,13 +49,40 @@ def month_features(month: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1)
 
 
-class ConvNeXtFiLMBlock(nn.Module):
-    """ConvNeXt block (7x7 depthwise, LayerNorm, inverted MLP) with FiLM on the normalised features."""
+class PixelLayerNorm(nn.Module):
+    """ConvNeXt's LayerNorm of channels-first maps: each pixel normalised over its channels alone.
 
-    def __init__(self, dim: int, cond_dim: int, mlp_ratio: int = 2):
+    Ours, not timm's `LayerNorm2d` (the same computation): importing `timm.layers` costs ~3 s in every
+    actor that builds a regression stage, which needs nothing else from timm."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+#: How a block normalises, by the name a checkpoint records as `norm`:
+#: - `tile`: one statistic over the channels *and the whole image* (GroupNorm with one group): every
+#:   pixel's features depend on what else the tile holds and on its size — a 32-px training crop and a
+#:   64-px tile are normalised differently, and neighbouring tiles disagree at their seam;
+#: - `pixel`: ConvNeXt's own LayerNorm, per pixel over channels: a pixel's output depends on its
+#:   neighbourhood only, at any tile size. Measured (bench/RESULTS.md (U)): Stage 1 better with it.
+BLOCK_NORMS = ("tile", "pixel")
+
+
+class ConvNeXtFiLMBlock(nn.Module):
+    """ConvNeXt block (7x7 depthwise, norm, inverted MLP) with FiLM on the normalised features."""
+
+    def __init__(self, dim: int, cond_dim: int, mlp_ratio: int = 2, norm: str = "tile"):
+        super().__init__()
+        if norm not in BLOCK_NORMS:
+            raise ValueError(f"unknown block norm {norm!r}; known: {', '.join(BLOCK_NORMS)}")
         self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
-        self.norm = nn.GroupNorm(1, dim)  # LayerNorm over channels and space, channels-first
+        self.norm = PixelLayerNorm(dim) if norm == "pixel" else nn.GroupNorm(1, dim)
         self.film = nn.Linear(cond_dim, 2 * dim)
         # MLP ratio 2, not ConvNeXt's 4: the head runs at full resolution and dominates CPU time.
         self.pw1 = nn.Conv2d(dim, mlp_ratio * dim, 1)

@@ -218,6 +218,8 @@ class RegressTask(StageTask):
                   "base_weights": model.provenance["weights"]}
         if getattr(model, "PIXEL_WISE", False):
             config["features"] = model.features  # the calibrator's feature set (models/regress.PIXEL_FEATURE_SETS)
+        else:
+            config["norm"] = model.norm  # the UNet blocks' normalisation (models/stage2.BLOCK_NORMS)
         return config
 
     def pixel_rows(self, tiles: dict[str, np.ndarray], features_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

@@ -91,7 +91,8 @@ def test_their_stage1_to_stage2_chain_runs_on_infer_npz(local_ray, tmp_path, cap
         their_tile(tiles, f"s1_tile_{k}", rng, row=0, col=k)
     stage1 = build_stage(1, kind="regress", encoder="unet", width=8, allow_random_init=True)
     torch.save({"model_state_dict": stage1.state_dict(),
-                "config": {"stage": 1, "kind": "regress", "preset": "tiny", "encoder": "unet", "width": 8}},
+                "config": {"stage": 1, "kind": "regress", "preset": "tiny", "encoder": "unet", "width": 8,
+                           "norm": stage1.norm}},
                tmp_path / "s1.pt")
     stage2 = build_stage(2, allow_random_init=True)
     torch.save({"model_state_dict": stage2.state_dict(), "config": {"stage": 2, "preset": "tiny"}}, tmp_path / "s2.pt")
@@ -140,7 +141,8 @@ def test_their_stage3_layout_pairs_two_directories_and_tags_quality(local_ray, t
         (opt_dir / f"tile_{k}.json").write_text(json.dumps({"month": 5, "biome_code": 12}))
     stage3 = build_stage(3, kind="regress", encoder="unet", width=8, allow_random_init=True)
     torch.save({"model_state_dict": stage3.state_dict(),
-                "config": {"stage": 3, "kind": "regress", "preset": "tiny", "encoder": "unet", "width": 8}},
+                "config": {"stage": 3, "kind": "regress", "preset": "tiny", "encoder": "unet", "width": 8,
+                           "norm": stage3.norm}},
                tmp_path / "s3.pt")
     code = main(["infer-npz", "--stage", "3", "--checkpoint", str(tmp_path / "s3.pt"), "--opt-v2-dir", str(opt_dir),
                  "--s1-dir", str(s1_dir), "--output_dir", str(out), "--device", "cpu"])

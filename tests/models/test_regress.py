@@ -61,7 +61,8 @@ def test_kinds_are_data_and_a_checkpoint_carries_its_kind(tmp_path):
     torch.nn.init.normal_(model.decoder.out.weight, std=0.1)
     path = tmp_path / "s3.pt"
     torch.save({"model_state_dict": model.state_dict(),
-                "config": {"stage": 3, "kind": "regress", "preset": "tiny", "encoder": "unet", "width": 8}}, path)
+                "config": {"stage": 3, "kind": "regress", "preset": "tiny", "encoder": "unet", "width": 8,
+                           "norm": model.norm}}, path)
     rebuilt = build_stage(3, checkpoint=str(path))  # no kind given: the checkpoint's
     s1, opt, month, biome = _inputs()
     with torch.no_grad():
@@ -281,3 +282,34 @@ def test_test_time_views_average_the_flips_of_the_regression_unet_stages_only():
     assert stage_provenance(3, kind="regress", encoder="pixel", allow_random_init=True, tta=8)["tta"] == 1
     with pytest.raises(ConfigError, match="--tta must be one of 1, 4, 8"):
         InferConfig(stages=(1,), stage1_kind="regress", allow_random_init=True, tta=3).validate()
+
+
+def test_pixel_norm_keeps_a_pixel_to_its_neighbourhood_and_old_checkpoints_keep_tile_norm(tmp_path):
+    """`pixel` (ConvNeXt's LayerNorm) makes a block's output at a pixel depend on its 7x7 neighbourhood
+    only, so a 32-px training crop and a 64-px tile see the same features; `tile` (one statistic over the
+    image) does not. A checkpoint from before the choice was trained with `tile` and is rebuilt so."""
+    from axion_ray.models.stage2 import ConvNeXtFiLMBlock
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 32, 32)
+    far = x.clone()
+    far[..., 20:, 20:] += 5.0  # changed only > 3 px away from the pixels compared below
+    cond = torch.randn(1, 32)
+    for norm, local in (("pixel", True), ("tile", False)):
+        block = ConvNeXtFiLMBlock(8, 32, norm=norm)
+        with torch.no_grad():
+            same = torch.allclose(block(x, cond)[..., :16, :16], block(far, cond)[..., :16, :16])
+        assert same is local, norm
+    with pytest.raises(ValueError, match="unknown block norm"):
+        ConvNeXtFiLMBlock(8, 32, norm="batch")
+
+    s1, _, month, biome = _inputs(n=2, size=32)
+    new = build_stage(1, kind="regress", encoder="unet", width=8, allow_random_init=True)
+    assert new.norm == "pixel" and type(new.decoder.down[0].block.norm).__name__ == "PixelLayerNorm"
+    config = {"stage": 1, "kind": "regress", "preset": "tiny", "encoder": "unet", "width": 8}
+    torch.save({"model_state_dict": new.state_dict(), "config": {**config, "norm": new.norm}}, tmp_path / "new.pt")
+    torch.save({"model_state_dict": new.state_dict(), "config": config}, tmp_path / "old.pt")  # no `norm`
+    rebuilt, old = build_stage(1, checkpoint=str(tmp_path / "new.pt")), build_stage(1, checkpoint=str(tmp_path / "old.pt"))
+    assert (rebuilt.norm, old.norm) == ("pixel", "tile") and isinstance(old.decoder.down[0].block.norm, torch.nn.GroupNorm)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(s1, month, biome), new(s1, month, biome))
