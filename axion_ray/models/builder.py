@@ -205,8 +205,7 @@ def _build_regress(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], ba
     if backbone_name == "pixel":
         from axion_ray.models.regress import DEFAULT_PIXEL_FEATURES, PixelStage3
 
-        # A checkpoint names its feature set; one from before sets were named (stop 26) used `basic`.
-        return PixelStage3(width=width, features=cfg.get("features") or ("basic" if cfg else DEFAULT_PIXEL_FEATURES))
+        return PixelStage3(width=width, features=_recorded(cfg, "features", before="basic", default=DEFAULT_PIXEL_FEATURES))
     encoder = None
     if backbone_name != "unet":
         from terratorch.registry import BACKBONE_REGISTRY
@@ -217,8 +216,14 @@ def _build_regress(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], ba
         encoder = BACKBONE_REGISTRY.build(backbone_name, **kwargs)
     from axion_ray.models.regress import DEFAULT_NORM
 
-    # A checkpoint names its blocks' norm; one from before the choice (stop 38) used `tile`.
-    return spec.model_cls()(encoder, width=width, norm=cfg.get("norm") or ("tile" if cfg else DEFAULT_NORM))
+    return spec.model_cls()(encoder, width=width, norm=_recorded(cfg, "norm", before="tile", default=DEFAULT_NORM))
+
+
+def _recorded(cfg: dict[str, Any], key: str, *, before: str, default: str) -> str:
+    """A model setting a checkpoint records: its own value; for a checkpoint written before the setting
+    was recorded, `before` (what every such checkpoint was trained with: `features` "basic" before stop
+    26, `norm` "tile" before stop 38); with no checkpoint (`cfg` empty), today's `default`."""
+    return cfg.get(key) or (before if cfg else default)
 
 
 #: How each model family of `models/registry.py` is built.

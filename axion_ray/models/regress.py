@@ -84,7 +84,7 @@ class _Level(nn.Module):
 class RegressionDecoder(nn.Module):
     """The trainable image path: a conditioned UNet; `tokens` (B, D, H/16, W/16) join at the bottleneck."""
 
-    def __init__(self, in_channels: int, width: int, token_dim: int | None, norm: str = DEFAULT_NORM):
+    def __init__(self, in_channels: int, width: int, token_dim: int | None, norm: str):
         super().__init__()
         dims = (width, 2 * width, 4 * width, 4 * width)
         self.cond = ConditionEmbedding()
