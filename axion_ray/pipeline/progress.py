@@ -26,8 +26,16 @@ class ProgressTracker:
         self.timeline: list[tuple[float, int]] = []  # (time, tiles written so far)
         self.refused = 0  # tiles a write task would not write: the store's lease had moved on
         self.split = 0  # tiles not written: their read task reached the sink in pieces
+        self.reported: set[int] = set()  # read tasks whose writes are counted: a retried write counts once
 
-    def report(self, tiles: int, per_stage: dict[int, dict[str, Any]], refused: int = 0, split: int = 0) -> None:
+    def report(self, tiles: int, per_stage: dict[int, dict[str, Any]], refused: int = 0, split: int = 0,
+               read_tasks: list[int] | None = None) -> bool:
+        """Count one write; False (and nothing counted) when its read tasks were counted already: the
+        write task was retried after its first report arrived (its node died before it returned)."""
+        if read_tasks:
+            if self.reported.issuperset(read_tasks):
+                return False
+            self.reported.update(read_tasks)
         self.refused += refused
         self.split += split
         if self.first_tile_at is None and tiles:
@@ -44,6 +52,7 @@ class ProgressTracker:
             acc["cpu_fallbacks"] += r["cpu_fallbacks"]
             for node, count in r.get("nodes", {}).items():  # tiles written per Ray node
                 acc["nodes"][node] = acc["nodes"].get(node, 0) + count
+        return True
 
     def register_actor(self, stage: int, handle: Any, startup: dict[str, float] | None = None,
                        node: str | None = None) -> None:
