@@ -32,9 +32,8 @@ from axion_ray.bands import N_BIOMES
 from axion_ray.models.common import pad_to_multiple
 from axion_ray.models.registry import stage_spec
 from axion_ray.models.s2l2a import assemble_s2l2a, standardize_s2l2a
-from axion_ray.models.stage2 import ConvNeXtFiLMBlock, image_features, month_features
+from axion_ray.models.stage2 import COND_DIM, ConditionEmbedding, ConvNeXtFiLMBlock, image_features, month_features
 
-_COND_DIM = 32
 _PATCH = 16
 #: The UNet blocks' normalisation for new models (models/stage2.BLOCK_NORMS). A checkpoint without a
 #: `norm` predates the choice and was trained with `tile`, which `models/builder` then rebuilds.
@@ -56,26 +55,13 @@ def s1_features(s1: torch.Tensor) -> torch.Tensor:
     return torch.cat([standardize_s1(s1), ((s1[:, :1] - s1[:, 1:]) - 7.0) / 3.0], dim=1)
 
 
-class ConditionEmbedding(nn.Module):
-    """Month (cyclic) + a learned biome embedding → one conditioning vector per tile."""
-
-    def __init__(self, dim: int = _COND_DIM):
-        super().__init__()
-        self.month_proj = nn.Linear(2, dim)
-        self.biome_embed = nn.Embedding(N_BIOMES, dim)
-        nn.init.zeros_(self.biome_embed.weight)  # a biome never seen in training stays neutral
-
-    def forward(self, month: torch.Tensor, biome: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.month_proj(month_features(month)) + self.biome_embed(biome.long().clamp(0, N_BIOMES - 1)))
-
-
 class _Level(nn.Module):
     """One UNet level: a 1x1 mix to `dim` channels, then a FiLM-conditioned ConvNeXt block."""
 
     def __init__(self, in_dim: int, dim: int, norm: str):
         super().__init__()
         self.mix = nn.Conv2d(in_dim, dim, 1)
-        self.block = ConvNeXtFiLMBlock(dim, _COND_DIM, norm=norm)
+        self.block = ConvNeXtFiLMBlock(dim, COND_DIM, norm=norm)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.block(self.mix(x), cond)

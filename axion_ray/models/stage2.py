@@ -30,7 +30,7 @@ from axion_ray.models.common import pad_to_multiple
 from axion_ray.models.registry import STAGES
 
 PRITHVI_PATCH = 16
-_COND_DIM = 32
+COND_DIM = 32              # the conditioning vector's width (ConditionEmbedding → every block's FiLM)
 _LOG_FLOOR = 1e-3          # log(reflectance + floor): finite at 0, resolves water's ~0.01–0.05
 _LOG_CENTRE, _LOG_SCALE = -3.0, 1.5  # maps log-reflectance of 0.001–1 to about −2.6…+2
 _MAX_LOG_GAIN = 4.0        # a gain of e^±4 is far beyond any colour error; bounds a wild early step
@@ -47,6 +47,20 @@ def month_features(month: torch.Tensor) -> torch.Tensor:
     m = torch.where(month <= 0, torch.full_like(month, DEFAULT_MONTH), month).float()
     angle = 2 * math.pi * (m - 1) / 12.0
     return torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+class ConditionEmbedding(nn.Module):
+    """Month (cyclic) + a learned biome embedding → one conditioning vector per tile. Shared by Stage 2's
+    head and the regression stages' UNet (models/regress.py)."""
+
+    def __init__(self, dim: int = COND_DIM):
+        super().__init__()
+        self.month_proj = nn.Linear(2, dim)
+        self.biome_embed = nn.Embedding(N_BIOMES, dim)
+        nn.init.zeros_(self.biome_embed.weight)  # a biome never seen in training stays neutral
+
+    def forward(self, month: torch.Tensor, biome: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.month_proj(month_features(month)) + self.biome_embed(biome.long().clamp(0, N_BIOMES - 1)))
 
 
 class PixelLayerNorm(nn.Module):
@@ -101,18 +115,23 @@ class RefinerHead(nn.Module):
 
     def __init__(self, embed_dim: int, dim: int, blocks: int):
         super().__init__()
-        self.month_proj = nn.Linear(2, _COND_DIM)
-        self.biome_embed = nn.Embedding(N_BIOMES, _COND_DIM)
-        nn.init.zeros_(self.biome_embed.weight)  # a biome never seen in training stays neutral
+        self.cond = ConditionEmbedding()  # built first, as its two layers were: the same random start
         self.token_proj = nn.Conv2d(embed_dim, dim, 1)
         self.stem = nn.Conv2d(dim + 8, dim, 1)  # per-pixel mix; spatial context comes from the blocks
-        self.blocks = nn.ModuleList(ConvNeXtFiLMBlock(dim, _COND_DIM) for _ in range(blocks))
+        self.blocks = nn.ModuleList(ConvNeXtFiLMBlock(dim, COND_DIM) for _ in range(blocks))
         self.out = nn.Conv2d(dim, 4, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the shared ConditionEmbedding hold its two layers at the head's top
+        # level (`head.month_proj.*`, `head.biome_embed.*`): the same tensors, moved under `cond.`.
+        for key in [k for k in state_dict if k.startswith((f"{prefix}month_proj.", f"{prefix}biome_embed."))]:
+            state_dict[f"{prefix}cond.{key[len(prefix):]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, tokens: torch.Tensor, image: torch.Tensor, month: torch.Tensor, biome: torch.Tensor) -> torch.Tensor:
-        cond = F.gelu(self.month_proj(month_features(month)) + self.biome_embed(biome.long().clamp(0, N_BIOMES - 1)))
+        cond = self.cond(month, biome)
         feats = F.interpolate(self.token_proj(tokens), size=image.shape[-2:], mode="bilinear", align_corners=False)
         # channels-last: ~2x faster convolutions on CPU (oneDNN), and what GPUs' tensor cores prefer.
         pixels = image_features(image)

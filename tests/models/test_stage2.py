@@ -34,7 +34,7 @@ def test_month_and_biome_condition_the_output(batch):
     with torch.no_grad():
         for block in model.head.blocks:
             torch.nn.init.normal_(block.film.weight, std=0.5)
-        torch.nn.init.normal_(model.head.biome_embed.weight, std=0.5)  # zero at init: unseen biomes stay neutral
+        torch.nn.init.normal_(model.head.cond.biome_embed.weight, std=0.5)  # zero at init: unseen biomes stay neutral
         torch.nn.init.normal_(model.head.out.weight, std=0.05)
     opt_v1, _, _ = batch
     one = opt_v1[:1].repeat(3, 1, 1, 1)
@@ -42,6 +42,23 @@ def test_month_and_biome_condition_the_output(batch):
         by_month = model(one, torch.tensor([1, 7, 7]), torch.tensor([4, 4, 9]))
     assert not torch.allclose(by_month[0], by_month[1])  # January vs July
     assert not torch.allclose(by_month[1], by_month[2])  # biome 4 vs 9
+
+
+def test_a_checkpoint_from_before_the_shared_conditioning_loads_unchanged(batch, tmp_path):
+    """Stage 2 checkpoints hold the head's month and biome layers at its top level (`head.month_proj.*`);
+    since the head uses the regression stages' ConditionEmbedding they live under `head.cond.`."""
+    model = build_stage(2, "tiny", allow_random_init=True)
+    with torch.no_grad():
+        for block in model.head.blocks:
+            torch.nn.init.normal_(block.film.weight, std=0.5)
+        torch.nn.init.normal_(model.head.cond.biome_embed.weight, std=0.5)
+        torch.nn.init.normal_(model.head.out.weight, std=0.05)
+    old = {k.replace("head.cond.", "head."): v for k, v in model.state_dict().items()}
+    assert "head.month_proj.weight" in old and not any(".cond." in k for k in old)
+    torch.save({"model_state_dict": old, "config": {"stage": 2, "preset": "tiny"}}, tmp_path / "old.pt")
+    loaded = build_stage(2, checkpoint=str(tmp_path / "old.pt"))
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(*batch), model(*batch))
 
 
 def test_month_encoding_is_cyclic_and_unknown_is_june():
