@@ -131,7 +131,7 @@ def _aoi_clipper(store: TileStore, aoi: str | Path, width: int) -> Callable[[int
     transform = Affine.from_gdal(*store.transform)
 
     def inside(y0: int, rows: int) -> np.ndarray:
-        return geometry_mask([shape], out_shape=(rows, width), transform=transform * Affine.translation(0, y0),
+        return geometry_mask([shape], out_shape=(rows, width), transform=transform @ Affine.translation(0, y0),
                              invert=True)
 
     return inside

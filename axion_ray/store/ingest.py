@@ -102,7 +102,7 @@ class _Band:
         t, a = self.ds.transform, strip.affine
         if CRS.from_user_input(str(strip.crs)) != self.ds.crs or (t.a, t.b, t.d, t.e) != (a.a, a.b, a.d, a.e):
             return None
-        col, row = ~t * (a.c, a.f)
+        col, row = ~t @ (a.c, a.f)
         if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
             return None
         return int(round(col)), int(round(row))

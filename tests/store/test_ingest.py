@@ -38,7 +38,7 @@ def write_scene(path, crs, transform, shape, *, month=None, wedge=None, nodata=0
     """Sample the field on a scene's own grid and write it (linear power, nodata 0)."""
     h, w = shape
     cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    xs, ys = transform * (cols, rows)
+    xs, ys = transform @ (cols, rows)
     ref_x, ref_y = Transformer.from_crs(crs, REF_CRS, always_xy=True).transform(xs, ys)
     data = field_linear(np.asarray(ref_x), np.asarray(ref_y))
     if wedge is not None:
@@ -132,7 +132,7 @@ def test_three_scenes_in_three_crss_become_one_grid_matching_the_field(tmp_path)
     with rasterio.open(out) as src:
         got = src.read()
         cols_, rows_ = np.meshgrid(np.arange(src.width) + 0.5, np.arange(src.height) + 0.5)
-        xs, ys = src.transform * (cols_, rows_)
+        xs, ys = src.transform @ (cols_, rows_)
     truth_db = 10 * np.log10(field_linear(xs, ys))
     valid = np.isfinite(got).all(axis=0)
     assert valid.mean() > 0.5
