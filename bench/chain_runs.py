@@ -1,0 +1,120 @@
+"""The chain bench's runs of record as one table, computed from their raw JSON (bench/chain_quality_cpu*.json).
+
+Why: bench/RESULTS.md tells each run's story in prose, (A) to (W); a reader who wants where the chain
+stands against issue 17's goals needs the figures side by side, and those must come from the files the
+runs wrote, never retyped. Prints a Markdown table (paste it into RESULTS.md) and, per run, which goals
+its means meet:
+
+    python bench/chain_runs.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+METRICS = ("ndvi_rmse", "evi_rmse", "sam_rad")
+#: Axion-Sat's published figures (issue 17): `opt_v1` from S1 alone at or below their Stage 1's, `opt_v3`
+#: at or below their Stage 2's.
+AXION_SAT_STAGE1 = (0.085, 0.095, 0.180)
+AXION_SAT_STAGE2 = (0.0625, 0.076, 0.131)
+SPEED_GOAL = 20.0
+
+#: (label in RESULTS.md, raw file, what the run changed), in the order the runs were made.
+RUNS = (
+    ("B", "terramind_35ep", "TerraMind encoder from scratch, training fixes"),
+    ("C", "ratio_constraint", "the UNet alone"),
+    ("D", "stage2_10ep", "Stage 1 chosen by edge placement"),
+    ("E", "", "Stage 2 40 epochs, stages scored at step 0"),
+    ("F", "pixel_stage3", "Stage 3 the per-pixel calibrator"),
+    ("F again", "pixel_stage3_repeat", ""),
+    ("G", "texture_stage3", "calibrator's texture features"),
+    ("G again", "texture_stage3_repeat", ""),
+    ("H", "stage1_crops", "Stage 1 on 32-px crops"),
+    ("I", "select8", "8x8 selection AOI"),
+    ("J", "stage1_1800", "Stage 1 1,800 steps"),
+    ("J again", "stage1_1800_repeat", ""),
+    ("J, 4 views", "stage1_1800_tta4", "test-time views"),
+    ("K", "stage1_bf16", "CPU bf16, 2,500 steps"),
+    ("L", "stage1_two_sets", "Stage 1 on two sets"),
+    ("M", "stage1_three_sets", "Stage 1 on three sets"),
+    ("N", "stage1_2200", "Stage 1 2,200 steps"),
+    ("N again", "stage1_2200_repeat", ""),
+    ("O", "stage1_edge1", "Stage 1 edge weight 1.0"),
+    ("P", "stage1_3000", "Stage 1 3,000 steps"),
+    ("Q", "averaged", "checkpoint averaging"),
+    ("Q again", "averaged_repeat", ""),
+    ("R", "biome_season", "biome's own season (reverted)"),
+    ("S", "six_months", "six months per AOI (not kept)"),
+    ("T", "stage1_two_sets_2600", "two sets, 2,600 steps"),
+    ("T again", "stage1_two_sets_2600_repeat", ""),
+    ("U", "pixel_norm", "UNet blocks normalised per pixel"),
+    ("U again", "pixel_norm_repeat", ""),
+    ("U third", "pixel_norm_third", ""),
+    ("U, 4 views", "pixel_norm_tta4", "(W): test-time views"),
+    ("U again, 4 views", "pixel_norm_repeat_tta4", ""),
+    ("U third, 4 views", "pixel_norm_third_tta4", ""),
+    ("U again, 8 views", "pixel_norm_repeat_tta8", ""),
+)
+
+
+def _figures(means: dict, name: str) -> tuple[float, float, float] | None:
+    m = means.get(name)
+    return tuple(float(m[k]) for k in METRICS) if m else None
+
+
+def goals(run: dict) -> dict[str, bool | None]:
+    """Which of issue 17's goals this run's means meet (None: the run did not measure it)."""
+    means = run["means"]
+    v1, v2, v3 = (_figures(means, n) for n in ("opt_v1", "opt_v2", "opt_v3"))
+    base = _figures(means, "baseline_unet")
+    speed = (run.get("speed") or {}).get("ratio")
+    return {
+        "stage1": all(a <= b for a, b in zip(v1, AXION_SAT_STAGE1)),
+        "baseline": None if base is None else all(a <= b for a, b in zip(v1, base)),
+        "stage2_better": all(a < b for a, b in zip(v2, v1)),
+        "stage3_better": all(a < b for a, b in zip(v3, v2)),
+        "constraints": bool(run["constraints_pass"]),
+        "opt_v3": all(a <= b for a, b in zip(v3, AXION_SAT_STAGE2)),
+        "speed": None if speed is None else speed >= SPEED_GOAL,
+    }
+
+
+def _mark(ok: bool | None) -> str:
+    return "–" if ok is None else ("yes" if ok else "**no**")
+
+
+def table() -> str:
+    rows = ["| run | change | chain s | `opt_v1` NDVI | `opt_v3` NDVI / EVI / SAM | Stage 2 better | Stage 3 better "
+            "| `opt_v3` ≤ Axion-Sat | speed ≥ 20x | every goal |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, stem, change in RUNS:
+        path = HERE / f"chain_quality_cpu{'_' + stem if stem else ''}.json"
+        run = json.loads(path.read_text())
+        v1, v3 = _figures(run["means"], "opt_v1"), _figures(run["means"], "opt_v3")
+        g = goals(run)
+        seconds = run.get("chain_seconds")
+        speed = (run.get("speed") or {}).get("ratio")
+        rows.append(f"| {label} | {change} | {f'{seconds:.0f}' if seconds else '–'} | {v1[0]:.4f} | "
+                    f"{v3[0]:.4f} / {v3[1]:.4f} / {v3[2]:.4f} | {_mark(g['stage2_better'])} | "
+                    f"{_mark(g['stage3_better'])} | {_mark(g['opt_v3'])} | "
+                    f"{_mark(g['speed'])}{f' ({speed:.0f}x)' if speed else ''} | "
+                    f"{_mark(all(ok is not False for ok in g.values()))} |")
+    return "\n".join(rows)
+
+
+def tally() -> str:
+    """How often each goal held over the chains actually trained (re-scorings with test-time views left out)."""
+    trained = [json.loads((HERE / f"chain_quality_cpu{'_' + stem if stem else ''}.json").read_text())
+               for label, stem, _ in RUNS if "views" not in label]
+    counts = {k: sum(goals(r)[k] is True for r in trained) for k in goals(trained[0])}
+    return (f"over {len(trained)} trained chains: Stage 2 better on all three in {counts['stage2_better']}, "
+            f"Stage 3 better on all three in {counts['stage3_better']}, `opt_v3` at or below Axion-Sat's "
+            f"Stage 2 in {counts['opt_v3']}")
+
+
+if __name__ == "__main__":
+    print(table())
+    print()
+    print(tally())
