@@ -56,6 +56,8 @@ RUNS = (
     ("U again, 4 views", "pixel_norm_repeat_tta4", ""),
     ("U third, 4 views", "pixel_norm_third_tta4", ""),
     ("U again, 8 views", "pixel_norm_repeat_tta8", ""),
+    ("X", "pixel_norm_fourth", "(U)'s a fourth time; Stage 2's shared conditioning"),
+    ("X, 4 views", "pixel_norm_fourth_tta4", ""),
 )
 
 
