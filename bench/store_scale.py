@@ -8,6 +8,8 @@ In one run:
 2. The store's write path as the datasink uses it (`TileStore.commit` of one read task's block: data,
    then the shard's record) against a plain sharded Zarr v3 write of the same bytes (zarr's default
    codecs, one shard per write) and `np.save` + fsync per tile — 64 px, 4-band float32 tiles, one writer.
+   And the read path as a read task uses it (`TileStore.read` of one shard) against zarr's integer
+   selection of the same tiles.
 3. Files (local) and objects (moto S3 on 127.0.0.1) per 1,000 tiles written to one output array.
 
     python bench/store_scale.py [--sizes 4096,65536,1048576] [--write-tiles 4096] [--no-s3]
@@ -129,6 +131,19 @@ def write_paths(n: int, work: Path) -> dict[str, float]:
             plain[lo:lo + shard] = data[lo:lo + shard]
         sharded_batched = n / (time.perf_counter() - start)
 
+    # Reads as a read task makes them (one shard per call): the store's path, and zarr's integer
+    # selection of the same tiles (the store's path before it read dense shards as regions).
+    start = time.perf_counter()
+    for lo in range(0, n, shard):
+        store.read("opt_v1", np.arange(lo, min(n, lo + shard)))
+    read_ours = n / (time.perf_counter() - start)
+    array = store.group["opt_v1"]
+    with zarr.config.set({"codec_pipeline.batch_size": shard}):
+        start = time.perf_counter()
+        for lo in range(0, n, shard):
+            array.get_orthogonal_selection((np.arange(lo, min(n, lo + shard)),))
+        read_integer = n / (time.perf_counter() - start)
+
     npy = work / "npy"
     npy.mkdir()
     start = time.perf_counter()
@@ -139,6 +154,7 @@ def write_paths(n: int, work: Path) -> dict[str, float]:
             os.fsync(handle.fileno())
     np_save = n / (time.perf_counter() - start)
     return {"ours": ours, "sharded": sharded, "sharded_batched": sharded_batched, "np_save": np_save,
+            "read_ours": read_ours, "read_integer": read_integer,
             "files_per_1000": 1000 * files / n,
             "shard_tiles": shard}
 
@@ -242,6 +258,8 @@ def main() -> None:
                           ("np.save + fsync per tile", "np_save")):
             print(f"| {name} | {w[key]:.0f} | {w[key] * mb:.0f} |")
         print(f"files per 1,000 tiles (opt_v1 shards + tracking records): {w['files_per_1000']:.1f}")
+        print(f"read path, one shard per call: store (`TileStore.read`) {w['read_ours']:.0f} tiles/s, zarr's integer "
+              f"selection of the same tiles {w['read_integer']:.0f} tiles/s ({w['read_ours'] / w['read_integer']:.1f}x)")
         s3 = {"objects_per_1000": float("nan")}
         if not args.no_s3:
             s3 = s3_objects(min(args.write_tiles, 1024))

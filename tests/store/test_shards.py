@@ -6,7 +6,7 @@ import pytest
 from axion_ray.errors import OutputPathError, StoreLayoutError
 from axion_ray.store import TileStatus, TileStore
 from axion_ray.store.migrate import migrate_store
-from axion_ray.store.shards import choose_shard_tiles, pack_shards
+from axion_ray.store.shards import choose_shard_tiles, dense_spans, pack_shards
 from tests.store.format1 import write_format1_store
 
 
@@ -29,6 +29,42 @@ def test_read_tasks_never_split_a_shard():
         for b in range(a + 1, len(shard_sets)):
             assert not shard_sets[a] & shard_sets[b]
     assert all(g.size >= 16 for g in groups[:-1])
+
+
+def test_dense_shards_read_as_regions_and_scattered_tiles_by_index():
+    # shard 0 whole, shard 1 whole (merges with 0), shard 2 a third full (scattered), shard 4 half full
+    tiles = np.concatenate([np.arange(0, 32), np.arange(32, 64), [70, 80, 90], np.arange(128, 144)])
+    spans, rest = dense_spans(tiles, 32)
+    assert spans == [(0, 64, 0, 64), (128, 144, 67, 83)]
+    assert rest.tolist() == [64, 65, 66]
+
+
+def test_any_selection_reads_the_same_tiles_as_zarrs_integer_selection(tmp_path):
+    store = TileStore.create(tmp_path / "s.zarr", 200, 8, shard_tiles=16)
+    data = np.random.default_rng(3).random((200, 4, 8, 8), dtype=np.float32)
+    store.write("opt_v1", np.arange(200), data, proc_ms=1)
+    rng = np.random.default_rng(4)
+    for idx in (np.arange(16, 48), rng.permutation(200), rng.choice(200, 30, replace=False), np.array([199, 0, 17, 18, 19]),
+                np.arange(200)[::-7]):
+        np.testing.assert_array_equal(store.read("opt_v1", idx), data[idx])
+
+
+def test_a_damaged_tile_fails_only_the_reads_that_ask_for_it(tmp_path):
+    from pathlib import Path
+
+    store = TileStore.create(tmp_path / "s.zarr", 8, 8, shard_tiles=4)
+    data = np.random.default_rng(5).random((8, 4, 8, 8), dtype=np.float32)
+    store.write("opt_v1", np.arange(8), data, proc_ms=1)
+    shard = Path(store.path) / "opt_v1" / "c" / "0" / "0" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    index = np.frombuffer(bytes(raw[-(4 * 16 + 4):-4]), "<u8").reshape(4, 2)  # (offset, nbytes) per tile
+    offset, nbytes = (int(v) for v in index[1])
+    raw[offset:offset + nbytes] = b"\xff" * nbytes                          # tile 1's inner chunk
+    shard.write_bytes(bytes(raw))
+    # tiles 0, 2, 3 fill shard 0's range 0..3 densely: a region read would decode tile 1 too
+    np.testing.assert_array_equal(store.read("opt_v1", [3, 0, 2, 5]), data[[3, 0, 2, 5]])
+    with pytest.raises(StoreLayoutError, match="opt_v1 .*cannot be read"):
+        store.read("opt_v1", [0, 1, 2, 3])
 
 
 def test_partial_shard_writes_keep_the_shards_other_tiles(tmp_path):
