@@ -2,7 +2,8 @@
 
 The pipeline's actors call a `StageRunner`; so can a user's own loop. On CUDA out-of-memory the batch
 is split in halves and retried; a single tile that still does not fit runs on the CPU (a second copy of
-the model is made there once), and every such fallback is counted.
+the model is made there once), and every such fallback is counted. On the CPU a large batch runs in
+parts of at most `CPU_CALL_PIXELS` pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ from axion_ray.models.common import autocast
 
 # Inputs given per tile as scalars (B,), everything else is an image (B, C, H, W).
 _INTEGER_INPUTS = ("month", "biome_code")
+
+#: On the CPU one model call holds at most this many pixels (tiles x height x width); a larger batch
+#: runs in parts, with the same result. glibc serves every buffer over 32 MiB with a fresh `mmap` and
+#: unmaps it when freed, so an activation that size is page-faulted in again on every call: at 64 tiles
+#: of 64 px the refiner's 32-channel maps are 33.5 MB, and more than half of its CPU time went to the
+#: kernel (8.5 M page faults in 288 calls). Measured here, model alone, two calls on one thread each
+#: (bench/RESULTS.md): the refiner 235 tiles/s at 64 tiles per call, 412 at 16, 385 at 8; the
+#: regression Stage 1 162, 320, 294; 224 px tiles fastest one per call. A GPU batch is not cut (CUDA's
+#: caching allocator keeps its buffers), nor is a model that draws its noise per call (`DRAWS_PER_CALL`).
+CPU_CALL_PIXELS = 16 * 64 * 64
 
 
 @dataclass
@@ -76,11 +87,23 @@ class StageRunner:
 
         start = time.perf_counter()
         n = len(next(iter(inputs.values())))
-        out = self._run_or_split(inputs, n)
+        part = self._cpu_call_tiles(inputs, n)
+        if part < n:
+            out = np.concatenate([self._run_or_split({k: v[a:a + part] for k, v in inputs.items()}, min(part, n - a))
+                                  for a in range(0, n, part)])
+        else:
+            out = self._run_or_split(inputs, n)
         with self._stats_lock:
             self.stats.tiles += n
             self.stats.model_seconds += time.perf_counter() - start
         return out
+
+    def _cpu_call_tiles(self, inputs: dict[str, np.ndarray], n: int) -> int:
+        """Tiles per model call: all `n`, except on the CPU where a call holds at most `CPU_CALL_PIXELS`."""
+        if self.device.type != "cpu" or getattr(self.model, "DRAWS_PER_CALL", False):
+            return n
+        pixels = max((int(np.prod(np.shape(v)[-2:])) for v in inputs.values() if np.ndim(v) == 4), default=1)
+        return max(1, CPU_CALL_PIXELS // pixels)
 
     def _run_or_split(self, inputs: dict[str, np.ndarray], n: int) -> np.ndarray:
         try:

@@ -22,6 +22,9 @@ class TerraMindStageBase(torch.nn.Module):
     """
 
     AMP_DTYPE = torch.bfloat16  # H100: bf16 fastest at batch 1-4 (bench/RESULTS.md); no fp16 overflow risk
+    # Seeded once per call (models.common.seeded): a tile's noise depends on its batch, so a runner
+    # never cuts a batch into parts of its own choosing (models/runner.py, CPU_CALL_PIXELS).
+    DRAWS_PER_CALL = True
 
     def __init__(self, generator: torch.nn.Module, *, timesteps: int, standardize: bool, seed: int | None):
         super().__init__()

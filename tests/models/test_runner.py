@@ -49,3 +49,27 @@ def test_a_tile_that_never_fits_falls_back_to_cpu_and_is_counted():
     runner._cpu_model = Picky(max_batch=1)  # the CPU copy has room for one tile
     out = runner(batch(2))
     assert out.shape == (2, 4, 8, 8) and runner.stats.cpu_fallback_tiles == 2
+
+
+def test_a_large_cpu_batch_runs_in_parts_with_the_same_result():
+    # 20 tiles of 64 px are 81,920 pixels: two calls of at most CPU_CALL_PIXELS (16 tiles), not one.
+    from axion_ray.models import build_stage
+    from axion_ray.models.runner import CPU_CALL_PIXELS
+
+    stage2_model = build_stage(2, "tiny", allow_random_init=True)  # its own: the head is changed below
+    torch.manual_seed(0)
+    torch.nn.init.normal_(stage2_model.head.out.weight, std=0.05)  # a head that changes its input
+    calls = []
+    hook = stage2_model.register_forward_hook(lambda module, args, kwargs, out: calls.append(out.shape[0]),
+                                              with_kwargs=True)
+    rng = np.random.default_rng(1)
+    inputs = {"opt_v1": rng.random((20, 4, 64, 64), dtype=np.float32), "month": np.arange(20) % 12 + 1,
+              "biome_code": np.zeros(20, np.int8)}
+    out = StageRunner(stage2_model, torch.device("cpu"))(inputs)
+    assert calls == [CPU_CALL_PIXELS // 4096, 20 - CPU_CALL_PIXELS // 4096] == [16, 4]
+    hook.remove()
+    with torch.inference_mode():
+        whole = stage2_model(torch.from_numpy(inputs["opt_v1"]), torch.from_numpy(inputs["month"]),
+                             torch.from_numpy(inputs["biome_code"]).long()).numpy()
+    assert not np.allclose(whole, inputs["opt_v1"], atol=1e-3)
+    np.testing.assert_allclose(out, whole, atol=1e-5)
