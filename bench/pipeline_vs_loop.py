@@ -102,9 +102,9 @@ def serial_loop(store_path: str, checkpoint: Path, batch_size: int, launched: fl
         list(pool.map(infer, batches))
     model_two_calls = sum(b[0].shape[0] for b in batches) / (time.perf_counter() - model_start)
     # ... and cut into the calls the pipeline's runner makes on the CPU (at most CPU_CALL_PIXELS each).
-    from axion_ray.models.runner import CPU_CALL_PIXELS
+    from axion_ray.models.runner import cpu_call_tiles
 
-    part = max(1, CPU_CALL_PIXELS // (store.height * store.width))
+    part = cpu_call_tiles(store.height, store.width)
     parts = [tuple(t[a:a + part] for t in b) for b in batches for a in range(0, b[0].shape[0], part)]
     model_start = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:

@@ -31,6 +31,11 @@ _INTEGER_INPUTS = ("month", "biome_code")
 CPU_CALL_PIXELS = 16 * 64 * 64
 
 
+def cpu_call_tiles(height: int, width: int) -> int:
+    """Tiles of `height` x `width` px one CPU model call holds (`CPU_CALL_PIXELS`, at least one)."""
+    return max(1, CPU_CALL_PIXELS // (height * width))
+
+
 @dataclass
 class RunnerStats:
     tiles: int = 0
@@ -102,8 +107,9 @@ class StageRunner:
         """Tiles per model call: all `n`, except on the CPU where a call holds at most `CPU_CALL_PIXELS`."""
         if self.device.type != "cpu" or getattr(self.model, "DRAWS_PER_CALL", False):
             return n
-        pixels = max((int(np.prod(np.shape(v)[-2:])) for v in inputs.values() if np.ndim(v) == 4), default=1)
-        return max(1, CPU_CALL_PIXELS // pixels)
+        height, width = max((np.shape(v)[-2:] for v in inputs.values() if np.ndim(v) == 4),
+                            key=lambda hw: hw[0] * hw[1], default=(1, 1))
+        return cpu_call_tiles(height, width)
 
     def _run_or_split(self, inputs: dict[str, np.ndarray], n: int) -> np.ndarray:
         try:

@@ -10,6 +10,7 @@ from axion_ray.errors import ConfigError, DeviceError
 from axion_ray.pipeline import plan_stages, plan_todo, run_pipeline
 from axion_ray.store import TileStatus, TileStore
 from axion_ray.store.synth import synthesize_aoi
+from tests.store.damage import damage_inner_chunk
 
 STAGE2 = InferConfig(stages=(2,), allow_random_init=True, batch_size=4, progress_interval_s=0.5)
 
@@ -215,13 +216,7 @@ def test_shards_of_several_tiles_resume_from_scattered_tiles_and_a_bad_tile_fail
     # whole shards per task, packed to at least 3 tiles: shard 1 has only 2 pending, so it rides with 2
     assert [sorted(set((tiles[t] // 4).tolist())) for t in tasks] == [[0], [1, 2], [3], [4]]
 
-    # Corrupt tile 9's opt_v1 inner chunk inside shard 2 (the shard index, at the end, stays intact).
-    shard = Path(store.path) / "opt_v1" / "c" / "2" / "0" / "0" / "0"
-    raw = bytearray(shard.read_bytes())
-    index = np.frombuffer(bytes(raw[-(4 * 16 + 4):-4]), "<u8").reshape(4, 2)  # (offset, nbytes) per tile
-    offset, nbytes = (int(v) for v in index[9 - 8])
-    raw[offset:offset + nbytes] = b"\xff" * nbytes
-    shard.write_bytes(bytes(raw))
+    damage_inner_chunk(store, "opt_v1", 9)  # inside shard 2; the shard's index stays intact
 
     code = main(["infer", store.path, "--stages", "2", "--allow-random-init", "--batch-size", "3"])
     out = capsys.readouterr().out

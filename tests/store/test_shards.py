@@ -7,6 +7,7 @@ from axion_ray.errors import OutputPathError, StoreLayoutError
 from axion_ray.store import TileStatus, TileStore
 from axion_ray.store.migrate import migrate_store
 from axion_ray.store.shards import choose_shard_tiles, dense_spans, pack_shards
+from tests.store.damage import damage_inner_chunk
 from tests.store.format1 import write_format1_store
 
 
@@ -50,17 +51,10 @@ def test_any_selection_reads_the_same_tiles_as_zarrs_integer_selection(tmp_path)
 
 
 def test_a_damaged_tile_fails_only_the_reads_that_ask_for_it(tmp_path):
-    from pathlib import Path
-
     store = TileStore.create(tmp_path / "s.zarr", 8, 8, shard_tiles=4)
     data = np.random.default_rng(5).random((8, 4, 8, 8), dtype=np.float32)
     store.write("opt_v1", np.arange(8), data, proc_ms=1)
-    shard = Path(store.path) / "opt_v1" / "c" / "0" / "0" / "0" / "0"
-    raw = bytearray(shard.read_bytes())
-    index = np.frombuffer(bytes(raw[-(4 * 16 + 4):-4]), "<u8").reshape(4, 2)  # (offset, nbytes) per tile
-    offset, nbytes = (int(v) for v in index[1])
-    raw[offset:offset + nbytes] = b"\xff" * nbytes                          # tile 1's inner chunk
-    shard.write_bytes(bytes(raw))
+    damage_inner_chunk(store, "opt_v1", 1)
     # tiles 0, 2, 3 fill shard 0's range 0..3 densely: a region read would decode tile 1 too
     np.testing.assert_array_equal(store.read("opt_v1", [3, 0, 2, 5]), data[[3, 0, 2, 5]])
     with pytest.raises(StoreLayoutError, match="opt_v1 .*cannot be read"):
