@@ -283,13 +283,21 @@ class ChainConfig:
     holdout_fraction: float = 0.5       # with `holdout`: the share of AOIs held out of Stage 1 (train/chain.holdout_split)
     cpu_bf16_stages: tuple[int, ...] = ()  # stages trained with `TrainConfig.cpu_bf16` (e.g. (1,): the UNet Stage 1)
     average_top_k: int | None = None    # each stage's selection (None: SelectConfig's)
+    stage1_members: int = 1             # Stage 1 as the mean of this many members trained side by side (models/ensemble.py)
 
-    def stage_config(self, stage: int) -> TrainConfig:
-        """The `TrainConfig` of one stage of the chain."""
+    def stage_config(self, stage: int, member: int | None = None) -> TrainConfig:
+        """The `TrainConfig` of one stage of the chain; with `member`, of that member of Stage 1's
+        ensemble: its share of the workers, its own seed, and the epochs that give it the steps of one
+        run over all the workers — the same wall time, each step the tiles of its own workers
+        (train/chain gives each worker the CPUs it would have had in one run)."""
         common = {k: getattr(self, k) for k in ("preset", "weights", "batch_size", "lr", "workers",
                                                  "cpus_per_worker", "use_gpu", "val_every_steps", "max_val_tiles",
                                                  "seed")}
         epochs = getattr(self, f"stage{stage}_epochs") or self.epochs
+        if member is not None:
+            share = max(1, self.workers // self.stage1_members)
+            epochs = max(1, round(epochs * share / self.workers))
+            common.update(workers=share, seed=self.seed + member)
         common["cpu_bf16"] = stage in self.cpu_bf16_stages
         if stage == 1 and self.stage1_batch_size:
             common["batch_size"] = self.stage1_batch_size
@@ -312,6 +320,9 @@ class ChainConfig:
         self.select_config().validate()
         if not set(self.cpu_bf16_stages) <= {1, 2, 3}:
             raise ConfigError(f"--cpu-bf16-stages takes stages of 1, 2, 3, got {','.join(map(str, self.cpu_bf16_stages))}")
+        if not 1 <= self.stage1_members <= self.workers:
+            raise ConfigError(f"--stage1-members is how many of the {self.workers} worker(s) train a Stage 1 member "
+                              f"each, side by side: 1 to {self.workers}, got {self.stage1_members}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ConfigError(f"--holdout-fraction is a share of the training AOIs between 0 and 1 (e.g. 0.5), "
                               f"got {self.holdout_fraction:g}")

@@ -6,6 +6,9 @@ runs wrote, never retyped. Prints a Markdown table (paste it into RESULTS.md) an
 its means meet:
 
     python bench/chain_runs.py
+
+and, for the runs re-scored with each tile's error sums kept, each later stage's change in the means
+with a 95 % interval from resampling the evaluation tiles.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ RUNS = (
     ("U again, 8 views", "pixel_norm_repeat_tta8", ""),
     ("X", "pixel_norm_fourth", "(U)'s a fourth time; Stage 2's shared conditioning"),
     ("X, 4 views", "pixel_norm_fourth_tta4", ""),
+    ("Y", "stage1_members", "Stage 1 as two members side by side"),
 )
 
 
@@ -125,7 +129,29 @@ def tally() -> str:
             f"Stage 2 in {counts['opt_v3']}")
 
 
+#: Trained chains re-scored once more (`chain_quality.py --evaluate-only --tta 1`: the same figures) to keep
+#: each evaluation tile's error sums, from which `chain_quality.changes` draws its intervals.
+RESCORED = (("U", "pixel_norm"), ("U again", "pixel_norm_repeat"), ("U third", "pixel_norm_third"),
+            ("X", "pixel_norm_fourth"), ("Y", "stage1_members"))
+
+
+def intervals() -> str:
+    """Each later stage's change in the means with its 95 % interval (tiles resampled), per re-scored run:
+    whether "better" is more than which tiles the evaluation AOIs happen to hold."""
+    from chain_quality import changes
+
+    rows = ["| run | stage | NDVI RMSE | EVI RMSE | SAM (rad) |", "|---|---|---|---|---|"]
+    for label, stem in RESCORED:
+        per_aoi = _load(f"{stem}_rescored")["per_aoi"]
+        for stage, (before, after) in ((2, ("opt_v1", "opt_v2")), (3, ("opt_v2", "opt_v3"))):
+            cells = [f"{c:+.5f} [{lo:+.5f}, {hi:+.5f}]" for c, lo, hi in changes(per_aoi, before, after).values()]
+            rows.append(f"| {label} | {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     print(table())
     print()
     print(tally())
+    print()
+    print(intervals())

@@ -31,6 +31,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--holdout-fraction is the chain's: a single stage trains on every --train store")
     if args.average_top_k is not None:
         raise ConfigError("--average-top-k is a selection option: pass it to `axion-ray select` after training")
+    if args.stage1_members is not None:
+        raise ConfigError("--stage1-members is the chain's: a single stage trains one model")
     cfg = config_from_args(TrainConfig, args, stage=int(args.stage.removeprefix("stage")), use_gpu=args.gpu,
                            val_every_steps=args.val_every)
     summary = train_stage(args.train, args.val, args.out, cfg, say=say)
@@ -132,6 +134,9 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--holdout-fraction", type=float,
                    help="chain: the share of the --train AOIs held out of Stage 1, where Stages 2 and 3 learn from "
                         "its errors (default 0.5; e.g. 0.34: Stage 1 on two AOIs of every three)")
+    p.add_argument("--stage1-members", type=int,
+                   help="chain: Stage 1 as the mean of this many members, trained side by side on a share of the "
+                        "workers each, with their own seeds, exported as one file (default 1)")
     p.add_argument("--kind", choices=["generate", "regress"],
                    help="stages 1 and 3: TerraMind generation (LoRA, token objective; default) or regression")
     p.add_argument("--seed", type=int)

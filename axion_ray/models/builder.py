@@ -17,6 +17,7 @@ from torch import nn
 from axion_ray.bands import PRITHVI_BANDS
 from axion_ray.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from axion_ray.models.common import resolve_device
+from axion_ray.models.ensemble import MemberMean, is_ensemble, member_checkpoints
 from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
 from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES, REGRESSION_WIDTH, StagePreset, check_encoder
 from axion_ray.models.registry import StageSpec, stage_spec
@@ -58,15 +59,14 @@ def _base_weights(spec: StageSpec, backbone: str, weights: str | None, allow_ran
     return resolve_weights(spec.weight_variants(backbone), weights, allow_random_init)
 
 
-def _checkpoint_and_preset(stage: int, preset: str, checkpoint: str | None, kind: str | None = None
+def _checkpoint_and_preset(stage: int, preset: str, ckpt: Checkpoint | None, kind: str | None = None
                            ) -> tuple[Checkpoint | None, dict[str, Any], str, StageSpec]:
     """Validate stage, kind and preset; a checkpoint's own config (stage, kind, preset) wins over the
     arguments (a checkpoint without a kind predates kinds: the stage's default, generation)."""
     stage_spec(stage, kind)
-    ckpt = load_checkpoint(checkpoint) if checkpoint else None
     cfg = dict(ckpt.config) if ckpt else {}
     if ckpt and cfg.get("stage") not in (None, stage):
-        raise CheckpointError(f"checkpoint {checkpoint} is a stage {cfg['stage']} checkpoint, not stage {stage}")
+        raise CheckpointError(f"checkpoint {ckpt.path} is a stage {cfg['stage']} checkpoint, not stage {stage}")
     preset = cfg.get("preset", preset)
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -137,7 +137,32 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
         ConfigError: unknown stage or preset. WeightsNotFoundError: no weights and no random init.
         CheckpointError: a checkpoint for another stage or architecture.
     """
-    ckpt, cfg, preset, spec = _checkpoint_and_preset(stage, preset, checkpoint, kind)
+    loaded = load_checkpoint(checkpoint) if checkpoint else None
+    if loaded is not None and is_ensemble(loaded.config):
+        built = [_build_one(stage, preset, member, kind=kind, encoder=encoder, width=width, weights=weights,
+                            allow_random_init=False, timesteps=timesteps, standardize=standardize, seed=seed,
+                            prithvi=prithvi, lora=lora, device=device)
+                 for member in member_checkpoints(loaded)]
+        model, spec, backbone = MemberMean([m for m, _, _ in built]), built[0][1], built[0][2]
+        model.provenance = {**built[0][0].provenance, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
+                            "members": len(built)}
+    else:
+        model, spec, backbone = _build_one(stage, preset, loaded, kind=kind, encoder=encoder, width=width,
+                                           weights=weights, allow_random_init=allow_random_init, timesteps=timesteps,
+                                           standardize=standardize, seed=seed, prithvi=prithvi, lora=lora,
+                                           device=device)
+    views = model.provenance["tta"] = tta_views(spec.family, backbone, tta)
+    return DihedralTTA(model, views) if views > 1 else model
+
+
+def _build_one(stage: int, preset: str, ckpt: Checkpoint | None, *, kind: str | None, encoder: str | None,
+               width: int | None, weights: str | None, allow_random_init: bool, timesteps: int, standardize: bool,
+               seed: int | None, prithvi: str | None, lora: LoraSettings | None, device: str
+               ) -> tuple[nn.Module, StageSpec, str]:
+    """`build_stage` for one model from a loaded checkpoint (or none), without test-time views; returns
+    the model, its spec and its backbone."""
+    ckpt, cfg, preset, spec = _checkpoint_and_preset(stage, preset, ckpt, kind)
+    checkpoint = ckpt.path if ckpt else None
     need_pretrained = ckpt is None or _needs_base_weights(cfg)
     if ckpt is not None:  # the checkpoint says what base it needs; never substitute a random one
         allow_random_init = False
@@ -170,10 +195,9 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
         model = merge_lora(model)  # a trained checkpoint is for inference: fold the adapters in
     target = resolve_device(device)
     model = model.to(target).eval()
-    views = tta_views(spec.family, backbone, tta)
     model.provenance = _provenance(spec, model_name, preset, ckpt.path if ckpt else None,
-                                   ckpt.sha256 if ckpt else None, record, timesteps, seed, lora_cfg, views)
-    return DihedralTTA(model, views) if views > 1 else model
+                                   ckpt.sha256 if ckpt else None, record, timesteps, seed, lora_cfg)
+    return model, spec, backbone
 
 
 def _build_refiner(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str,
@@ -267,7 +291,20 @@ def stage_provenance(stage: int, preset: str = "tiny", *, kind: str | None = Non
     The pipeline's driver calls it before starting Ray, so missing weights or a wrong checkpoint are
     reported at once (exit 2), and it writes the result into the output arrays' attrs.
     """
-    ckpt, cfg, preset, spec = _checkpoint_and_preset(stage, preset, checkpoint, kind)
+    loaded = load_checkpoint(checkpoint) if checkpoint else None
+    if loaded is not None and is_ensemble(loaded.config):
+        members = [_one_provenance(stage, preset, member, kind=kind, encoder=encoder, weights=weights,
+                                   allow_random_init=False, timesteps=timesteps, seed=seed, prithvi=prithvi, tta=tta)
+                   for member in member_checkpoints(loaded)]
+        return {**members[0], "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256, "members": len(members)}
+    return _one_provenance(stage, preset, loaded, kind=kind, encoder=encoder, weights=weights,
+                           allow_random_init=allow_random_init, timesteps=timesteps, seed=seed, prithvi=prithvi, tta=tta)
+
+
+def _one_provenance(stage: int, preset: str, ckpt: Checkpoint | None, *, kind: str | None, encoder: str | None,
+                    weights: str | None, allow_random_init: bool, timesteps: int, seed: int | None,
+                    prithvi: str | None, tta: int) -> dict[str, Any]:
+    ckpt, cfg, preset, spec = _checkpoint_and_preset(stage, preset, ckpt, kind)
     backbone = spec.backbone(PRESETS[preset], _backbone_choice(spec, cfg, prithvi, encoder, preset, weights))
     model_name = spec.model_name(backbone)
     if ckpt is not None:

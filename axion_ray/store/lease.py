@@ -45,8 +45,10 @@ def _read(store: str) -> dict[str, Any] | None:
     try:
         if is_url(store):
             fs, path = filesystem(store)
-            with fs.open(f"{path}/{LEASE_KEY}", "r") as fh:
-                meta = json.load(fh)
+            # One GET of the whole object. Not `fs.open`: s3fs reads an open file by ranges pinned to the
+            # ETag it saw first, so a heartbeat that replaced the record in between failed the read with
+            # FileExpired — a pipeline's write task failed on it (seen in the object-store test).
+            meta = json.loads(fs.cat_file(f"{path}/{LEASE_KEY}"))
         else:
             meta = json.loads((Path(store) / LEASE_KEY).read_text())
         return meta.get("attributes") or None

@@ -64,22 +64,52 @@ def _working_copy(sources: list[TileStore], dest: Path) -> TileStore:
 
 
 def _stage_export(stage: int, trains: list[str], val: str, out: Path, cfg: ChainConfig,
-                  say: Callable[[str], None]) -> Path:
+                  say: Callable[[str], None], member: int | None = None) -> Path:
+    """Train one stage (or one member of Stage 1's ensemble) into its run directory, select, export."""
     from axion_ray.train.run import train_stage
     from axion_ray.train.select import select_and_export, selected_label
 
-    export = out / f"stage{stage}.pt"
+    stem = f"stage{stage}" if member is None else f"stage{stage}_member{member}"
+    label = f"stage {stage}" if member is None else f"stage {stage} member {member}"
+    export = out / f"{stem}.pt"
     if export.exists():
-        say(f"stage {stage}: already trained and exported ({export})")
+        say(f"{label}: already trained and exported ({export})")
         return export
-    train_stage(trains, val, out / f"stage{stage}", cfg.stage_config(stage), say=lambda line: say("  " + line))
-    meta = select_and_export(out / f"stage{stage}", export, cfg=cfg.select_config(), warn=lambda line: say("  " + line))
+    train_stage(trains, val, out / stem, cfg.stage_config(stage, member=member), say=lambda line: say("  " + line))
+    meta = select_and_export(out / stem, export, cfg=cfg.select_config(), warn=lambda line: say("  " + line))
     best = meta["selected"]
-    say(f"stage {stage}: selected {selected_label(best)}, composite {best['composite_score']:+.4f} "
+    say(f"{label}: selected {selected_label(best)}, composite {best['composite_score']:+.4f} "
         f"({'PASS' if best['constraints_pass'] else 'FAIL'}) → {export}")
     if best["step"] == 0 and "averaged_steps" not in best:
-        say(f"  stage {stage}: no trained checkpoint beat its input on {val}; exported the untrained stage, which "
+        say(f"  {label}: no trained checkpoint beat its input on {val}; exported the untrained stage, which "
             "returns its input unchanged (train longer or on more AOIs to improve on it)")
+    return export
+
+
+def _stage1_ensemble(trains: list[str], val: str, out: Path, cfg: ChainConfig, say: Callable[[str], None]) -> Path:
+    """Stage 1 as `cfg.stage1_members` members trained side by side (the workers split between them, each
+    member its own seed), each selected and exported, then written into one file (models/ensemble.py).
+
+    Side by side, not one after another: each member gets the steps one data-parallel run would have
+    had, in the same wall time. Threads, because each Ray Train run blocks its caller while its
+    workers (Ray actors) do the work; a killed chain resumes each member from its own run directory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from axion_ray.distributed import init_ray, worker_cpus
+    from axion_ray.models.ensemble import write_ensemble
+
+    export = out / "stage1.pt"
+    if export.exists():
+        say(f"stage 1: already trained and exported ({export})")
+        return export
+    init_ray(None)
+    # Each member's workers take the CPUs they would have had as workers of one run, not each run's share.
+    cfg = dataclasses.replace(cfg, cpus_per_worker=worker_cpus(cfg.cpus_per_worker, cfg.use_gpu, cfg.workers))
+    with ThreadPoolExecutor(cfg.stage1_members, thread_name_prefix="stage1-member") as pool:
+        members = list(pool.map(lambda i: _stage_export(1, trains, val, out, cfg, say, member=i),
+                                range(cfg.stage1_members)))
+    write_ensemble(members, export)
+    say(f"stage 1: the mean of {len(members)} members → {export}")
     return export
 
 
@@ -175,7 +205,11 @@ def train_chain(train_stores: Sequence[str | Path], val_store: str | Path, out_d
     for stage in (1, 2, 3):
         say(f"[chain] stage {stage}")
         start = time.perf_counter()
-        exports[stage] = _stage_export(stage, [(first if stage == 1 else later).path], val_copy.path, out, cfg, say)
+        trains_of_stage = [(first if stage == 1 else later).path]
+        if stage == 1 and cfg.stage1_members > 1:
+            exports[stage] = _stage1_ensemble(trains_of_stage, val_copy.path, out, cfg, say)
+        else:
+            exports[stage] = _stage_export(stage, trains_of_stage, val_copy.path, out, cfg, say)
         train_seconds[f"stage{stage}"] = round(time.perf_counter() - start, 1)
         # Each stage's outputs feed the next stage's training; Stage 3's only the final evaluation.
         _write_outputs(stage, [later, val_copy] if stage < 3 else [val_copy], exports[stage], cfg, say)

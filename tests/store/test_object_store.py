@@ -124,3 +124,37 @@ def test_ingest_infer_mosaic_on_an_s3_store_with_no_local_copy(s3_env, tmp_path)
     np.testing.assert_array_equal(remote[:], tif)
     # The first tile of the mosaic is the first tile of the store outside the blended overlap.
     np.testing.assert_array_equal(tif[:, :24, :24], store.read("opt_v2", [0])[0, :, :24, :24])
+
+
+def test_a_lease_record_replaced_while_it_is_read_is_read_whole(s3_env, monkeypatch):
+    """The owner's heartbeat may replace the lease record while another process reads it. s3fs reads an
+    open file by ranges pinned to the ETag it saw first, so that read failed with FileExpired and took a
+    pipeline's write task down (seen in the test above); one GET of the whole object reads either record."""
+    import json
+
+    from axion_ray.store import lease
+
+    _, fs = s3_env
+    store = f"s3://{BUCKET}/leased.zarr"
+    lease._write(store, {"owner": "first"})
+    real, path = lease.filesystem(store)
+    key = f"{path}/{lease.LEASE_KEY}"
+    renewed = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"owner": "renewed"}}).encode()
+
+    class HeartbeatDuringRead:
+        """The real filesystem, with the record replaced once a read has begun (as a heartbeat may)."""
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def open(self, *args, **kwargs):
+            handle = real.open(*args, **kwargs)
+            real.pipe(key, renewed)
+            return handle
+
+        def cat_file(self, *args, **kwargs):
+            real.pipe(key, renewed)
+            return real.cat_file(*args, **kwargs)
+
+    monkeypatch.setattr(lease, "filesystem", lambda location: (HeartbeatDuringRead(), path))
+    assert lease._read(store) == {"owner": "renewed"}

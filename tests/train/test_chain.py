@@ -57,6 +57,13 @@ def test_mistakes_are_refused_before_any_work(tmp_path, capsys):
     assert main(["train", "chain", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "r"),
                  "--average-top-k", "-2"]) == 2
     assert "0: no average), got -2" in capsys.readouterr().err
+    for members in ("0", "3"):  # the chain's 2 workers: one or two members
+        assert main(["train", "chain", "--train", train.path, "--val", val.path, "--out", str(tmp_path / "r"),
+                     "--stage1-members", members]) == 2
+        assert f"1 to 2, got {members}" in capsys.readouterr().err
+    assert main(["train", "stage1", "--kind", "regress", "--train", train.path, "--val", val.path,
+                 "--out", str(tmp_path / "r"), "--stage1-members", "2"]) == 2
+    assert "a single stage trains one model" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown encoder"):
         train_chain([train.path], val.path, tmp_path / "r", ChainConfig(encoder="resnet"))
     (tmp_path / "r").mkdir()
@@ -94,6 +101,17 @@ def test_stage1_batch_size_edge_weight_crop_and_averaging_reach_what_they_name()
     assert ChainConfig().stage_config(1).crop == 32  # TrainConfig's default
     assert ChainConfig(stage1_w_edge=0.0).stage_config(1).w_edge == 0.0  # 0 is a weight, not "unset"
     assert ChainConfig().select_config() == SelectConfig() and ChainConfig(average_top_k=0).select_config().average_top_k == 0
+
+
+def test_each_stage1_member_gets_its_share_of_the_workers_its_own_seed_and_the_steps_of_one_run():
+    cfg = ChainConfig(workers=4, stage1_members=2, epochs=65, seed=7, stage1_batch_size=8)
+    one = cfg.stage_config(1)
+    members = [cfg.stage_config(1, member=i) for i in range(2)]
+    assert [m.workers for m in members] == [2, 2] and [m.seed for m in members] == [7, 8]
+    assert [m.epochs for m in members] == [32, 32] and one.epochs == 65 and one.workers == 4
+    # Steps: an epoch of a member is twice as many steps (half the workers per step), so the same total.
+    assert abs(members[0].epochs * 640 / (2 * 8) - one.epochs * 640 / (4 * 8)) <= 640 / (2 * 8)
+    assert {m.batch_size for m in members} == {one.batch_size} and cfg.stage_config(2).workers == 4
 
 
 def test_cpu_bf16_reaches_the_stages_it_names_and_runs_their_forward_in_bf16():

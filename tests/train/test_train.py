@@ -206,6 +206,33 @@ def test_an_elastic_run_on_two_pooled_aois_starts_with_the_workers_that_fit(loca
     assert summary["final_metrics"]["step"] == -(-pooled // world // 6)
 
 
+def test_stage1_members_train_side_by_side_and_export_as_their_mean(local_ray, stores, tmp_path):
+    """`train chain --stage1-members 2`: two Ray Train runs at once (one worker each, the CPUs each worker
+    of one run would have had, their own seeds), each selected and exported, then one file that is their
+    mean; a re-run finds it done."""
+    from axion_ray.config import ChainConfig
+    from axion_ray.train.chain import _stage1_ensemble
+
+    train, val = stores
+    cfg = ChainConfig(stage1_members=2, epochs=2, batch_size=6, val_every_steps=3, width=8, seed=5)
+    lines: list[str] = []
+    export = _stage1_ensemble([train.path], val.path, tmp_path, cfg, say=lines.append)
+    runs = [json.loads((tmp_path / f"stage1_member{i}" / "run_config.json").read_text())["config"] for i in (0, 1)]
+    assert [r["seed"] for r in runs] == [5, 6] and [r["workers"] for r in runs] == [1, 1]
+    assert [r["epochs"] for r in runs] == [1, 1] and runs[0]["cpus_per_worker"] == pytest.approx(0.875)
+    s1 = torch.from_numpy(val.read("s1", np.arange(4)))
+    month, biome = torch.tensor([1, 4, 7, 10]), torch.tensor([0, 4, 8, 12])
+    with torch.no_grad():
+        alone = [build_stage(1, checkpoint=str(tmp_path / f"stage1_member{i}.pt"))(s1, month, biome) for i in (0, 1)]
+        mean = build_stage(1, checkpoint=str(export))(s1, month, biome)
+    assert not torch.allclose(alone[0], alone[1])
+    torch.testing.assert_close(mean, (alone[0] + alone[1]) / 2)
+    assert any("the mean of 2 members" in line for line in lines)
+    again: list[str] = []
+    assert _stage1_ensemble([train.path], val.path, tmp_path, cfg, say=again.append) == export
+    assert again == [f"stage 1: already trained and exported ({export})"]
+
+
 def test_select_falls_back_loudly(tmp_path):
     model = build_stage(2, "tiny", allow_random_init=True)
     failing = {"pred": {}, "baseline": {}, "geometry": {}, "constraints": {"edge_ratio>0.7": False},
