@@ -3,9 +3,10 @@
 Why: on the chain bench (bench/RESULTS.md, (Y)) four Stage 1 models trained by the same command differ
 by up to 0.002 in NDVI RMSE on unseen AOIs, and the mean of any two of them beat both members on every
 figure. Their errors where speckle hides a boundary or a class differ from run to run, so averaging
-removes part of them — more than test-time views of one model (models/tta.py), which share its weights.
-`axion-ray train chain --stage1-members N` trains N members side by side (the workers split between
-them instead of one data-parallel run) and writes them into one export.
+removes part of them. `axion-ray train chain --stage1-members N` trains N members side by side (the
+workers split between them instead of one data-parallel run) and writes them into one export. Measured
+at the same compute on 2 CPU workers, the two members' mean scored what one run does (each member lost
+what half the tiles a step costs), so the chain's default stays one model.
 
 The file is a §4 checkpoint: `model_state_dict` holds every member's tensors under `members.{i}.` (a
 plain state dict of `MemberMean`), `config` names the stage, kind and encoder the members share plus
@@ -47,17 +48,19 @@ class MemberMean(nn.Module):
 
 
 def is_ensemble(config: dict[str, Any]) -> bool:
-    return int(config.get("members") or 0) >= 2
+    members = config.get("members")
+    return isinstance(members, int) and not isinstance(members, bool) and members >= 2
 
 
 def member_checkpoints(ckpt: Checkpoint) -> list[Checkpoint]:
     """Each member of an ensemble file as the checkpoint it was exported as: the file's path, and its digest
     with the member's index (what a checkpoint's fit check is remembered by, models/builder)."""
-    members = ckpt.meta.get("members")
-    if not isinstance(members, list) or len(members) != int(ckpt.config.get("members") or 0):
-        raise CheckpointError(f"checkpoint {ckpt.path} says it holds {ckpt.config.get('members')} members but "
-                              f"carries {len(members) if isinstance(members, list) else 'none'}: it was cut short; "
-                              "export it again")
+    members, n = ckpt.meta.get("members"), ckpt.config["members"]
+    if not isinstance(members, list) or len(members) != n or not all(isinstance(m, dict) for m in members):
+        found = ("no member records" if not isinstance(members, list) else
+                 f"{len(members)} member record(s)" if len(members) != n else "member records that are not dicts")
+        raise CheckpointError(f"checkpoint {ckpt.path} is an ensemble of {n} members but carries {found}: it was cut "
+                              "short or altered; export it again")
     out = []
     for i, member in enumerate(members):
         prefix = f"members.{i}."

@@ -8,7 +8,7 @@ import torch
 from axion_ray.errors import CheckpointError
 from axion_ray.models import build_stage
 from axion_ray.models.builder import stage_provenance
-from axion_ray.models.ensemble import MemberMean, write_ensemble
+from axion_ray.models.ensemble import MemberMean, is_ensemble, write_ensemble
 from axion_ray.models.tta import DihedralTTA
 
 
@@ -67,7 +67,13 @@ def test_what_is_not_an_ensemble_of_one_stage_is_refused(tmp_path):
     cut = torch.load(pair, weights_only=True)
     cut["members"] = cut["members"][:1]  # a file that says two members and carries one
     torch.save(cut, tmp_path / "cut.pt")
-    with pytest.raises(CheckpointError, match="says it holds 2 members but carries 1"):
+    with pytest.raises(CheckpointError, match="an ensemble of 2 members but carries 1 member record"):
         build_stage(1, checkpoint=str(tmp_path / "cut.pt"))
     with pytest.raises(CheckpointError, match="stage 1 checkpoint, not stage 3"):
         stage_provenance(3, checkpoint=str(pair))
+    hostile = torch.load(pair, weights_only=True)
+    hostile["members"] = ["not a member", "nor this"]  # a hand-edited file: one line, not a traceback
+    torch.save(hostile, tmp_path / "hostile.pt")
+    with pytest.raises(CheckpointError, match="member records that are not dicts"):
+        build_stage(1, checkpoint=str(tmp_path / "hostile.pt"))
+    assert not is_ensemble({"members": "2"}) and not is_ensemble({"members": True}) and is_ensemble({"members": 2})
