@@ -300,10 +300,9 @@ def evaluate(out: Path, vals: dict, val_cfgs: dict, checkpoints: dict[str, str],
         painted = oracle(val_cfgs[seed], store)
         figures = {**evaluation["per_stage"], **more_figures(store, truth), "oracle": spectral(painted, truth),
                    **{name: spectral(stage_predict(model, store), truth) for name, model in members.items()}}
-        by_class = ndvi_error_by_class(val_cfgs[seed], truth, {
-            "opt_v1": work.read("opt_v1", np.arange(work.n_tiles)),
-            "opt_v3": work.read("opt_v3", np.arange(work.n_tiles)), "oracle": painted})
         outputs = {name: work.read(name, np.arange(work.n_tiles)) for name in CHAIN_OUTPUTS}
+        by_class = ndvi_error_by_class(val_cfgs[seed], truth, {
+            "opt_v1": outputs["opt_v1"], "opt_v3": outputs["opt_v3"], "oracle": painted})
         per_aoi[seed] = {"figures": figures, "constraints_pass": evaluation["constraints_pass"], "ndvi_by_class": by_class,
                          "tile_sums": {name: tile_sums(pred, truth) for name, pred in outputs.items()},
                          "composite": {k: r.get("composite_score") for k, r in evaluation["results"].items()}}

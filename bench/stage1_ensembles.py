@@ -15,7 +15,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from chain_quality import spectral
+from chain_quality import spectral, stage_predict
 
 METRICS = ("ndvi_rmse", "evi_rmse", "sam_rad")
 
@@ -24,7 +24,6 @@ def main() -> None:
     import torch
 
     from axion_ray.models import build_stage
-    from axion_ray.models.runner import StageRunner
     from axion_ray.store.tile_store import TileStore
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,11 +35,9 @@ def main() -> None:
     truth = {s: st.read("s2_truth", np.arange(st.n_tiles)) for s, st in stores.items()}
     preds = {}
     for run in args.runs:
-        runner = StageRunner(build_stage(1, checkpoint=str(run / "run" / "stage1.pt")), torch.device("cpu"), amp=False)
+        model = build_stage(1, checkpoint=str(run / "run" / "stage1.pt"))
         for s, st in stores.items():
-            meta = st.tile_meta()
-            preds[run.name, s] = runner({"s1": st.read("s1", np.arange(st.n_tiles)), "month": meta["month"],
-                                         "biome_code": meta["biome_code"]})
+            preds[run.name, s] = stage_predict(model, st)
 
     def means(members: tuple[str, ...]) -> list[float]:
         per_aoi = [spectral(np.mean([preds[m, s] for m in members], axis=0), truth[s]) for s in stores]

@@ -17,7 +17,7 @@ from torch import nn
 from axion_ray.bands import PRITHVI_BANDS
 from axion_ray.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from axion_ray.models.common import resolve_device
-from axion_ray.models.ensemble import MemberMean, is_ensemble, member_checkpoints
+from axion_ray.models.ensemble import MemberMean, ensemble_provenance, is_ensemble, member_checkpoints
 from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
 from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES, REGRESSION_WIDTH, StagePreset, check_encoder
 from axion_ray.models.registry import StageSpec, stage_spec
@@ -144,8 +144,7 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
                             prithvi=prithvi, lora=lora, device=device)
                  for member in member_checkpoints(loaded)]
         model, spec, backbone = MemberMean([m for m, _, _ in built]), built[0][1], built[0][2]
-        model.provenance = {**built[0][0].provenance, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
-                            "members": len(built)}
+        model.provenance = ensemble_provenance(built[0][0].provenance, loaded, len(built))
     else:
         model, spec, backbone = _build_one(stage, preset, loaded, kind=kind, encoder=encoder, width=width,
                                            weights=weights, allow_random_init=allow_random_init, timesteps=timesteps,
@@ -296,7 +295,7 @@ def stage_provenance(stage: int, preset: str = "tiny", *, kind: str | None = Non
         members = [_one_provenance(stage, preset, member, kind=kind, encoder=encoder, weights=weights,
                                    allow_random_init=False, timesteps=timesteps, seed=seed, prithvi=prithvi, tta=tta)
                    for member in member_checkpoints(loaded)]
-        return {**members[0], "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256, "members": len(members)}
+        return ensemble_provenance(members[0], loaded, len(members))
     return _one_provenance(stage, preset, loaded, kind=kind, encoder=encoder, weights=weights,
                            allow_random_init=allow_random_init, timesteps=timesteps, seed=seed, prithvi=prithvi, tta=tta)
 

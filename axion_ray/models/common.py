@@ -11,6 +11,17 @@ import torch.nn.functional as F
 
 from axion_ray.errors import DeviceError
 
+#: What the pipeline and `StageRunner` read off a stage model; a wrapper of one model (test-time views,
+#: an ensemble's mean) shows them as its own.
+STAGE_ATTRIBUTES = ("INPUTS", "OPTIONAL_INPUTS", "OUTPUT", "AMP_DTYPE", "DRAWS_PER_CALL")
+
+
+def show_stage_attributes(wrapper: torch.nn.Module, model: torch.nn.Module) -> None:
+    """Copy `STAGE_ATTRIBUTES` that `model` has onto `wrapper`."""
+    for name in STAGE_ATTRIBUTES:
+        if hasattr(model, name):
+            setattr(wrapper, name, getattr(model, name))
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto` → CUDA when available, else CPU; `cuda` without a GPU is a user error."""

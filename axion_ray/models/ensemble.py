@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from axion_ray.errors import CheckpointError
+from axion_ray.models.common import show_stage_attributes
 from axion_ray.models.weights import Checkpoint
 
 
@@ -35,9 +36,7 @@ class MemberMean(nn.Module):
         if len(members) < 2:
             raise ValueError(f"an ensemble needs two members or more, got {len(members)}")
         self.members = nn.ModuleList(members)
-        for name in ("INPUTS", "OPTIONAL_INPUTS", "OUTPUT", "AMP_DTYPE", "DRAWS_PER_CALL"):  # what the runner reads
-            if hasattr(members[0], name):
-                setattr(self, name, getattr(members[0], name))
+        show_stage_attributes(self, members[0])
 
     def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         total = None
@@ -45,6 +44,11 @@ class MemberMean(nn.Module):
             out = member(*args, **kwargs).float()
             total = out if total is None else total + out
         return total / len(self.members)
+
+
+def ensemble_provenance(first_member: dict[str, Any], ckpt: Checkpoint, members: int) -> dict[str, Any]:
+    """An ensemble's provenance: its first member's, with the file's own path and digest and the count."""
+    return {**first_member, "checkpoint": ckpt.path, "checkpoint_sha256": ckpt.sha256, "members": members}
 
 
 def is_ensemble(config: dict[str, Any]) -> bool:

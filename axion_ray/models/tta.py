@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from axion_ray.models.common import show_stage_attributes
+
 #: Views per setting: (transpose H and W, flip W, flip H). 4 keeps the tile's shape; 8 is the dihedral group.
 _VIEWS = {
     1: ((False, False, False),),
@@ -56,10 +58,7 @@ class DihedralTTA(nn.Module):
             raise ValueError(f"test-time views must be one of {TTA_CHOICES}, got {views}")
         self.model = model
         self.views = _VIEWS[views]
-        # What the pipeline and the runner read off a stage model.
-        for name in ("INPUTS", "OPTIONAL_INPUTS", "OUTPUT", "AMP_DTYPE"):
-            if hasattr(model, name):
-                setattr(self, name, getattr(model, name))
+        show_stage_attributes(self, model)
         self.provenance = {**getattr(model, "provenance", {}), "tta": views}
 
     def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
