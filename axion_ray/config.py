@@ -295,7 +295,9 @@ class ChainConfig:
                                                  "seed")}
         epochs = getattr(self, f"stage{stage}_epochs") or self.epochs
         if member is not None:
-            share = max(1, self.workers // self.stage1_members)
+            # Every worker is used: the first `workers % members` members take one more (3 workers, 2
+            # members: 2 and 1); the epochs below still give each member the steps of one run.
+            share = self.workers // self.stage1_members + (member < self.workers % self.stage1_members)
             epochs = max(1, round(epochs * share / self.workers))
             common.update(workers=share, seed=self.seed + member)
         common["cpu_bf16"] = stage in self.cpu_bf16_stages

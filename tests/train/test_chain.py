@@ -114,6 +114,18 @@ def test_each_stage1_member_gets_its_share_of_the_workers_its_own_seed_and_the_s
     assert {m.batch_size for m in members} == {one.batch_size} and cfg.stage_config(2).workers == 4
 
 
+def test_stage1_members_use_every_worker_when_the_workers_do_not_divide_evenly():
+    cfg = ChainConfig(workers=5, stage1_members=2, epochs=60)
+    members = [cfg.stage_config(1, member=i) for i in range(2)]
+    assert [m.workers for m in members] == [3, 2]
+    # Each member keeps the steps of one run over all five workers (640 tiles, 16 a step per worker).
+    steps = [m.epochs * -(-640 // (m.workers * 16)) for m in members]
+    one = 60 * -(-640 // (5 * 16))
+    assert all(abs(s - one) <= 0.1 * one for s in steps), (steps, one)
+    three = ChainConfig(workers=3, stage1_members=3)
+    assert [three.stage_config(1, member=i).workers for i in range(3)] == [1, 1, 1]
+
+
 def test_cpu_bf16_reaches_the_stages_it_names_and_runs_their_forward_in_bf16():
     """bf16 autocast on CPU is a per-stage training choice (the UNet Stage 1 ran 1.3-1.5x the steps
     here); the forward runs in bf16, the loss and the fp32 weights' gradients stay finite."""
