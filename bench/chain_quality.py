@@ -429,6 +429,9 @@ def main() -> None:
     ap.add_argument("--stage1-members", type=int, default=1,
                     help="Stage 1 as the mean of this many members trained side by side, the workers split between "
                          "them (train chain --stage1-members)")
+    ap.add_argument("--width", type=int, default=None,
+                    help="the regression stages' width (ChainConfig.width: Stage 1's UNet and Stage 3's calibrator; "
+                         "default models/presets.REGRESSION_WIDTH)")
     ap.add_argument("--stage2-epochs", type=int, default=10)
     ap.add_argument("--stage3-epochs", type=int, default=60)
     ap.add_argument("--cpu-bf16-stages", default="",
@@ -476,6 +479,7 @@ def main() -> None:
     args.encoder = args.encoder or default_encoder("tiny", stage=1)
     args.stage3_encoder = args.stage3_encoder or default_encoder("tiny", stage=3)
     chain_cfg = ChainConfig(encoder=args.encoder, stage3_encoder=args.stage3_encoder, epochs=args.stage1_epochs,
+                            width=args.width,
                             stage2_epochs=args.stage2_epochs,
                             stage3_epochs=args.stage3_epochs, batch_size=16, stage1_batch_size=args.stage1_batch_size,
                             stage1_w_edge=args.stage1_w_edge, stage1_members=args.stage1_members,
@@ -523,7 +527,8 @@ def main() -> None:
               "stage1_members": args.stage1_members,
               "stage1_w_edge": chain_cfg.stage_config(1).w_edge,
               "select_rows": args.select_rows, "tta": args.tta,
-              "stage1_crop": chain_cfg.stage_config(1).crop, "cpu_bf16_stages": chain_cfg.cpu_bf16_stages}
+              "stage1_crop": chain_cfg.stage_config(1).crop, "cpu_bf16_stages": chain_cfg.cpu_bf16_stages,
+              "width": chain_cfg.width}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     print(chain_line({n: means[n] for n in CHAIN_OUTPUTS}, constraints))
