@@ -355,6 +355,11 @@ def changes(per_aoi: dict, before: str, after: str, resamples: int = 2000, seed:
     return {k: [float(mean_point[i]), float(low[i]), float(high[i])] for i, k in enumerate(("ndvi_rmse", "evi_rmse", "sam_rad"))}
 
 
+def interval_cells(change: dict[str, list[float]]) -> list[str]:
+    """`changes`' figures as table cells: the change and its interval."""
+    return [f"{c:+.5f} [{lo:+.5f}, {hi:+.5f}]" for c, lo, hi in change.values()]
+
+
 def report(per_aoi: dict, names: list[str]) -> dict:
     """Print the per-AOI and mean tables; the means."""
     print("\n| AOI seed | output | NDVI RMSE | EVI RMSE | SAM (rad) | PSNR (dB) |\n|---|---|---|---|---|---|")
@@ -378,8 +383,7 @@ def report(per_aoi: dict, names: list[str]) -> dict:
               "\n|---|---|---|---|")
         for before, after in (("opt_v1", "opt_v2"), ("opt_v2", "opt_v3")):
             means[f"{after} - {before}"] = change = changes(per_aoi, before, after)
-            print(f"| {after} against {before} | " + " | ".join(
-                f"{c:+.5f} [{lo:+.5f}, {hi:+.5f}]" for c, lo, hi in change.values()) + " |")
+            print(f"| {after} against {before} | " + " | ".join(interval_cells(change)) + " |")
     return means
 
 

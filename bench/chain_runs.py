@@ -145,14 +145,13 @@ RESCORED = (("U", "pixel_norm_rescored"), ("U again", "pixel_norm_repeat_rescore
 def intervals() -> str:
     """Each later stage's change in the means with its 95 % interval (tiles resampled), per re-scored run:
     whether "better" is more than which tiles the evaluation AOIs happen to hold."""
-    from chain_quality import changes
+    from chain_quality import changes, interval_cells
 
     rows = ["| run | stage | NDVI RMSE | EVI RMSE | SAM (rad) |", "|---|---|---|---|---|"]
     for label, stem in RESCORED:
         per_aoi = _load(stem)["per_aoi"]
         for stage, (before, after) in ((2, ("opt_v1", "opt_v2")), (3, ("opt_v2", "opt_v3"))):
-            cells = [f"{c:+.5f} [{lo:+.5f}, {hi:+.5f}]" for c, lo, hi in changes(per_aoi, before, after).values()]
-            rows.append(f"| {label} | {stage} | " + " | ".join(cells) + " |")
+            rows.append(f"| {label} | {stage} | " + " | ".join(interval_cells(changes(per_aoi, before, after))) + " |")
     return "\n".join(rows)
 
 
