@@ -25,7 +25,7 @@ from torch import nn
 
 from axion_ray.errors import CheckpointError
 from axion_ray.models.common import show_stage_attributes
-from axion_ray.models.weights import Checkpoint
+from axion_ray.models.weights import Checkpoint, save_checkpoint
 
 
 class MemberMean(nn.Module):
@@ -90,8 +90,4 @@ def write_ensemble(member_exports: Sequence[str | Path], dest: str | Path) -> Pa
     state = {f"members.{i}.{k}": v for i, export in enumerate(exports) for k, v in export["model_state_dict"].items()}
     described = [{k: v for k, v in export.items() if k != "model_state_dict"} for export in exports]
     ensemble = {"model_state_dict": state, "config": {**shared, "members": len(exports)}, "members": described}
-    dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    torch.save(ensemble, tmp)
-    tmp.replace(dest)
-    return dest
+    return save_checkpoint(ensemble, dest)

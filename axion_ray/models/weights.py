@@ -205,6 +205,17 @@ def recognise_foreign(path: str | Path, state: dict[str, Any], meta: dict[str, A
                               f"so it cannot be loaded — {found}; {foreign.advice}")
 
 
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
+    """`torch.save` to `path` atomically: a reader (or a killed run) never sees half a file."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+    return path
+
+
 def load_checkpoint(path: str | Path, *, digest: bool = True) -> Checkpoint:
     """Load a checkpoint `.pt` with `weights_only=True` and record its sha256 (unless `digest=False`:
     a training run resuming from its own checkpoint has no provenance to write).

@@ -23,7 +23,7 @@ import torch
 
 from axion_ray.config import CompositeConfig, SelectConfig, TrainConfig
 from axion_ray.errors import CheckpointError
-from axion_ray.models.weights import load_checkpoint
+from axion_ray.models.weights import load_checkpoint, save_checkpoint
 from axion_ray.train.base import CHECKPOINT_FILE
 from axion_ray.train.run import RUN_CONFIG_FILE
 
@@ -87,9 +87,7 @@ def select_and_export(run_dir: str | Path, export: str | Path, *, fp16: bool = F
     if fp16:
         exported["quantization_info"] = {"dtype": "float16"}
     export.parent.mkdir(parents=True, exist_ok=True)
-    tmp = export.with_name(f".{export.name}.partial")
-    torch.save(exported, tmp)
-    tmp.replace(export)
+    save_checkpoint(exported, export)
 
     metadata = {
         "export": str(export), "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
