@@ -89,9 +89,10 @@ def _validate(cfg: SynthConfig) -> None:
         raise TileMetadataError(f"biome codes must be 0–{N_BIOMES - 1}, got {bad_biomes}")
 
 
-def replay_land_cover(cfg: SynthConfig) -> np.ndarray:
-    """The land-cover class of every pixel of every tile of the AOI `synthesize_aoi(cfg)` writes,
-    (N, H, W) indices into LAND_COVER: the same seed replays the same map (an oracle's input)."""
+def replay_tiles(cfg: SynthConfig, field: str = "cover") -> np.ndarray:
+    """One of the scene's static fields (a `SceneFields` name: `cover`, `parcel`, `biome`, …) for every
+    tile of the AOI `synthesize_aoi(cfg)` writes, (N, H, W): the same seed replays the same scene (what
+    an oracle, or an analysis of where a model errs, knows that no model input says)."""
     _validate(cfg)
     rng = np.random.default_rng(cfg.seed)
     stride = cfg.tile_size - cfg.overlap
@@ -99,10 +100,15 @@ def replay_land_cover(cfg: SynthConfig) -> np.ndarray:
     if not cfg.months:
         _choose_months(rng, min(cfg.cols, 3))
     biomes = cfg.biomes or tuple(int(b) for b in rng.choice(_DEFAULT_BIOME_POOL, size=2, replace=False))
-    cover = scene_fields(rng, shape, biomes).cover
+    scene = getattr(scene_fields(rng, shape, biomes), field)
     rows, cols = np.divmod(np.arange(cfg.rows * cfg.cols), cfg.cols)
-    return np.stack([cover[r * stride:r * stride + cfg.tile_size, c * stride:c * stride + cfg.tile_size]
+    return np.stack([scene[r * stride:r * stride + cfg.tile_size, c * stride:c * stride + cfg.tile_size]
                      for r, c in zip(rows, cols)])
+
+
+def replay_land_cover(cfg: SynthConfig) -> np.ndarray:
+    """The land-cover class of every pixel of every tile, (N, H, W) indices into LAND_COVER."""
+    return replay_tiles(cfg, "cover")
 
 
 def synthesize_aoi(path: str | Path, cfg: SynthConfig = SynthConfig(), *, overwrite: bool = False) -> TileStore:

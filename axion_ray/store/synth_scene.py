@@ -155,6 +155,7 @@ class SceneFields:
     vigour: np.ndarray       # (H, W) float32 multiplicative greenness factor
     texture: np.ndarray      # (4, H, W) float32 multiplicative reflectance texture
     roughness: np.ndarray    # (H, W) float32 dB offset of backscatter (soil moisture / roughness)
+    parcel: np.ndarray       # (H, W) int32 field-parcel id (crops share phase and vigour within one)
 
 
 def scene_fields(rng: np.random.Generator, shape: tuple[int, int], biomes: tuple[int, ...]) -> SceneFields:
@@ -170,7 +171,7 @@ def scene_fields(rng: np.random.Generator, shape: tuple[int, int], biomes: tuple
     common = smooth_field(rng, shape, 3.0)
     texture = np.stack([1.0 + 0.06 * common + 0.03 * smooth_field(rng, shape, 1.5) for _ in range(4)])
     roughness = 1.2 * smooth_field(rng, shape, 8.0)
-    return SceneFields(cover, biome_px, phase, vigour, texture.astype(np.float32), roughness.astype(np.float32))
+    return SceneFields(cover, biome_px, phase, vigour, texture.astype(np.float32), roughness.astype(np.float32), parcels)
 
 
 _PEAK = np.array([b.peak_month for b in BIOMES.values()], dtype=np.float32)

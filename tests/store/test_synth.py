@@ -6,7 +6,7 @@ from axion_ray.errors import TileMetadataError
 from axion_ray.metrics.evaluate import evaluate_store
 from axion_ray.metrics.spectral import ndvi
 from axion_ray.store import TileStatus, TileStore
-from axion_ray.store.synth import Stage1Prior, synthesize_aoi
+from axion_ray.store.synth import Stage1Prior, replay_land_cover, replay_tiles, synthesize_aoi
 from axion_ray.store.synth_scene import BARE, CROPS, FOREST, URBAN, WATER, SceneFields, backscatter_db, reflectance
 
 ALL = np.arange(9)
@@ -59,10 +59,32 @@ def test_months_and_biomes_can_be_chosen(tmp_path):
         synthesize_aoi(tmp_path / "z.zarr", SynthConfig(biomes=(99,)))
 
 
+def test_the_scene_replays_tile_by_tile(tmp_path):
+    # What an analysis of a model's errors needs and no input says: each pixel's class and crop parcel.
+    cfg = SynthConfig(rows=2, cols=3, tile_size=32, seed=5, biomes=(15,), months=(7,))
+    green = ndvi(synthesize_aoi(tmp_path / "r.zarr", cfg).read("s2_truth", np.arange(6)))
+
+    def within_parcel_share(seed):
+        replayed = SynthConfig(rows=2, cols=3, tile_size=32, seed=seed, biomes=(15,), months=(7,))
+        cover, parcel = replay_land_cover(replayed), replay_tiles(replayed, "parcel")
+        assert cover.shape == parcel.shape == green.shape
+        crops = cover == CROPS
+        key = (np.arange(6)[:, None, None] * 10**6 + parcel)[crops]
+        _, group = np.unique(key, return_inverse=True)
+        values = green[crops]
+        means = np.bincount(group, values) / np.bincount(group)
+        return float(np.mean((values - means[group]) ** 2) / np.var(values)), float(green[cover == WATER].max())
+
+    share, water = within_parcel_share(5)
+    assert share < 0.1 and water < 0  # a crop parcel shares one phase and vigour; water is dark in NIR
+    assert within_parcel_share(6)[0] > 0.3  # another seed's map does not fit this store
+
+
 def _uniform_fields(cover_class, shape=(64, 64), biome=4):
     return SceneFields(cover=np.full(shape, cover_class, np.int8), biome=np.full(shape, biome, np.int8),
                        phase=np.zeros(shape, np.float32), vigour=np.ones(shape, np.float32),
-                       texture=np.ones((4, *shape), np.float32), roughness=np.zeros(shape, np.float32))
+                       texture=np.ones((4, *shape), np.float32), roughness=np.zeros(shape, np.float32),
+                       parcel=np.zeros(shape, np.int32))
 
 
 def test_reflectance_is_physically_sensible():
