@@ -65,6 +65,7 @@ RUNS = (
     ("X, 4 views", "pixel_norm_fourth_tta4", ""),
     ("Y", "stage1_members", "Stage 1 as two members side by side"),
     ("Z", "pixel_norm_fifth", "(U)'s a fifth time"),
+    ("Z, 4 views", "pixel_norm_fifth_tta4", ""),
     ("Z, 8-px halo", "pixel_norm_fifth_halo8", "neighbours' S1 around each tile (not kept)"),
     ("Z, 16-px halo", "pixel_norm_fifth_halo16", ""),
     ("AA", "width48", "UNet width 48, 1,640 steps (not kept)"),
