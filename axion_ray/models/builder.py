@@ -16,7 +16,7 @@ from torch import nn
 
 from axion_ray.bands import PRITHVI_BANDS
 from axion_ray.errors import CheckpointError, ConfigError, WeightsNotFoundError
-from axion_ray.models.common import resolve_device
+from axion_ray.models.common import resolve_device, seeded
 from axion_ray.models.ensemble import MemberMean, ensemble_provenance, is_ensemble, member_checkpoints
 from axion_ray.models.lora import LoraSettings, apply_lora, merge_lora
 from axion_ray.models.presets import PRESETS, PRITHVI_BACKBONES, REGRESSION_WIDTH, StagePreset, check_encoder
@@ -127,7 +127,8 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
         weights: a pretrained-weights file or directory (see `models/weights.py`).
         checkpoint: an Axion-Ray training checkpoint; when given, no pretrained weights are needed.
         allow_random_init: build with random weights when pretrained ones are missing (tests, smoke runs).
-        timesteps, standardize, seed: TerraMind diffusion steps, input standardisation, sampling seed.
+        timesteps, standardize, seed: TerraMind diffusion steps, input standardisation, sampling seed;
+            `seed` also draws a regression stage's random initialisation.
         prithvi: Stage 2 backbone other than the preset's.
         lora: add peft LoRA adapters (only adapters and the Stage 2 head stay trainable).
         tta: test-time views (1, 4 or 8) for the regression UNet stages (models/tta.py); others run once.
@@ -220,10 +221,19 @@ def _build_terramind(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], 
 
 
 def _build_regress(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], backbone_name: str,
-                   record: WeightsRecord, *, width: int | None = None, **_: Any) -> nn.Module:
-    """A regression stage: its UNet, under a TerraMind encoder from terratorch's backbone registry
-    unless the encoder is `unet` (local weights through `ckpt_path`: terratorch never reaches the Hub);
-    or Stage 3's per-pixel calibrator (`pixel`)."""
+                   record: WeightsRecord, *, seed: int | None = None, width: int | None = None, **_: Any) -> nn.Module:
+    """A regression stage, its random initialisation drawn from `seed` (the caller's RNG untouched), so
+    that every actor of a `--allow-random-init` run builds the same model and a training run's start
+    follows its own seed; a checkpoint's weights then replace it."""
+    with seeded(seed):
+        return _regression_model(spec, cfg, backbone_name, record, width)
+
+
+def _regression_model(spec: StageSpec, cfg: dict[str, Any], backbone_name: str, record: WeightsRecord,
+                      width: int | None) -> nn.Module:
+    """Its UNet, under a TerraMind encoder from terratorch's backbone registry unless the encoder is
+    `unet` (local weights through `ckpt_path`: terratorch never reaches the Hub); or Stage 3's
+    per-pixel calibrator (`pixel`)."""
     width = int(cfg.get("width", width or REGRESSION_WIDTH))
     if backbone_name == "pixel":
         from axion_ray.models.regress import DEFAULT_PIXEL_FEATURES, PixelStage3

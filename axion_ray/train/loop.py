@@ -190,7 +190,7 @@ class RegressTask(StageTask):
         c = self.config
         # From scratch is a regression stage's normal start (recorded in provenance), not a smoke run.
         model = build_stage(self.stage, c["preset"], kind="regress", encoder=c["encoder"], width=c["width"],
-                            weights=c["weights"], allow_random_init=True)
+                            weights=c["weights"], allow_random_init=True, seed=c["seed"])
         if c.get("init_spectrum"):  # Stage 1 (train/run.py): the training truth's mean spectrum
             model.start_from(c["init_spectrum"])
         provenance = model.provenance

@@ -71,6 +71,21 @@ def test_kinds_are_data_and_a_checkpoint_carries_its_kind(tmp_path):
     assert prov["kind"] == "regress" and prov["model"] == "unet_regress" and prov["random_init"] is False
 
 
+def test_a_random_regression_stage_is_drawn_from_its_seed_alone():
+    # Every actor of an --allow-random-init run must build the same model, whatever the process's RNG did.
+    def weights(seed, rng_seed):
+        torch.manual_seed(rng_seed)
+        model = build_stage(1, kind="regress", encoder="unet", width=8, allow_random_init=True, seed=seed)
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), torch.rand(1)
+
+    first, after_first = weights(3, rng_seed=0)
+    again, after_again = weights(3, rng_seed=1)
+    other, _ = weights(4, rng_seed=0)
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first, other)
+    assert not torch.equal(after_first, after_again)  # the caller's RNG was left to its own seed
+
+
 def test_a_regression_stage_without_a_checkpoint_is_refused_before_any_work():
     with pytest.raises(ConfigError, match="needs a trained checkpoint"):
         InferConfig(stages=(1,), stage1_kind="regress").validate()
