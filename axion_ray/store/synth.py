@@ -9,6 +9,7 @@ and per-tile noise. Its errors against `s2_truth` are calibrated to the Axion-Sa
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from scipy import ndimage
 from axion_ray.bands import N_BIOMES
 from axion_ray.config import SynthConfig
 from axion_ray.errors import TileMetadataError
-from axion_ray.store.synth_scene import BIOMES, LAND_COVER, backscatter_db, reflectance, scene_fields
+from axion_ray.store.synth_scene import BIOMES, LAND_COVER, SceneFields, backscatter_db, reflectance, scene_fields
 from axion_ray.store.tile_store import TileStore
 
 # Biomes a seed picks from when none are given: the common ones of real Sentinel AOIs.
@@ -90,9 +91,12 @@ def _validate(cfg: SynthConfig) -> None:
 
 
 def replay_tiles(cfg: SynthConfig, field: str = "cover") -> np.ndarray:
-    """One of the scene's static fields (a `SceneFields` name: `cover`, `parcel`, `biome`, …) for every
-    tile of the AOI `synthesize_aoi(cfg)` writes, (N, H, W): the same seed replays the same scene (what
-    an oracle, or an analysis of where a model errs, knows that no model input says)."""
+    """One of the scene's static fields (a `SceneFields` name: `cover`, `parcel`, `biome`, `texture`, …)
+    for every tile of the AOI `synthesize_aoi(cfg)` writes, (N, [C,] H, W): the same seed replays the
+    same scene (what an oracle, or an analysis of where a model errs, knows that no model input says)."""
+    names = [f.name for f in dataclasses.fields(SceneFields)]
+    if field not in names:
+        raise ValueError(f"unknown scene field {field!r}; known: {', '.join(names)}")
     _validate(cfg)
     rng = np.random.default_rng(cfg.seed)
     stride = cfg.tile_size - cfg.overlap
@@ -102,7 +106,7 @@ def replay_tiles(cfg: SynthConfig, field: str = "cover") -> np.ndarray:
     biomes = cfg.biomes or tuple(int(b) for b in rng.choice(_DEFAULT_BIOME_POOL, size=2, replace=False))
     scene = getattr(scene_fields(rng, shape, biomes), field)
     rows, cols = np.divmod(np.arange(cfg.rows * cfg.cols), cfg.cols)
-    return np.stack([scene[r * stride:r * stride + cfg.tile_size, c * stride:c * stride + cfg.tile_size]
+    return np.stack([scene[..., r * stride:r * stride + cfg.tile_size, c * stride:c * stride + cfg.tile_size]
                      for r, c in zip(rows, cols)])
 
 

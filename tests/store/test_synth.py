@@ -78,6 +78,9 @@ def test_the_scene_replays_tile_by_tile(tmp_path):
     share, water = within_parcel_share(5)
     assert share < 0.1 and water < 0  # a crop parcel shares one phase and vigour; water is dark in NIR
     assert within_parcel_share(6)[0] > 0.3  # another seed's map does not fit this store
+    assert replay_tiles(cfg, "texture").shape == (6, 4, 32, 32)  # a field with bands keeps them
+    with pytest.raises(ValueError, match="unknown scene field 'parcels'; known: cover, biome"):
+        replay_tiles(cfg, "parcels")
 
 
 def _uniform_fields(cover_class, shape=(64, 64), biome=4):
