@@ -90,6 +90,27 @@ def _validate(cfg: SynthConfig) -> None:
         raise TileMetadataError(f"biome codes must be 0–{N_BIOMES - 1}, got {bad_biomes}")
 
 
+def _draw_scene(cfg: SynthConfig) -> tuple[np.random.Generator, tuple[int, ...], tuple[int, ...], SceneFields]:
+    """The first draws from `cfg.seed`, in the one order that `synthesize_aoi` and `replay_tiles` share:
+    months, biomes, the scene's static fields. Returns the generator (for the acquisitions' draws that
+    follow), the months, the biomes and the fields."""
+    _validate(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    stride = cfg.tile_size - cfg.overlap
+    shape = (cfg.rows * stride + cfg.overlap, cfg.cols * stride + cfg.overlap)
+    months = cfg.months or _choose_months(rng, min(cfg.cols, 3))  # one acquisition per swath
+    biomes = cfg.biomes or tuple(int(b) for b in rng.choice(_DEFAULT_BIOME_POOL, size=2, replace=False))
+    return rng, months, biomes, scene_fields(rng, shape, biomes)
+
+
+def _tile_windows(cfg: SynthConfig) -> list[tuple[slice, slice]]:
+    """Each tile's (rows, cols) window in the scene, in tile order (row-major)."""
+    stride = cfg.tile_size - cfg.overlap
+    rows, cols = np.divmod(np.arange(cfg.rows * cfg.cols), cfg.cols)
+    return [(slice(r * stride, r * stride + cfg.tile_size), slice(c * stride, c * stride + cfg.tile_size))
+            for r, c in zip(rows, cols)]
+
+
 def replay_tiles(cfg: SynthConfig, field: str = "cover") -> np.ndarray:
     """One of the scene's static fields (a `SceneFields` name: `cover`, `parcel`, `biome`, `texture`, …)
     for every tile of the AOI `synthesize_aoi(cfg)` writes, (N, [C,] H, W): the same seed replays the
@@ -97,17 +118,8 @@ def replay_tiles(cfg: SynthConfig, field: str = "cover") -> np.ndarray:
     names = [f.name for f in dataclasses.fields(SceneFields)]
     if field not in names:
         raise ValueError(f"unknown scene field {field!r}; known: {', '.join(names)}")
-    _validate(cfg)
-    rng = np.random.default_rng(cfg.seed)
-    stride = cfg.tile_size - cfg.overlap
-    shape = (cfg.rows * stride + cfg.overlap, cfg.cols * stride + cfg.overlap)
-    if not cfg.months:
-        _choose_months(rng, min(cfg.cols, 3))
-    biomes = cfg.biomes or tuple(int(b) for b in rng.choice(_DEFAULT_BIOME_POOL, size=2, replace=False))
-    scene = getattr(scene_fields(rng, shape, biomes), field)
-    rows, cols = np.divmod(np.arange(cfg.rows * cfg.cols), cfg.cols)
-    return np.stack([scene[..., r * stride:r * stride + cfg.tile_size, c * stride:c * stride + cfg.tile_size]
-                     for r, c in zip(rows, cols)])
+    scene = getattr(_draw_scene(cfg)[3], field)
+    return np.stack([scene[(..., *window)] for window in _tile_windows(cfg)])
 
 
 def replay_land_cover(cfg: SynthConfig) -> np.ndarray:
@@ -122,14 +134,8 @@ def synthesize_aoi(path: str | Path, cfg: SynthConfig = SynthConfig(), *, overwr
     transform, and (unless `cfg.with_prior` is False) the Stage-1-like prior into `opt_v1`, marked done
     with provenance `stage="synthetic-prior"`.
     """
-    _validate(cfg)
-    rng = np.random.default_rng(cfg.seed)
+    rng, months, biomes, fields = _draw_scene(cfg)
     stride = cfg.tile_size - cfg.overlap
-    shape = (cfg.rows * stride + cfg.overlap, cfg.cols * stride + cfg.overlap)
-    n_swaths = min(cfg.cols, 3)
-    months = cfg.months or _choose_months(rng, n_swaths)
-    biomes = cfg.biomes or tuple(int(b) for b in rng.choice(_DEFAULT_BIOME_POOL, size=2, replace=False))
-    fields = scene_fields(rng, shape, biomes)
 
     n = cfg.rows * cfg.cols
     transform = (cfg.origin[0], cfg.pixel_size_m, 0.0, cfg.origin[1], 0.0, -cfg.pixel_size_m)
@@ -153,9 +159,7 @@ def synthesize_aoi(path: str | Path, cfg: SynthConfig = SynthConfig(), *, overwr
     s1 = np.empty((n, 2, cfg.tile_size, cfg.tile_size), np.float32)
     truth = np.empty((n, 4, cfg.tile_size, cfg.tile_size), np.float32)
     opt_v1 = np.empty_like(truth)
-    for i in range(n):
-        window = (slice(rows[i] * stride, rows[i] * stride + cfg.tile_size),
-                  slice(cols[i] * stride, cols[i] * stride + cfg.tile_size))
+    for i, window in enumerate(_tile_windows(cfg)):
         m = int(tile_month[i])
         s1[i] = s1_by_month[m][(slice(None), *window)]
         truth[i] = truth_by_month[m][(slice(None), *window)]
