@@ -134,21 +134,20 @@ def error_map(evals: dict[int, Path], segmentations=("felzenszwalb-10", "felzens
         opt_v1, truth, s1, _, _ = _read(path, "opt_v1", "s2_truth", "s1")
         cover, parcel = replay_tiles(eval_config(seed), "cover"), replay_tiles(eval_config(seed), "parcel")
         aois[seed] = dict(v1=ndvi(opt_v1), truth=ndvi(truth), s1=np.nan_to_num(s1), cover=cover, parcel=parcel, opt_v1=opt_v1)
-    shares, between = {}, {}
-    for seed, a in aois.items():
-        err = (a["v1"] - a["truth"]) ** 2
-        ok = np.isfinite(err)
-        shares[seed] = {LAND_COVER[c]: [float(err[ok & (a["cover"] == c)].sum() / err[ok].sum()),
-                                        float((a["cover"] == c).mean())] for c in range(len(LAND_COVER))}
-        crops = ok & (a["cover"] == CROPS)
-        _, group = np.unique((np.arange(len(err))[:, None, None] * 10**6 + a["parcel"])[crops], return_inverse=True)
-        e = (a["v1"] - a["truth"])[crops]
-        between[seed] = float(np.mean((np.bincount(group, e) / np.bincount(group))[group] ** 2) / np.mean(e ** 2))
-
     def segment_mean(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Each pixel's mean of `values` over its tile's segment (`labels`, per tile), flattened."""
         _, group = np.unique((np.arange(len(labels))[:, None, None] * 10**6 + labels).ravel(), return_inverse=True)
         return (np.bincount(group, values.ravel()) / np.bincount(group))[group]
+
+    shares, between = {}, {}
+    for seed, a in aois.items():
+        err = a["v1"] - a["truth"]
+        ok = np.isfinite(err)
+        shares[seed] = {LAND_COVER[c]: [float((err[ok & (a["cover"] == c)] ** 2).sum() / (err[ok] ** 2).sum()),
+                                        float((a["cover"] == c).mean())] for c in range(len(LAND_COVER))}
+        crops = ok & (a["cover"] == CROPS)  # one segment per parcel's valid crop pixels; the rest set aside
+        shared = segment_mean(np.where(crops, a["parcel"], -1), np.where(crops, err, 0.0))[crops.ravel()]
+        between[seed] = float(np.mean(shared ** 2) / np.mean(err[crops] ** 2))
 
     def crop_rmse(labels: dict[int, np.ndarray], columns) -> float:
         """Leave one AOI out: fit truth NDVI on crop pixels' features, score on the AOI left out."""
