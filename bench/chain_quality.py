@@ -388,12 +388,14 @@ def report(per_aoi: dict, names: list[str]) -> dict:
 
 
 def evaluate_only(out: Path, val_seeds: list[int], tta: int, json_out: str | None) -> None:
-    """Re-score the chain already trained in `out` (its exported checkpoints) with `tta` test-time views:
-    the same trained stages, only the inference differs."""
+    """Re-score the chain already trained in `out` (its exported checkpoints) with `tta` test-time views,
+    on `val_seeds`: the same trained stages, only the inference or the evaluation AOIs differ. An AOI the
+    run did not evaluate is synthesised as the evaluation AOIs are (`eval_config`)."""
     from axion_ray.store.tile_store import TileStore
     from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line
 
     checkpoints = {f"stage{s}": str(out / "run" / f"stage{s}.pt") for s in (1, 2, 3)}
+    synth(out, [(f"val_{s}.zarr", eval_config(s)) for s in val_seeds if not (out / f"val_{s}.zarr").exists()])
     vals = {s: TileStore.open(out / f"val_{s}.zarr", mode="r") for s in val_seeds}
     val_cfgs = {s: eval_config(s) for s in val_seeds}
     per_aoi = evaluate(out, vals, val_cfgs, checkpoints, tta)
@@ -450,7 +452,7 @@ def main() -> None:
     ap.add_argument("--baseline-only", action="store_true",
                     help="re-measure only the plain baseline of the run in --out (needs its --json)")
     ap.add_argument("--evaluate-only", action="store_true",
-                    help="re-score the chain trained in --out with --tta views (the same stages, other inference)")
+                    help="re-score the chain trained in --out with --tta views on --val-seeds (AOIs it lacks are synthesised)")
     args = ap.parse_args()
     out = Path(args.out)
     val_seeds = [int(s) for s in args.val_seeds.split(",") if s]

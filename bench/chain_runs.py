@@ -8,7 +8,8 @@ its means meet:
     python bench/chain_runs.py
 
 and, for the runs re-scored with each tile's error sums kept, each later stage's change in the means
-with a 95 % interval from resampling the evaluation tiles.
+with a 95 % interval from resampling the evaluation tiles; last, chains re-scored on sixteen fresh
+AOIs beside the default three, and how often a draw of three of those would meet the goal.
 """
 
 from __future__ import annotations
@@ -157,9 +158,39 @@ def intervals() -> str:
     return "\n".join(rows)
 
 
+#: Trained chains re-scored on sixteen fresh AOIs drawn as the evaluation AOIs are (`chain_quality.py
+#: --evaluate-only --val-seeds 7001,...,7016`): (run, raw file of the three default AOIs, of the sixteen).
+POOLED = (("Z", "pixel_norm_fifth", "pixel_norm_fifth_pool16"), ("AA", "width48", "width48_pool16"),
+          ("AB", "pixel_norm_sixth", "pixel_norm_sixth_pool16"))
+
+
+def pooled() -> str:
+    """The default three evaluation AOIs beside sixteen fresh ones, per chain: the means, the oracle's,
+    the range of one AOI's `opt_v3` NDVI, and the share of the 560 ways to draw three of the sixteen
+    whose `opt_v3` means meet Axion-Sat's Stage 2 figures — how much the goal's verdict is the AOIs' draw."""
+    from itertools import combinations
+
+    rows = ["| run | AOIs | `opt_v1` NDVI / EVI / SAM | `opt_v3` NDVI / EVI / SAM | oracle NDVI | one AOI's `opt_v3` NDVI "
+            "| draws of three meeting Axion-Sat's Stage 2 |", "|---|---|---|---|---|---|---|"]
+    for label, default_stem, pool_stem in POOLED:
+        for name, stem in (("default three", default_stem), ("sixteen fresh", pool_stem)):
+            run = _load(stem)
+            v1, v3 = _figures(run["means"], "opt_v1"), _figures(run["means"], "opt_v3")
+            per_aoi = [_figures(entry["figures"], "opt_v3") for entry in run["per_aoi"].values()]
+            draws = [all(sum(aoi[k] for aoi in three) / 3 <= AXION_SAT_STAGE2[k] for k in range(3))
+                     for three in combinations(per_aoi, 3)]
+            ndvi = [aoi[0] for aoi in per_aoi]
+            rows.append(f"| {label} | {name} | {' / '.join(f'{v:.4f}' for v in v1)} | "
+                        f"{' / '.join(f'{v:.4f}' for v in v3)} | {run['means']['oracle']['ndvi_rmse']:.4f} | "
+                        f"{min(ndvi):.4f}–{max(ndvi):.4f} | {sum(draws)} of {len(draws)} |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     print(table())
     print()
     print(tally())
     print()
     print(intervals())
+    print()
+    print(pooled())
