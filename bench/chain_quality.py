@@ -2,7 +2,8 @@
 
 What it does, in one run (2 CPU workers here; figures into bench/RESULTS.md):
 1. Synthesises training AOIs that cover every biome the synthesiser draws and all twelve months —
-   in sets: Stage 1 trains on `--stage1-sets` of them, Stages 2 and 3 on its outputs over one more —, a selection AOI
+   in sets: Stage 1 trains on `--stage1-sets` of them, Stages 2 and 3 on its outputs over `--later-sets`
+   more (four: with one, what they learned of each biome came from one AOI and hurt elsewhere) —, a selection AOI
    (the chain's validation store, for checkpoint selection) and the evaluation AOIs (`--val-seeds`,
    never used in training or selection).
 2. `train_chain` (Ray Train): Stage 1 (regression, S1 → opt_v1), Stage 1's outputs written over the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -49,27 +51,40 @@ TRAIN_MONTHS = sorted({m for _, months in _HALF_A + _HALF_B for m in months})
 SELECTION_SEED = 8000
 
 
-def training_aois(stage1_sets: int) -> list[tuple[tuple[int, ...], tuple[int, ...], int]]:
-    """(biomes, months, seed) of the training AOIs in the chain's order. Five groups; in each, `stage1_sets`
-    AOIs for Stage 1 (half A's, then more draws of the same biome pairs and months, new seeds) and last
-    the one held out for Stages 2 and 3 (half B's): `ChainConfig.holdout_fraction` = 1 / (stage1_sets + 1).
-    One set is the data and seeds of the runs before (L) in bench/RESULTS.md (seed 100 + position)."""
-    aois = []
+def training_aois(stage1_sets: int, later_sets: int = 1) -> list[tuple[tuple[int, ...], tuple[int, ...], int]]:
+    """(biomes, months, seed) of the training AOIs in the chain's order. Five groups of biome pairs and
+    months; `stage1_sets` AOIs of each for Stage 1 (half A's, then more draws of the same patterns, new
+    seeds) and `later_sets` held out for Stages 2 and 3 (half B's, then more draws, B's and A's patterns in
+    turn: seeds 5000 + 100 k + i).
+    Ordered so that the chain's `holdout_split` at `holdout_fraction` holds out exactly the later ones.
+    One set each is the data and seeds of the runs before (L) in bench/RESULTS.md (seed 100 + position);
+    later sets of one are the runs before (AC), and their order is unchanged."""
+    from axion_ray.train.chain import holdout_split
+
+    first, later = [], []
     for i, (a, b) in enumerate(zip(_HALF_A, _HALF_B)):
-        extra = [((_HALF_B if k % 2 else _HALF_A)[i], 300 + 100 * (k - 1) + i) for k in range(1, stage1_sets)]
-        aois += [(*a, 100 + 2 * i)] + [(*pattern, seed) for pattern, seed in extra] + [(*b, 101 + 2 * i)]
-    return aois
+        first += [(*a, 100 + 2 * i)] + [(*(_HALF_B if k % 2 else _HALF_A)[i], 300 + 100 * (k - 1) + i)
+                                        for k in range(1, stage1_sets)]
+        later += [(*b, 101 + 2 * i)] + [(*(_HALF_B if k % 2 else _HALF_A)[i], 5000 + 100 * (k - 1) + i)
+                                        for k in range(1, later_sets)]
+    n = len(first) + len(later)
+    kept, held = holdout_split(n, holdout_fraction(stage1_sets, later_sets))
+    order = [None] * n
+    for positions, aois in ((kept, first), (held, later)):
+        for position, aoi in zip(positions, aois):
+            order[position] = aoi
+    return order
 
 
-def holdout_fraction(stage1_sets: int) -> float:
-    return 1.0 / (stage1_sets + 1)
+def holdout_fraction(stage1_sets: int, later_sets: int = 1) -> float:
+    return later_sets / (stage1_sets + later_sets)
 
 
-def stage1_part(trains: list, stage1_sets: int) -> list:
+def stage1_part(trains: list, stage1_sets: int, later_sets: int = 1) -> list:
     """The training stores Stage 1 (and the plain baseline) trains on, as the chain splits them."""
     from axion_ray.train.chain import holdout_split
 
-    ones, _ = holdout_split(len(trains), holdout_fraction(stage1_sets))
+    ones, _ = holdout_split(len(trains), holdout_fraction(stage1_sets, later_sets))
     return [trains[i] for i in ones]
 
 
@@ -425,8 +440,10 @@ def main() -> None:
     ap.add_argument("--select-rows", type=int, default=8,
                     help="selection AOI size (rows = cols); from 8 it holds every training biome")
     ap.add_argument("--stage1-sets", type=int, default=2,
-                    help="Stage 1's training AOIs: sets of five, each covering every biome and month (Stages 2 "
-                         "and 3 always learn on one more set, held out of Stage 1)")
+                    help="Stage 1's training AOIs: sets of five, each covering every biome and month")
+    ap.add_argument("--later-sets", type=int, default=4,
+                    help="sets of five held out of Stage 1, on whose Stage 1 outputs Stages 2 and 3 learn (one "
+                         "before (AC): each biome pair in one AOI, and what they learned did not carry over)")
     ap.add_argument("--stage1-epochs", type=int, default=65,
                     help="65 at two sets is 2,600 steps (bench/RESULTS.md (T)); at --stage1-sets 1, 90 is (J)'s 1,800")
     ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
@@ -438,8 +455,10 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=None,
                     help="the regression stages' width (ChainConfig.width: Stage 1's UNet and Stage 3's calibrator; "
                          "default models/presets.REGRESSION_WIDTH)")
-    ap.add_argument("--stage2-epochs", type=int, default=10)
-    ap.add_argument("--stage3-epochs", type=int, default=60)
+    ap.add_argument("--stage2-epochs", type=int, default=None,
+                    help="default: 10 over one later set, fewer over more (about 100 steps)")
+    ap.add_argument("--stage3-epochs", type=int, default=None,
+                    help="default: 60 over one later set, fewer over more (about 600 steps)")
     ap.add_argument("--cpu-bf16-stages", default="",
                     help="stages trained under CPU bf16 autocast (the baseline too where 1 is); '' for none")
     ap.add_argument("--encoder", default=None, help="Stage 1's (default: models/builder.default_encoder)")
@@ -456,6 +475,9 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     val_seeds = [int(s) for s in args.val_seeds.split(",") if s]
+    # Stages 2 and 3 keep their steps whatever their data: 10 and 60 epochs were tuned on one later set.
+    args.stage2_epochs = args.stage2_epochs or math.ceil(10 / args.later_sets)
+    args.stage3_epochs = args.stage3_epochs or math.ceil(60 / args.later_sets)
     if args.baseline_only:
         rerun_baseline(out, Path(args.json))
         return
@@ -465,7 +487,7 @@ def main() -> None:
 
     trains = synth(out, [(f"train_{i}.zarr", SynthConfig(rows=args.rows, cols=args.rows, seed=seed, biomes=b,
                                                           months=m))
-                         for i, (b, m, seed) in enumerate(training_aois(args.stage1_sets))])
+                         for i, (b, m, seed) in enumerate(training_aois(args.stage1_sets, args.later_sets))])
     # The selection AOI holds every training biome and as many months as it has swaths (8 at 8 columns):
     # a later stage's gain is a fraction of a percent, and on a 16-tile AOI of two biomes it was below
     # that AOI's own noise (run (H) in bench/RESULTS.md).
@@ -489,14 +511,15 @@ def main() -> None:
                             stage2_epochs=args.stage2_epochs,
                             stage3_epochs=args.stage3_epochs, batch_size=16, stage1_batch_size=args.stage1_batch_size,
                             stage1_w_edge=args.stage1_w_edge, stage1_members=args.stage1_members,
-                            val_every_steps=60, workers=2, holdout_fraction=holdout_fraction(args.stage1_sets),
+                            val_every_steps=60, workers=2,
+                            holdout_fraction=holdout_fraction(args.stage1_sets, args.later_sets),
                             cpu_bf16_stages=tuple(int(s) for s in args.cpu_bf16_stages.split(",") if s))
     start = time.perf_counter()
     chain = train_chain([t.path for t in trains], select.path, out / "run", chain_cfg, say=print)
     chain_s = time.perf_counter() - start
     stage1_s = chain["train_seconds"]["stage1"]
     print(f"chain trained in {chain_s:.0f} s (stage 1 {stage1_s:.0f} s); baseline UNet for the same {stage1_s:.0f} s")
-    baseline, baseline_steps = train_baseline(stage1_part(trains, args.stage1_sets), stage1_s,  # Stage 1's AOIs
+    baseline, baseline_steps = train_baseline(stage1_part(trains, args.stage1_sets, args.later_sets), stage1_s,  # Stage 1's AOIs
                                               bf16=1 in chain_cfg.cpu_bf16_stages)
     other = {"auto": next(e for e in encoders_for(1) if e != args.encoder), "none": None}.get(args.compare_encoder,
                                                                                             args.compare_encoder)
@@ -530,6 +553,7 @@ def main() -> None:
               "stage3_encoder": args.stage3_encoder, "compared_encoder": other,
               "epochs": {"stage1": args.stage1_epochs, "stage2": args.stage2_epochs, "stage3": args.stage3_epochs},
               "stage1_batch_size": args.stage1_batch_size, "stage1_sets": args.stage1_sets,
+              "later_sets": args.later_sets,
               "stage1_members": args.stage1_members,
               "stage1_w_edge": chain_cfg.stage_config(1).w_edge,
               "select_rows": args.select_rows, "tta": args.tta,
