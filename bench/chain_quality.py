@@ -69,6 +69,8 @@ def training_aois(stage1_sets: int, later_sets: int = 1) -> list[tuple[tuple[int
                                         for k in range(1, later_sets)]
     n = len(first) + len(later)
     kept, held = holdout_split(n, holdout_fraction(stage1_sets, later_sets))
+    if (len(kept), len(held)) != (len(first), len(later)):
+        raise ValueError(f"holdout_split cannot hold out {len(later)} of {n} AOIs at {stage1_sets} to {later_sets} sets")
     order = [None] * n
     for positions, aois in ((kept, first), (held, later)):
         for position, aoi in zip(positions, aois):
@@ -475,6 +477,8 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     val_seeds = [int(s) for s in args.val_seeds.split(",") if s]
+    if args.stage1_sets < 1 or args.later_sets < 1:
+        ap.error("--stage1-sets and --later-sets are counts of sets of five AOIs, at least 1")
     # Stages 2 and 3 keep their steps whatever their data: 10 and 60 epochs were tuned on one later set.
     args.stage2_epochs = args.stage2_epochs or math.ceil(10 / args.later_sets)
     args.stage3_epochs = args.stage3_epochs or math.ceil(60 / args.later_sets)
