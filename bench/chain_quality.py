@@ -265,8 +265,9 @@ def rerun_baseline(out: Path, result_file: Path) -> None:
     from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line
 
     result = json.loads(result_file.read_text())
-    sets = int(result.get("stage1_sets", 1))
-    trains = stage1_part([TileStore.open(out / f"train_{i}.zarr") for i in range(len(training_aois(sets)))], sets)
+    sets, later = int(result.get("stage1_sets", 1)), int(result.get("later_sets", 1))  # 1 before (AC)
+    trains = stage1_part([TileStore.open(out / f"train_{i}.zarr") for i in range(len(training_aois(sets, later)))],
+                         sets, later)
     seconds = float(result["train_seconds"]["stage1"])
     print(f"baseline UNet for Stage 1's {seconds:.0f} s, on Stage 1's AOIs")
     baseline, steps = train_baseline(trains, seconds, bf16=1 in result.get("cpu_bf16_stages", ()))
