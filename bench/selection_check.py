@@ -73,17 +73,14 @@ def check(out: Path, val_seeds: list[int], pool_seeds: list[int]) -> dict:
         raise SystemExit(f"pool seeds {sorted(clash)} are evaluation seeds; choose others")
     missing = [s for s in pool_seeds if not (out / f"pool_{s}.zarr").exists()]
     synth(out, [(f"pool_{s}.zarr", eval_config(s)) for s in missing])
-    sets = {"selection": [out / "select.zarr"], "evaluation": [out / f"val_{s}.zarr" for s in val_seeds],
-            "pool": [out / f"pool_{s}.zarr" for s in pool_seeds]}
-    sets = {name: [_aoi(TileStore.open(p, mode="r")) for p in paths] for name, paths in sets.items()}
+    paths = {"selection": [out / "select.zarr"], "evaluation": [out / f"val_{s}.zarr" for s in val_seeds],
+             "pool": [out / f"pool_{s}.zarr" for s in pool_seeds]}
+    sets = {name: [_aoi(TileStore.open(p, mode="r")) for p in group] for name, group in paths.items()}
     run = out / "run"
     stage1, stage2 = (build_stage(s, checkpoint=str(run / f"stage{s}.pt")) for s in (1, 2))
 
     def tensor(a):
         return torch.from_numpy(np.nan_to_num(a))
-
-    def stage_input(stage: int, aoi: dict) -> np.ndarray:
-        return aoi["opt_v1"] if stage == 2 else aoi["opt_v2"]
 
     def apply(stage: int, model, aoi: dict) -> np.ndarray:
         cond = (tensor(aoi["month"]), tensor(aoi["biome"]))
@@ -96,8 +93,11 @@ def check(out: Path, val_seeds: list[int], pool_seeds: list[int]) -> dict:
             for aoi in aois:
                 aoi["opt_v1"] = stage_predict(stage1, aoi["store"])
                 aoi["opt_v2"] = apply(2, stage2, aoi)
+                # Each stage's input scored once: Stage 2's is opt_v1, Stage 3's opt_v2.
+                aoi["input_figures"] = {2: _figures(aoi["opt_v1"], aoi["truth"]),
+                                        3: _figures(aoi["opt_v2"], aoi["truth"])}
     result = {"pool_seeds": pool_seeds, "val_seeds": val_seeds,
-              "opt_v1": {name: np.mean([_figures(a["opt_v1"], a["truth"]) for a in aois], axis=0).tolist()
+              "opt_v1": {name: np.mean([a["input_figures"][2] for a in aois], axis=0).tolist()
                          for name, aois in sets.items()},
               "stages": {}}
     for stage in (2, 3):
@@ -109,7 +109,7 @@ def check(out: Path, val_seeds: list[int], pool_seeds: list[int]) -> dict:
                    "selection_composite": candidate["composite_score"]}
             with torch.no_grad():
                 for name, aois in sets.items():
-                    before = [_figures(stage_input(stage, a), a["truth"]) for a in aois]
+                    before = [a["input_figures"][stage] for a in aois]
                     after = [_figures(apply(stage, model, a), a["truth"]) for a in aois]
                     row[name] = _change(before, after)
             rows.append(row)
