@@ -202,8 +202,8 @@ class TrainConfig:
     max_val_tiles: int = 256
     timesteps: int = 1
     condition: str = "opt_v2"
-    kind: str | None = None            # stages 1 and 3: generate (default) | regress
-    encoder: str | None = None         # regression stages: terramind | unet | pixel (Stage 3; None: builder.default_encoder)
+    kind: str | None = None            # stages 1 and 3: generate (default) | regress; Stage 2: refine (default) | regress
+    encoder: str | None = None         # regression stages: terramind | unet | pixel (stages 2-3; None: builder.default_encoder)
     pixel_batch: int = 32768           # pixel-wise models (encoder pixel): pixels per step, drawn across tiles
     crop: int = 32                     # convolutional regression models (encoder unet): a step's pixels as random
                                        # squares of this side from more tiles (train/base.ShardBatches); 0: whole tiles
@@ -256,13 +256,15 @@ class SelectConfig:
 class ChainConfig:
     """`axion-ray train chain`: Stages 1, 2 and 3 trained in turn, each on the previous stage's real
     outputs (Axion-Sat's order). Stages 1 and 3 are the regression kind; Stage 2 is the refiner (its
-    tiny preset has no published weights, so it trains whole). One schedule serves all three stages
+    tiny preset has no published weights, so it trains whole) or, with `stage2_kind="regress"`, the
+    per-pixel calibrator of `opt_v1` (models/regress.PixelStage2). One schedule serves all three stages
     unless a stage's own `stageN_epochs` is given."""
 
     preset: str = "tiny"
     weights: str | None = None          # TerraMind encoder weights (else from scratch)
     encoder: str | None = None          # both regression stages' (None: each stage's builder.default_encoder)
     stage3_encoder: str | None = None   # Stage 3's, where it differs from `encoder` (e.g. pixel)
+    stage2_kind: str = "refine"         # refine: the Prithvi refiner | regress: the per-pixel calibrator
     width: int | None = None
     crop: int | None = None             # the regression stages' (None: TrainConfig's)
     epochs: int = 12
@@ -307,6 +309,9 @@ class ChainConfig:
             common["w_edge"] = self.stage1_w_edge
         # Stages 2 and 3 start as exactly their input and are scored at step 0 too: a later stage whose
         # training never beats its input is exported as that identity and never makes the chain worse.
+        if stage == 2 and self.stage2_kind == "regress":  # the calibrator: pixels drawn across tiles
+            return TrainConfig(stage=2, kind="regress", encoder="pixel", width=self.width, epochs=epochs,
+                               validate_at_start=True, **common)
         if stage == 2:  # the refiner: no published tiny weights to adapt; condition = the chain's opt_v1
             return TrainConfig(stage=2, epochs=epochs, allow_random_init=True, validate_at_start=True, **common)
         encoder = (self.stage3_encoder or self.encoder) if stage == 3 else self.encoder
@@ -320,6 +325,9 @@ class ChainConfig:
 
     def validate(self) -> None:
         self.select_config().validate()
+        if self.stage2_kind not in ("refine", "regress"):
+            raise ConfigError(f"--stage2-kind is refine (the Prithvi refiner) or regress (the per-pixel calibrator), "
+                              f"got {self.stage2_kind!r}")
         if not set(self.cpu_bf16_stages) <= {1, 2, 3}:
             raise ConfigError(f"--cpu-bf16-stages takes stages of 1, 2, 3, got {','.join(map(str, self.cpu_bf16_stages))}")
         if not 1 <= self.stage1_members <= self.workers:

@@ -25,6 +25,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cmd_train_chain(args)
     if args.stage3_encoder is not None:
         raise ConfigError("--stage3-encoder is the chain's; a single stage takes --encoder")
+    if args.stage2_kind is not None:
+        raise ConfigError("--stage2-kind is the chain's; a single stage takes --kind")
     if args.cpu_bf16_stages is not None:
         raise ConfigError("--cpu-bf16-stages is the chain's; a single stage takes --cpu-bf16")
     if args.holdout_fraction is not None:
@@ -131,14 +133,17 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--condition", choices=["opt_v1", "opt_v2"], help="stage 3: the optical array it grounds")
     add_regression_options(p)
     p.add_argument("--stage3-encoder", choices=list(ENCODERS), help="chain: Stage 3's encoder where it differs from --encoder")
+    p.add_argument("--stage2-kind", choices=["refine", "regress"],
+                   help="chain: Stage 2 as the Prithvi refiner (default) or the per-pixel calibrator of opt_v1")
     p.add_argument("--holdout-fraction", type=float,
                    help="chain: the share of the --train AOIs held out of Stage 1, where Stages 2 and 3 learn from "
                         "its errors (default 0.5; e.g. 0.34: Stage 1 on two AOIs of every three)")
     p.add_argument("--stage1-members", type=int,
                    help="chain: Stage 1 as the mean of this many members, trained side by side on a share of the "
                         "workers each, with their own seeds, exported as one file (default 1)")
-    p.add_argument("--kind", choices=["generate", "regress"],
-                   help="stages 1 and 3: TerraMind generation (LoRA, token objective; default) or regression")
+    p.add_argument("--kind", choices=["generate", "refine", "regress"],
+                   help="stages 1 and 3: TerraMind generation (LoRA, token objective; default) or regression; "
+                        "stage 2: the Prithvi refiner (refine, default) or the per-pixel calibrator (regress)")
     p.add_argument("--seed", type=int)
     add_average_option(p)  # chain: each stage's selection
     p.set_defaults(func=cmd_train)

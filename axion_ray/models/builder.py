@@ -82,8 +82,11 @@ def default_encoder(preset: str, weights: str | None = None, stage: int = 1) -> 
       0.0949 on the same schedule), trains ~1.6x faster and needs no terratorch import in its actors.
     - Stage 3: the per-pixel calibrator (`pixel`, models/regress.PixelStage3). The UNet grounding never
       beat its input there; the calibrator does on all three figures.
+    - Stage 2: the calibrator always (`PixelStage2`): it reads no S1, the input TerraMind's encoder takes.
     The choice is recorded in the checkpoint's config and the provenance (`model`: `unet_regress`,
     `pixel_regress` or `terramind_v1_*_regress`)."""
+    if stage == 2:
+        return "pixel"
     found, _ = find_weight_file(PRESETS[preset].terramind, weights, main=True)
     if found is not None:
         return "terramind"
@@ -120,8 +123,9 @@ def build_stage(stage: int, preset: str = "tiny", *, kind: str | None = None, en
     Args:
         stage: 1 (S1→opt_v1), 2 (Prithvi refiner) or 3 (grounding).
         kind: stages 1 and 3: `generate` (TerraMind generation, the default) or `regress`
-            (models/regress.py); a checkpoint's own kind wins.
-        encoder, width: a regression stage's encoder (`terramind`, `unet` or, Stage 3 only, `pixel`;
+            (models/regress.py); Stage 2: `refine` (the Prithvi refiner, the default) or `regress`
+            (the per-pixel calibrator); a checkpoint's own kind wins.
+        encoder, width: a regression stage's encoder (`terramind`, `unet` or, Stages 2 and 3, `pixel`;
             None: `default_encoder`) and width.
         preset: `tiny`, `small`, `base` or `large` (see `models/presets.py`).
         weights: a pretrained-weights file or directory (see `models/weights.py`).
@@ -232,13 +236,15 @@ def _build_regress(spec: StageSpec, preset: StagePreset, cfg: dict[str, Any], ba
 def _regression_model(spec: StageSpec, cfg: dict[str, Any], backbone_name: str, record: WeightsRecord,
                       width: int | None) -> nn.Module:
     """Its UNet, under a TerraMind encoder from terratorch's backbone registry unless the encoder is
-    `unet` (local weights through `ckpt_path`: terratorch never reaches the Hub); or Stage 3's
+    `unet` (local weights through `ckpt_path`: terratorch never reaches the Hub); or the stage's
     per-pixel calibrator (`pixel`)."""
     width = int(cfg.get("width", width or REGRESSION_WIDTH))
     if backbone_name == "pixel":
-        from axion_ray.models.regress import DEFAULT_PIXEL_FEATURES, PixelStage3
+        from axion_ray.models.regress import CALIBRATORS
 
-        return PixelStage3(width=width, features=_recorded(cfg, "features", before="basic", default=DEFAULT_PIXEL_FEATURES))
+        calibrator = CALIBRATORS[spec.stage]
+        return calibrator(width=width, features=_recorded(cfg, "features", before=calibrator.UNRECORDED_FEATURES,
+                                                          default=calibrator.DEFAULT_FEATURES))
     encoder = None
     if backbone_name != "unet":
         from terratorch.registry import BACKBONE_REGISTRY

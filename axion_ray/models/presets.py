@@ -34,18 +34,21 @@ PRITHVI_BACKBONES: tuple[str, ...] = (
     "prithvi_eo_v2_300_tl", "prithvi_eo_v2_600", "prithvi_eo_v2_600_tl",
 )
 
-#: Encoders of the regression stages 1 and 3 (models/regress.py): TerraMind's ViT (the preset's
-#: variant, its transformer file only) under the UNet, the UNet alone, or — Stage 3 only — `pixel`,
-#: the per-pixel spectral calibrator (`PixelStage3`). When none is named, the builder takes
+#: Encoders of the regression stages (models/regress.py): TerraMind's ViT (the preset's variant, its
+#: transformer file only) under the UNet, the UNet alone, or — stages with an optical input — `pixel`,
+#: the per-pixel spectral calibrator (`PixelStage2`, `PixelStage3`; Stage 2's only regression model,
+#: since it sees no S1 for TerraMind or the UNet to read). When none is named, the builder takes
 #: TerraMind's where its published file is on disk (LoRA on it), else each stage's measured best from
 #: scratch (`builder.default_encoder`; bench/chain_quality.py, bench/RESULTS.md).
 ENCODERS: tuple[str, ...] = ("terramind", "unet", "pixel")
-STAGE3_ONLY_ENCODERS: tuple[str, ...] = ("pixel",)
+CALIBRATOR_ENCODERS: tuple[str, ...] = ("pixel",)
 
 
 def encoders_for(stage: int) -> tuple[str, ...]:
     """The encoders regression Stage `stage` can be built on."""
-    return ENCODERS if stage == 3 else tuple(e for e in ENCODERS if e not in STAGE3_ONLY_ENCODERS)
+    if stage == 2:
+        return CALIBRATOR_ENCODERS
+    return ENCODERS if stage == 3 else tuple(e for e in ENCODERS if e not in CALIBRATOR_ENCODERS)
 
 
 def check_encoder(stage: int, encoder: str | None) -> None:
@@ -55,8 +58,9 @@ def check_encoder(stage: int, encoder: str | None) -> None:
     if encoder not in ENCODERS:
         raise ConfigError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
     if encoder not in encoders_for(stage):
-        raise ConfigError(f"encoder {encoder!r} calibrates an optical input: only Stage 3 has one; "
-                          f"Stage {stage} takes {' or '.join(encoders_for(stage))}")
+        why = ("Stage 2's regression kind calibrates opt_v1 and reads no S1" if stage == 2 else
+               f"encoder {encoder!r} calibrates an optical input: only Stages 2 and 3 have one")
+        raise ConfigError(f"{why}; Stage {stage} takes encoder {' or '.join(encoders_for(stage))}, not {encoder!r}")
 
 REGRESSION_WIDTH = 32     # channels of the UNet's full-resolution level (x2, x4, x4 below); pixel: hidden/2
 

@@ -107,11 +107,15 @@ STAGES: dict[int, StageSpec] = {
                  train_baseline="opt_v2", summary="TerraMind grounding: S1 + opt_v2 → opt_v3"),
 }
 
-#: The regression kind of stages 1 and 3 (models/regress.py): one pass, trainable from the store's own pairs.
+#: The regression kind of every stage (models/regress.py): one pass, trainable from the store's own pairs.
+#: Stage 2's is the per-pixel calibrator of `opt_v1` (encoder `pixel` only).
 _REGRESSION: dict[int, StageSpec] = {
     1: StageSpec(1, "regress", inputs=("s1",), conditioning=("month", "biome_code"), output="opt_v1",
                  modalities=("S1GRD",), model_class="axion_ray.models.regress:RegressStage1", train_baseline="",
                  summary="regression: S1 + month + biome → opt_v1", kind="regress"),
+    2: StageSpec(2, "regress", inputs=("opt_v1",), conditioning=("month", "biome_code"), output="opt_v2",
+                 model_class="axion_ray.models.regress:PixelStage2", train_baseline="opt_v1",
+                 summary="per-pixel calibrator: opt_v1 + month + biome → opt_v2", kind="regress"),
     3: StageSpec(3, "regress", inputs=("s1", "opt_v2"), conditioning=("month", "biome_code"), output="opt_v3",
                  modalities=("S1GRD", "S2L2A"), model_class="axion_ray.models.regress:RegressStage3",
                  train_baseline="opt_v2", summary="regression grounding: S1 + opt_v2 + month + biome → opt_v3",
@@ -121,7 +125,7 @@ _REGRESSION: dict[int, StageSpec] = {
 #: Every model a stage can run, by kind; `STAGES` holds each stage's default kind.
 STAGE_KINDS: dict[int, dict[str, StageSpec]] = {
     1: {"generate": STAGES[1], "regress": _REGRESSION[1]},
-    2: {"refine": STAGES[2]},
+    2: {"refine": STAGES[2], "regress": _REGRESSION[2]},
     3: {"generate": STAGES[3], "regress": _REGRESSION[3]},
 }
 

@@ -188,62 +188,124 @@ def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(F.pad(x, (size // 2,) * 4, mode="replicate"), size, stride=1)
 
 
-#: The calibrator's fixed per-pixel feature sets, by name (what a checkpoint records as `features`):
+#: The Stage 3 calibrator's fixed per-pixel feature sets, by name (what a checkpoint records as `features`):
 #: - `basic` (stop 26): S1, its 5x5 mean, `opt_v2`'s reflectance and log-reflectance — 14 channels;
 #: - `texture`: `basic` + S1's 5x5 standard deviation (speckle texture: water is smooth, forest and
 #:   towns rough), its 15x15 mean (the field or stand around the pixel) and `opt_v2`'s 5x5 mean —
 #:   28 channels. Measured on run (F)'s data (bench/RESULTS.md): NDVI RMSE 0.0751 → 0.0731 at 600 steps.
 PIXEL_FEATURE_SETS: dict[str, int] = {"basic": 3 + 3 + 8, "texture": 3 + 3 + 8 + 3 + 3 + 8}
 DEFAULT_PIXEL_FEATURES = "texture"
+#: Stage 2's (`PixelStage2`, no S1): `optical` — `opt_v1`'s reflectance and log-reflectance, their 5x5
+#: and 15x15 means (the pixel, its neighbourhood, the field around it) — 24 channels.
+STAGE2_PIXEL_FEATURE_SETS: dict[str, int] = {"optical": 3 * 8}
 
 
-class PixelStage3(nn.Module):
-    """S1 + opt_v2 + month + biome → opt_v3 = opt_v2 · exp(g): a per-pixel spectral calibrator.
+class PixelCalibrator(nn.Module):
+    """A per-pixel spectral calibrator: optical input (+ S1) + month + biome → input · exp(g).
 
-    Why: what Stage 1 gets wrong on unseen AOIs is mostly a spectral bias per land-cover class, month
-    and biome (the colour of a class in a season), not geometry. That bias is learned from pixels drawn
-    across *every* training tile at each step, and not from batches of whole tiles: 16 tiles per step see
-    a few classes of a few (month, biome) pairs, and their gradient is that batch's noise. Measured on
-    the chain bench's `opt_v2` (bench/RESULTS.md): the same per-pixel network reaches NDVI RMSE 0.0742
-    from 0.0817 on 32,768 random pixels per step and learns nothing (0.0815) on 16 whole tiles per step.
+    Why: what the stage before gets wrong on unseen AOIs is mostly a spectral bias per land-cover class,
+    month and biome (the colour of a class in a season), not geometry. That bias is learned from pixels
+    drawn across *every* training tile at each step, and not from batches of whole tiles: 16 tiles per
+    step see a few classes of a few (month, biome) pairs, and their gradient is that batch's noise.
+    Measured on the chain bench's `opt_v2` (bench/RESULTS.md): the same per-pixel network reaches NDVI
+    RMSE 0.0742 from 0.0817 on 32,768 random pixels per step and learns nothing (0.0815) on 16 whole
+    tiles per step.
 
-    The network sees, per pixel, fixed features (`pixel_features`, one of `PIXEL_FEATURE_SETS`: S1
-    and summaries of its neighbourhood — a mean carries most of the SAR's signal without its speckle,
-    the speckle's spread tells smooth from rough surfaces —, `opt_v2`'s reflectance and
-    log-reflectance) plus month (cyclic) and biome (one-hot; a biome never trained on stays neutral:
-    its weights start at zero and get no gradient). Its gain is per pixel and it has no trained spatial
-    layer, so it cannot move `opt_v2`'s edges; its last layer starts at zero, so untrained it returns
-    `opt_v2` exactly. Training draws pixels (`train/loop.RegressTask`); inference runs on whole tiles.
+    The network sees, per pixel, fixed features (`pixel_features`, one of the class's `FEATURE_SETS`:
+    summaries of the pixel's neighbourhood — a mean carries most of the SAR's signal without its
+    speckle, the speckle's spread tells smooth from rough surfaces —, the optical input's reflectance
+    and log-reflectance) plus month (cyclic) and biome (one-hot; a biome never trained on stays
+    neutral: its weights start at zero and get no gradient). Its gain is per pixel and it has no
+    trained spatial layer, so it cannot move its input's edges; its last layer starts at zero, so
+    untrained it returns its input exactly. Training draws pixels (`train/loop.RegressTask`); inference
+    runs on whole tiles. Subclasses name the stage's inputs and features (Stage 2: `PixelStage2`,
+    Stage 3: `PixelStage3`).
     """
 
-    INPUTS = stage_spec(3, "regress").model_inputs
-    OUTPUT = stage_spec(3, "regress").output
     AMP_DTYPE = torch.float16
     PIXEL_WISE = True            # trains on pixels drawn across tiles (train/loop.RegressTask)
     encoder = None
     encoder_name = "pixel"
+    FEATURE_SETS: dict[str, int] = {}
+    DEFAULT_FEATURES = ""
+    UNRECORDED_FEATURES = ""     # what a checkpoint that records no feature set was trained with
 
     def __init__(self, encoder: nn.Module | None = None, *, width: int = 32, max_log_gain: float = 1.0,
-                 features: str = DEFAULT_PIXEL_FEATURES):
+                 features: str | None = None):
         super().__init__()
+        features = features or self.DEFAULT_FEATURES
         if encoder is not None:
             raise ValueError("the per-pixel calibrator has no encoder")
-        if features not in PIXEL_FEATURE_SETS:
-            raise ValueError(f"unknown pixel feature set {features!r}; known: {', '.join(PIXEL_FEATURE_SETS)}")
+        if features not in self.FEATURE_SETS:
+            raise ValueError(f"unknown pixel feature set {features!r}; known: {', '.join(self.FEATURE_SETS)}")
         hidden = 2 * width
         self.features = features
-        self.n_features = PIXEL_FEATURE_SETS[features]
+        self.n_features = self.FEATURE_SETS[features]
         self.max_log_gain = max_log_gain
         self.mlp = nn.Sequential(nn.Conv2d(self.n_features + 2 + N_BIOMES, hidden, 1), nn.GELU(),
                                  nn.Conv2d(hidden, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 4, 1))
         with torch.no_grad():
             self.mlp[0].weight[:, self.n_features + 2:] = 0.0  # the biome one-hot starts neutral
-        nn.init.zeros_(self.mlp[-1].weight)  # untrained: returns opt_v2 exactly
+        nn.init.zeros_(self.mlp[-1].weight)  # untrained: returns its input exactly
         nn.init.zeros_(self.mlp[-1].bias)
 
+    def pixel_features(self, *images: torch.Tensor) -> torch.Tensor:
+        """The fixed per-pixel features (B, n_features, H, W) of whole tiles, from the stage's images in
+        `INPUTS` order (the optical input last); no parameters."""
+        raise NotImplementedError
+
+    def calibrate(self, optical: torch.Tensor, month: torch.Tensor, biome_code: torch.Tensor,
+                  feats: torch.Tensor) -> torch.Tensor:
+        optical = optical.float().clamp(0.0, 1.0)
+        h, w = feats.shape[-2:]
+        cond = torch.cat([month_features(month), F.one_hot(biome_code.long().clamp(0, N_BIOMES - 1), N_BIOMES).float()],
+                         dim=1)[:, :, None, None].expand(-1, -1, h, w)
+        log_gain = self.max_log_gain * torch.tanh(self.mlp(torch.cat([feats.float(), cond], dim=1)).float())
+        return (optical * torch.exp(log_gain)).clamp(0.0, 1.0)
+
+
+def _optical_summaries(optical: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
+    """The optical input's reflectance and log-reflectance, and their means over each window size."""
+    feats = image_features(optical.float().clamp(0.0, 1.0))
+    return [feats, *(_box_mean(feats, size) for size in sizes)]
+
+
+class PixelStage2(PixelCalibrator):
+    """opt_v1 + month + biome → opt_v2 = opt_v1 · exp(g): Stage 2's regression kind (see PixelCalibrator).
+
+    Why beside the Prithvi refiner: the refiner learns on whole tiles, and so learns nothing of a
+    Stage 1's colour bias on these AOIs (bench/RESULTS.md: ±0.00004 NDVI RMSE after 400 steps, on
+    whole tiles or on crops from 16x as many tiles), while this calibrator, on the same data, gains
+    −0.0004 to −0.0008 on every figure. It sees `opt_v1` alone, as Stage 2 must; S1 is Stage 3's.
+    """
+
+    INPUTS = stage_spec(2, "regress").model_inputs
+    OUTPUT = stage_spec(2, "regress").output
+    FEATURE_SETS = STAGE2_PIXEL_FEATURE_SETS
+    DEFAULT_FEATURES = UNRECORDED_FEATURES = "optical"
+
+    def pixel_features(self, opt_v1: torch.Tensor) -> torch.Tensor:
+        return torch.cat(_optical_summaries(opt_v1, (_BOX, _WIDE_BOX)), dim=1)
+
+    def forward(self, opt_v1: torch.Tensor, month: torch.Tensor, biome_code: torch.Tensor,
+                *, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Whole tiles, or (training) pixels: `features` (N, n_features, 1, 1) from `pixel_features`
+        with `opt_v1` (N, 4, 1, 1) and one month and biome per pixel."""
+        return self.calibrate(opt_v1, month, biome_code, self.pixel_features(opt_v1) if features is None else features)
+
+
+class PixelStage3(PixelCalibrator):
+    """S1 + opt_v2 + month + biome → opt_v3 = opt_v2 · exp(g): Stage 3's per-pixel calibrator (see
+    PixelCalibrator), whose features add S1 and the summaries of its neighbourhood."""
+
+    INPUTS = stage_spec(3, "regress").model_inputs
+    OUTPUT = stage_spec(3, "regress").output
+    FEATURE_SETS = PIXEL_FEATURE_SETS
+    DEFAULT_FEATURES = DEFAULT_PIXEL_FEATURES
+    UNRECORDED_FEATURES = "basic"  # checkpoints from before stop 26 record none
+
     def pixel_features(self, s1: torch.Tensor, opt_v2: torch.Tensor) -> torch.Tensor:
-        """The fixed per-pixel features (B, n_features, H, W) of whole tiles; no parameters."""
-        sar = s1_features(s1)
+        sar = s1_features(s1.float())
         optical = image_features(opt_v2.float().clamp(0.0, 1.0))
         mean = _box_mean(sar, _BOX)
         parts = [sar, mean, optical]
@@ -256,13 +318,10 @@ class PixelStage3(nn.Module):
                 *, features: torch.Tensor | None = None) -> torch.Tensor:
         """Whole tiles, or (training) pixels: `features` (N, n_features, 1, 1) from `pixel_features`
         with `opt_v2` (N, 4, 1, 1) and one month and biome per pixel; `s1` is then unused."""
-        optical = opt_v2.float().clamp(0.0, 1.0)
-        feats = self.pixel_features(s1.float(), optical) if features is None else features.float()
-        h, w = feats.shape[-2:]
-        cond = torch.cat([month_features(month), F.one_hot(biome_code.long().clamp(0, N_BIOMES - 1), N_BIOMES).float()],
-                         dim=1)[:, :, None, None].expand(-1, -1, h, w)
-        log_gain = self.max_log_gain * torch.tanh(self.mlp(torch.cat([feats, cond], dim=1)).float())
-        return (optical * torch.exp(log_gain)).clamp(0.0, 1.0)
+        return self.calibrate(opt_v2, month, biome_code,
+                              self.pixel_features(s1, opt_v2) if features is None else features)
 
 
 REGRESSION_CLASSES = {1: RegressStage1, 3: RegressStage3}
+#: The per-pixel calibrator of each stage with an optical input (encoder `pixel`).
+CALIBRATORS = {2: PixelStage2, 3: PixelStage3}

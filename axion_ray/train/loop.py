@@ -164,8 +164,8 @@ class TokenObjective(torch.nn.Module):
 
 
 class RegressTask(StageTask):
-    """Stages 1 and 3 as regression (models/regress.py): the pixel losses of Stage 2 against the truth,
-    whole-state checkpoints. The TerraMind encoder trains from scratch, or — when its published file is
+    """Stages 1, 2 and 3 as regression (models/regress.py): the pixel losses of Stage 2 against the
+    truth, whole-state checkpoints. The TerraMind encoder trains from scratch, or — when its published file is
     on disk — gets LoRA adapters while the UNet trains fully."""
 
     def __init__(self, config: dict[str, Any], stage: int):
@@ -177,12 +177,17 @@ class RegressTask(StageTask):
         return stage_spec(self.stage, "regress")
 
     @property
+    def condition(self) -> str | None:
+        """The optical array Stage 3 grounds (its `--condition`); Stage 2 calibrates `opt_v1` always."""
+        return self.config["condition"] if self.stage == 3 else None
+
+    @property
     def baseline_array(self) -> str | None:
-        # Stage 3 must beat the input it grounds; Stage 1 has none: the Validator's flat baseline.
-        return self.config["condition"] if self.spec.optical_input else None
+        # Stages 2 and 3 must beat the input they calibrate; Stage 1 has none: the Validator's flat baseline.
+        return self.validation_inputs()[-1] if self.spec.optical_input else None
 
     def validation_inputs(self) -> list[str]:
-        return list(self.spec.inputs_for(self.config["condition"]))
+        return list(self.spec.inputs_for(self.condition))
 
     def build(self) -> torch.nn.Module:
         from axion_ray.models import apply_lora, build_stage
@@ -217,23 +222,24 @@ class RegressTask(StageTask):
                   "width": self.config["width"] or REGRESSION_WIDTH, "lora": lora,
                   "base_weights": model.provenance["weights"]}
         if getattr(model, "PIXEL_WISE", False):
-            config["features"] = model.features  # the calibrator's feature set (models/regress.PIXEL_FEATURE_SETS)
+            config["features"] = model.features  # the calibrator's feature set (its class's FEATURE_SETS)
         else:
             config["norm"] = model.norm  # the UNet blocks' normalisation (models/stage2.BLOCK_NORMS)
         return config
 
-    def pixel_rows(self, tiles: dict[str, np.ndarray], features_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    def pixel_rows(self, tiles: dict[str, np.ndarray], features_of: Callable[..., torch.Tensor],
                    max_pixels: int = 4_000_000) -> dict[str, np.ndarray]:
         """A pixel-wise model's training table (train/base.ShardBatches `rows`): the fixed per-pixel
         features, optical input, truth, month and biome of every valid pixel of the cached tiles; at
         most `max_pixels` of them (drawn evenly at random), which bounds its memory (~160 B a pixel with the `texture` features).
-        Features are computed once here, by the model's own `features_of(s1, optical)` (its
+        Features are computed once here, by the model's own `features_of(*images)` (its
         `pixel_features`, which has no parameters)."""
         from axion_ray.store.validity import fill_invalid, valid_pixels
 
-        s1_name, optical_name = self.validation_inputs()
+        names = self.validation_inputs()  # (s1,) optical: the model's images, the optical input last
+        optical_name = names[-1]
         n = len(tiles[TRUTH_ARRAY])
-        valid = valid_pixels(tiles[TRUTH_ARRAY], tiles[optical_name], tiles[s1_name])
+        valid = valid_pixels(tiles[TRUTH_ARRAY], *(tiles[name] for name in names))
         keep = min(1.0, max_pixels / max(1, int(valid.sum())))
         rng = np.random.default_rng(int(self.config["seed"]))
         parts: dict[str, list[np.ndarray]] = {"features": [], "optical": [], "truth": [], "month": [], "biome_code": []}
@@ -243,10 +249,9 @@ class RegressTask(StageTask):
             tile_of = np.nonzero(ok)[0]
             # No-data filled as the pipeline fills it (nearest valid pixel): the S1 mean beside a no-data
             # border then sees in training what it sees in inference.
-            seen = valid_pixels(tiles[s1_name][part], tiles[optical_name][part])
+            seen = valid_pixels(*(tiles[name][part] for name in names))
             with torch.no_grad():
-                feats = features_of(torch.from_numpy(fill_invalid(tiles[s1_name][part], seen)),
-                                    torch.from_numpy(fill_invalid(tiles[optical_name][part], seen))).numpy()
+                feats = features_of(*(torch.from_numpy(fill_invalid(tiles[name][part], seen)) for name in names)).numpy()
             for key, image in (("features", feats), ("optical", tiles[optical_name][part]),
                                ("truth", tiles[TRUTH_ARRAY][part])):
                 parts[key].append(np.moveaxis(image, 1, -1)[ok])  # (t, C, H, W) → (valid pixels, C)
@@ -262,8 +267,9 @@ class RegressTask(StageTask):
         weights = {k: self.config[k] for k in ("w_l1", "w_sam", "w_ndvi", "w_evi", "w_edge")}
         if "features" in batch:  # pixels drawn across tiles (`pixel_rows`), each a 1x1 image
             optical, truth = (batch[k].float()[..., None, None] for k in ("optical", "truth"))
+            other_images = [None] * (len(self.validation_inputs()) - 1)  # Stage 3's s1: in the features
             with self.pixel_autocast(device):
-                pred = model(None, optical, batch["month"].long(), batch["biome_code"].long(),
+                pred = model(*other_images, optical, batch["month"].long(), batch["biome_code"].long(),
                              features=batch["features"].float()[..., None, None])
             return stage2_loss(pred.float(), truth, optical, **weights)  # one pixel has no edges: that term is 0
         images = {name: batch[name].float() for name in self.validation_inputs()}
@@ -274,8 +280,8 @@ class RegressTask(StageTask):
         with self.pixel_autocast(device):  # no-data pixels (NaN) reach the model as 0
             pred = model(*[torch.nan_to_num(v, nan=0.0) for v in images.values()],
                          batch["month"].long(), batch["biome_code"].long())
-        # Edges: Stage 3 keeps its optical input's; Stage 1 has none, so it is asked for the truth's.
-        edges = images[self.spec.inputs_for(self.config["condition"])[1]] if self.stage == 3 else truth
+        # Edges: Stages 2 and 3 keep their optical input's; Stage 1 has none, so it is asked for the truth's.
+        edges = images[self.validation_inputs()[-1]] if self.spec.optical_input else truth
         return stage2_loss(pred.float(), truth, edges, **weights)
 
     def predict(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -292,10 +298,10 @@ def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 
 
 def stage_task(config: dict[str, Any]) -> StageTask:
-    if config["stage"] == 2:
-        return StageTask(config)
     if config.get("kind") == "regress":
         return RegressTask(config, config["stage"])
+    if config["stage"] == 2:
+        return StageTask(config)
     return TerraMindTask(config, config["stage"])
 
 
@@ -401,7 +407,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         resumed_from = step
 
     validator = Validator(config["val_store"], task, config["max_val_tiles"]) if rank == 0 else None
-    # A pixel-wise model learns from pixels drawn across every cached tile (models/regress.PixelStage3
+    # A pixel-wise model learns from pixels drawn across every cached tile (models/regress.PixelCalibrator
     # says why); streamed, it trains on whole tiles like any other. A convolutional regression model (the
     # UNet alone) trains on random crops from more tiles a step (train/base.ShardBatches says why).
     pixel_wise = getattr(core, "PIXEL_WISE", False) and config.get("in_memory", False)

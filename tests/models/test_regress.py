@@ -55,8 +55,9 @@ def test_every_parameter_learns_and_month_biome_condition_the_output():
 def test_kinds_are_data_and_a_checkpoint_carries_its_kind(tmp_path):
     assert set(STAGE_KINDS[1]) == {"generate", "regress"} and set(STAGE_KINDS[3]) == {"generate", "regress"}
     assert stage_spec(1).kind == "generate"  # generation stays the default for users with the weights
-    with pytest.raises(ConfigError, match="no kind 'regress'"):
-        stage_spec(2, "regress")
+    assert set(STAGE_KINDS[2]) == {"refine", "regress"} and stage_spec(2).kind == "refine"
+    with pytest.raises(ConfigError, match="no kind 'generate'; choose one of refine, regress"):
+        stage_spec(2, "generate")
     model = build_stage(3, kind="regress", encoder="unet", width=8, allow_random_init=True)
     torch.nn.init.normal_(model.decoder.out.weight, std=0.1)
     path = tmp_path / "s3.pt"
@@ -153,13 +154,14 @@ def test_the_default_encoder_is_terramind_only_where_its_published_file_is_on_di
     assert default_encoder("small", str(tmp_path)) == "unet"  # another preset's file is not this one's
 
 
-def _pixel_task(**config):
+def _pixel_task(stage: int = 3, **config):
     import dataclasses
 
     from axion_ray.config import TrainConfig
     from axion_ray.train.loop import RegressTask
 
-    return RegressTask({**dataclasses.asdict(TrainConfig(stage=3, kind="regress", encoder="pixel")), **config}, 3)
+    cfg = TrainConfig(stage=stage, kind="regress", encoder="pixel")
+    return RegressTask({**dataclasses.asdict(cfg), **config}, stage)
 
 
 def test_the_pixel_calibrator_keeps_the_stage3_contract_and_is_stage3_only(tmp_path):
@@ -193,9 +195,44 @@ def test_the_pixel_calibrator_keeps_the_stage3_contract_and_is_stage3_only(tmp_p
     for mistake in (lambda: build_stage(1, kind="regress", encoder="pixel", allow_random_init=True),
                     lambda: TrainConfig(stage=1, kind="regress", encoder="pixel").validate(),
                     lambda: ChainConfig(encoder="pixel").validate()):
-        with pytest.raises(ConfigError, match="only Stage 3 has one"):
+        with pytest.raises(ConfigError, match="only Stages 2 and 3 have one"):
             mistake()
     assert ChainConfig(encoder="unet", stage3_encoder="pixel").stage_config(3).encoder == "pixel"
+
+
+def test_stage2_has_a_regression_kind_the_pixel_calibrator_of_opt_v1(tmp_path):
+    """Stage 2's contract (opt_v1 + month + biome), no S1: untrained it returns opt_v1 exactly on any
+    tile size; its checkpoint carries its kind; it takes only the `pixel` encoder; the chain builds it
+    with `stage2_kind`, and its training reads opt_v1 whatever the Stage 3 condition says."""
+    from axion_ray.config import ChainConfig, TrainConfig
+    from axion_ray.models.regress import PixelStage2
+
+    _, opt, month, biome = _inputs()
+    model = build_stage(2, kind="regress", allow_random_init=True)
+    assert type(model) is PixelStage2 and model.provenance["model"] == "pixel_regress"
+    assert model.INPUTS == build_stage(2, allow_random_init=True).INPUTS == ("opt_v1", "month", "biome_code")
+    with torch.no_grad():
+        assert torch.equal(model(opt, month, biome), opt)
+        assert model(opt[:, :, :37, :21], month, biome).shape == (3, 4, 37, 21)
+    torch.nn.init.normal_(model.mlp[-1].weight, std=0.1)
+    config = {"stage": 2, "kind": "regress", "preset": "tiny", "encoder": "pixel", "width": 32,
+              "features": model.features}
+    torch.save({"model_state_dict": model.state_dict(), "config": config}, tmp_path / "s2.pt")
+    rebuilt = build_stage(2, checkpoint=str(tmp_path / "s2.pt"))  # no kind asked: the file's
+    with torch.no_grad():
+        out = rebuilt(opt, month, biome)
+        torch.testing.assert_close(out, model(opt, month, biome))
+    assert not torch.equal(out, opt) and rebuilt.provenance["kind"] == "regress"
+    for encoder in ("unet", "terramind"):
+        with pytest.raises(ConfigError, match="Stage 2's regression kind calibrates opt_v1 and reads no S1"):
+            TrainConfig(stage=2, kind="regress", encoder=encoder).validate()
+    with pytest.raises(ConfigError, match="--stage2-kind is refine"):
+        ChainConfig(stage2_kind="pixel").validate()
+    stage2 = ChainConfig(stage2_kind="regress").stage_config(2)
+    assert (stage2.kind, stage2.encoder, stage2.validate_at_start) == ("regress", "pixel", True)
+    assert ChainConfig().stage_config(2).kind is None  # the refiner stays the default
+    task = _pixel_task(stage=2, condition="opt_v2")
+    assert task.validation_inputs() == ["opt_v1"] and task.baseline_array == "opt_v1"
 
 
 def test_pixel_rows_are_what_the_calibrator_sees_of_whole_tiles():
@@ -232,9 +269,11 @@ def test_pixel_rows_are_what_the_calibrator_sees_of_whole_tiles():
         assert int(rows["biome_code"][index]) == int(biome[tile])
 
 
-def test_the_calibrator_learns_a_per_biome_colour_bias_from_pixels():
-    """What Stage 3 is for: `opt_v2` off by a colour gain that depends on the biome. 150 steps of pixels
-    drawn across the tiles (the loss the training loop runs) remove most of it, on tiles never trained on."""
+@pytest.mark.parametrize("stage", [2, 3])
+def test_the_calibrator_learns_a_per_biome_colour_bias_from_pixels(stage):
+    """What the calibrators are for: the optical input off by a colour gain that depends on the biome.
+    150 steps of pixels drawn across the tiles (the loss the training loop runs) remove most of it, on
+    tiles never trained on — Stage 3's from S1 + opt_v2, Stage 2's from opt_v1 alone."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     n, size = 24, 16
@@ -247,9 +286,10 @@ def test_the_calibrator_learns_a_per_biome_colour_bias_from_pixels():
     s1 = torch.randn(n, 2, size, size, generator=gen) * 3 - 14
     month = torch.full((n,), 6)
     train = torch.arange(n) < 18
-    task = _pixel_task()
-    model = build_stage(3, kind="regress", encoder="pixel", allow_random_init=True).train()
-    rows = task.pixel_rows({"s1": s1[train].numpy(), "opt_v2": opt[train].numpy(), "s2_truth": truth[train].numpy(),
+    task = _pixel_task(stage)
+    model = build_stage(stage, kind="regress", encoder="pixel", allow_random_init=True).train()
+    images = {"s1": s1, "opt_v2": opt} if stage == 3 else {"opt_v1": opt}
+    rows = task.pixel_rows({**{k: v[train].numpy() for k, v in images.items()}, "s2_truth": truth[train].numpy(),
                             "month": month[train].numpy(), "biome_code": biome[train].numpy()}, model.pixel_features)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
@@ -261,7 +301,7 @@ def test_the_calibrator_learns_a_per_biome_colour_bias_from_pixels():
         optimizer.step()
     held = ~train
     with torch.no_grad():
-        pred = model.eval()(s1[held], opt[held], month[held], biome[held])
+        pred = model.eval()(*(v[held] for v in images.values()), month[held], biome[held])
     before, after = (float((x - truth[held]).abs().mean()) for x in (opt[held], pred))
     assert after < 0.2 * before, (before, after)
 

@@ -283,3 +283,35 @@ def test_training_user_errors(tmp_path, capsys):
         train_stage([other_size.path, small.path], other_size.path, tmp_path / "run", TrainConfig(allow_random_init=True))
     with pytest.raises(ConfigError, match="min workers"):
         train_stage(bare.path, bare.path, tmp_path / "run", TrainConfig(workers=2, min_workers=3))
+
+
+def test_stage2_regression_kind_learns_from_pixels_exports_and_runs_in_the_pipeline(local_ray, stores, tmp_path):
+    """Stage 2's per-pixel calibrator (`--kind regress`) through the whole product: Ray Train on pixels
+    drawn across the tiles, scored at step 0 as its input, selected and exported, then run by the
+    pipeline as a Stage 2 checkpoint whose kind the pipeline reads from the file."""
+    from axion_ray.store.tile_store import TileStatus
+
+    train, val = stores
+    cfg = TrainConfig(stage=2, kind="regress", epochs=4, batch_size=6, val_every_steps=6, workers=2,
+                      validate_at_start=True, pixel_batch=4096)
+    summary = train_stage(train.path, val.path, tmp_path / "run", cfg, say=lambda _: None)
+    (start,) = [c for c in summary["checkpoints"] if c["step"] == 0]
+    assert start["composite_score"] == pytest.approx(0.0, abs=1e-6) and start["edge_disp_mean_px"] == 0
+    best = max(summary["checkpoints"], key=lambda c: c["composite_score"])
+    assert best["step"] > 0 and best["composite_score"] > 0 and best["constraints_pass"]
+    assert main(["select", str(tmp_path / "run"), "--export", str(tmp_path / "s2.pt")]) == 0
+    model = build_stage(2, checkpoint=str(tmp_path / "s2.pt"))
+    assert type(model).__name__ == "PixelStage2" and model.provenance["kind"] == "regress"
+
+    aoi = synthesize_aoi(tmp_path / "new.zarr", SynthConfig(rows=2, cols=2, tile_size=32, seed=11))
+    assert main(["infer", aoi.path, "--stages", "2", "--stage2-checkpoint", str(tmp_path / "s2.pt")]) == 0
+    store = TileStore.open(aoi.path)
+    idx = np.arange(store.n_tiles)
+    assert store.indices_with_status("opt_v2", TileStatus.DONE).tolist() == idx.tolist()
+    opt_v1, opt_v2 = store.read("opt_v1", idx), store.read("opt_v2", idx)
+    meta = store.tile_meta()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(opt_v1), torch.from_numpy(meta["month"].astype(np.int64)),
+                         torch.from_numpy(meta["biome_code"].astype(np.int64))).numpy()
+    np.testing.assert_allclose(opt_v2, expected, atol=2e-3)  # the calibrator's output (the pipeline may run fp16)
+    assert not np.allclose(opt_v2, opt_v1, atol=1e-3)
