@@ -255,16 +255,17 @@ class SelectConfig:
 @dataclasses.dataclass(frozen=True)
 class ChainConfig:
     """`axion-ray train chain`: Stages 1, 2 and 3 trained in turn, each on the previous stage's real
-    outputs (Axion-Sat's order). Stages 1 and 3 are the regression kind; Stage 2 is the refiner (its
-    tiny preset has no published weights, so it trains whole) or, with `stage2_kind="regress"`, the
-    per-pixel calibrator of `opt_v1` (models/regress.PixelStage2). One schedule serves all three stages
-    unless a stage's own `stageN_epochs` is given."""
+    outputs (Axion-Sat's order). Stages 1 and 3 are the regression kind; Stage 2 is the refiner (where the
+    preset's published Prithvi file is on disk) or the per-pixel calibrator of `opt_v1`
+    (models/regress.PixelStage2; `stage2_kind`, default `builder.default_stage2_kind`). One schedule
+    serves all three stages unless a stage's own `stageN_epochs` is given."""
 
     preset: str = "tiny"
     weights: str | None = None          # TerraMind encoder weights (else from scratch)
     encoder: str | None = None          # both regression stages' (None: each stage's builder.default_encoder)
     stage3_encoder: str | None = None   # Stage 3's, where it differs from `encoder` (e.g. pixel)
-    stage2_kind: str = "refine"         # refine: the Prithvi refiner | regress: the per-pixel calibrator
+    stage2_kind: str | None = None      # refine: the Prithvi refiner | regress: the per-pixel calibrator
+                                        # (None: builder.default_stage2_kind — the refiner only with its weights)
     width: int | None = None
     crop: int | None = None             # the regression stages' (None: TrainConfig's)
     epochs: int = 12
@@ -309,7 +310,7 @@ class ChainConfig:
             common["w_edge"] = self.stage1_w_edge
         # Stages 2 and 3 start as exactly their input and are scored at step 0 too: a later stage whose
         # training never beats its input is exported as that identity and never makes the chain worse.
-        if stage == 2 and self.stage2_kind == "regress":  # the calibrator: pixels drawn across tiles
+        if stage == 2 and self.resolved_stage2_kind() == "regress":  # the calibrator: pixels drawn across tiles
             return TrainConfig(stage=2, kind="regress", encoder="pixel", width=self.width, epochs=epochs,
                                validate_at_start=True, **common)
         if stage == 2:  # the refiner: no published tiny weights to adapt; condition = the chain's opt_v1
@@ -320,12 +321,20 @@ class ChainConfig:
         return TrainConfig(stage=stage, kind="regress", encoder=encoder, width=self.width, epochs=epochs,
                            condition="opt_v2", validate_at_start=stage == 3, **common)
 
+    def resolved_stage2_kind(self) -> str:
+        """`stage2_kind`, or where none is named what `builder.default_stage2_kind` picks."""
+        if self.stage2_kind is not None:
+            return self.stage2_kind
+        from axion_ray.models.builder import default_stage2_kind
+
+        return default_stage2_kind(self.preset, self.weights)
+
     def select_config(self) -> SelectConfig:
         return SelectConfig() if self.average_top_k is None else SelectConfig(average_top_k=self.average_top_k)
 
     def validate(self) -> None:
         self.select_config().validate()
-        if self.stage2_kind not in ("refine", "regress"):
+        if self.stage2_kind not in (None, "refine", "regress"):
             raise ConfigError(f"--stage2-kind is refine (the Prithvi refiner) or regress (the per-pixel calibrator), "
                               f"got {self.stage2_kind!r}")
         if not set(self.cpu_bf16_stages) <= {1, 2, 3}:

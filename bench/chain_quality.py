@@ -430,7 +430,7 @@ def evaluate_only(out: Path, val_seeds: list[int], tta: int, json_out: str | Non
 def main() -> None:
     from axion_ray.config import ChainConfig, SynthConfig
     from axion_ray.models import build_stage
-    from axion_ray.models.builder import default_encoder
+    from axion_ray.models.builder import default_encoder, default_stage2_kind
     from axion_ray.models.presets import encoders_for
     from axion_ray.train.chain import CHAIN_OUTPUTS, chain_line, train_chain
     from axion_ray.train.run import train_stage
@@ -458,9 +458,10 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=None,
                     help="the regression stages' width (ChainConfig.width: Stage 1's UNet and Stage 3's calibrator; "
                          "default models/presets.REGRESSION_WIDTH)")
-    ap.add_argument("--stage2-kind", choices=["refine", "regress"], default="regress",
+    ap.add_argument("--stage2-kind", choices=["refine", "regress"], default=None,
                     help="Stage 2 as the per-pixel calibrator of opt_v1 (regress; from (AD)) or the Prithvi refiner "
-                         "(refine, the chain's default), which learned at most 4e-5 NDVI RMSE in every run to (AC)")
+                         "(refine), which learned at most 4e-5 NDVI RMSE in every run to (AC); default: the chain's "
+                         "(models/builder.default_stage2_kind: here the calibrator)")
     ap.add_argument("--stage2-epochs", type=int, default=None,
                     help="default: the refiner 10 over one later set, fewer over more (about 100 steps); the "
                          "calibrator as Stage 3's (about 600 steps of pixels)")
@@ -485,6 +486,7 @@ def main() -> None:
     if args.stage1_sets < 1 or args.later_sets < 1:
         ap.error("--stage1-sets and --later-sets are counts of sets of five AOIs, at least 1")
     # Stages 2 and 3 keep their steps whatever their data: 10 and 60 epochs were tuned on one later set.
+    args.stage2_kind = args.stage2_kind or default_stage2_kind("tiny")
     args.stage2_epochs = args.stage2_epochs or math.ceil((60 if args.stage2_kind == "regress" else 10) / args.later_sets)
     args.stage3_epochs = args.stage3_epochs or math.ceil(60 / args.later_sets)
     if args.baseline_only:

@@ -72,6 +72,7 @@ RUNS = (
     ("AA", "width48", "UNet width 48, 1,640 steps (not kept)"),
     ("AB", "pixel_norm_sixth", "(U)'s a sixth time; random init drawn from the seed"),
     ("AC", "later_sets4", "Stages 2 and 3 on four held-out sets"),
+    ("AD", "stage2_pixel", "Stage 2 the per-pixel calibrator of `opt_v1`"),
 )
 
 
@@ -144,7 +145,7 @@ def tally() -> str:
 RESCORED = (("U", "pixel_norm_rescored"), ("U again", "pixel_norm_repeat_rescored"),
             ("U third", "pixel_norm_third_rescored"), ("X", "pixel_norm_fourth_rescored"),
             ("Y", "stage1_members_rescored"), ("Z", "pixel_norm_fifth"), ("AA", "width48"), ("AB", "pixel_norm_sixth"),
-            ("AC", "later_sets4"))
+            ("AC", "later_sets4"), ("AD", "stage2_pixel"))
 
 
 def intervals() -> str:
@@ -163,7 +164,8 @@ def intervals() -> str:
 #: Trained chains re-scored on sixteen fresh AOIs drawn as the evaluation AOIs are (`chain_quality.py
 #: --evaluate-only --val-seeds 7001,...,7016`): (run, raw file of the three default AOIs, of the sixteen).
 POOLED = (("Z", "pixel_norm_fifth", "pixel_norm_fifth_pool16"), ("AA", "width48", "width48_pool16"),
-          ("AB", "pixel_norm_sixth", "pixel_norm_sixth_pool16"), ("AC", "later_sets4", "later_sets4_pool16"))
+          ("AB", "pixel_norm_sixth", "pixel_norm_sixth_pool16"), ("AC", "later_sets4", "later_sets4_pool16"),
+          ("AD", "stage2_pixel", "stage2_pixel_pool16"))
 
 
 def pooled() -> str:

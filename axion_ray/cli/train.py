@@ -134,7 +134,8 @@ def add_train_parsers(sub) -> None:
     add_regression_options(p)
     p.add_argument("--stage3-encoder", choices=list(ENCODERS), help="chain: Stage 3's encoder where it differs from --encoder")
     p.add_argument("--stage2-kind", choices=["refine", "regress"],
-                   help="chain: Stage 2 as the Prithvi refiner (default) or the per-pixel calibrator of opt_v1")
+                   help="chain: Stage 2 as the Prithvi refiner or the per-pixel calibrator of opt_v1 (default: the "
+                        "refiner where the preset's published Prithvi file is on disk, else the calibrator)")
     p.add_argument("--holdout-fraction", type=float,
                    help="chain: the share of the --train AOIs held out of Stage 1, where Stages 2 and 3 learn from "
                         "its errors (default 0.5; e.g. 0.34: Stage 1 on two AOIs of every three)")

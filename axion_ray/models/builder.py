@@ -93,6 +93,16 @@ def default_encoder(preset: str, weights: str | None = None, stage: int = 1) -> 
     return "pixel" if stage == 3 else "unet"
 
 
+def default_stage2_kind(preset: str, weights: str | None = None) -> str:
+    """The chain's Stage 2 when none is named: the Prithvi refiner where the preset's Prithvi has its
+    published file on disk (`--weights`, `$AXION_RAY_WEIGHTS`, the Hugging Face cache), else — from
+    scratch, the only start the `tiny` preset has — the per-pixel calibrator (`regress`,
+    models/regress.PixelStage2). Measured on the chain bench (bench/RESULTS.md (AD)): the refiner from
+    scratch changed the means by at most 4e-5 in every run, the calibrator made all three figures better."""
+    found, _ = find_weight_file(PRESETS[preset].prithvi, weights, main=True)
+    return "refine" if found is not None else "regress"
+
+
 def _backbone_choice(spec: StageSpec, cfg: dict[str, Any], prithvi: str | None, encoder: str | None,
                      preset: str = "tiny", weights: str | None = None) -> str | None:
     """The argument that picks a stage's backbone: Stage 2's Prithvi, a regression stage's encoder

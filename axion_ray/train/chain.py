@@ -8,7 +8,8 @@
 3. Stage 1's outputs written by the pipeline (Axion-Sat's `00_precompute_stage1`) over the AOIs
    Stages 2 and 3 train on, so they learn from real Stage 1 errors — with `holdout`, its errors on
    AOIs it did not train on — not from a synthetic prior.
-4. Stage 2 (the refiner) on (opt_v1 → truth); exported; its outputs written the same way.
+4. Stage 2 (the per-pixel calibrator, or the refiner where its published weights are on disk:
+   `ChainConfig.stage2_kind`) on (opt_v1 → truth); exported; its outputs written the same way.
 5. Stage 3 (regression grounding) on (s1, opt_v2 → truth); exported; run on the validation copy.
 6. One report: each stage against the truth on the validation AOI (`CHAIN_REPORT.md`,
    `chain_summary.json`) and the one-line summary the CLI and the bench print.

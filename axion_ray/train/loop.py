@@ -7,8 +7,10 @@ What differs between stages is kept in one `StageTask` each:
 - Stages 1 and 3 of the generation kind (TerraMind) fine-tune LoRA adapters on TerraMind's token
   objective (`token_loss`); checkpoints hold only the adapters (the ~300 M-parameter base is rebuilt
   from its recorded weights).
-- Stages 1 and 3 of the regression kind (models/regress.py) train on Stage 2's pixel losses against
-  the truth, whole (or LoRA on a published encoder + the UNet); checkpoints hold the whole state.
+- Stages 1, 2 and 3 of the regression kind (models/regress.py) train on Stage 2's pixel losses
+  against the truth, whole (or LoRA on a published encoder + the UNet); checkpoints hold the whole
+  state. The per-pixel calibrators (Stage 2's regression kind, Stage 3's default) train on pixels
+  drawn across every tile.
 
 Every `val_every_steps` steps (and at the end) rank 0 measures the full metric set on the validation
 store — the model against the stage's baseline and the truth — and reports it with a checkpoint

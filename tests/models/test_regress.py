@@ -164,7 +164,7 @@ def _pixel_task(stage: int = 3, **config):
     return RegressTask({**dataclasses.asdict(cfg), **config}, stage)
 
 
-def test_the_pixel_calibrator_keeps_the_stage3_contract_and_is_stage3_only(tmp_path):
+def test_the_pixel_calibrator_keeps_the_stage3_contract_and_stage1_has_none(tmp_path):
     """Stage 3's default from scratch: untrained it returns opt_v2 exactly, on any tile size; a trained one
     round-trips through its checkpoint; Stage 1 has no optical input to calibrate, so it is refused."""
     from axion_ray.config import ChainConfig, TrainConfig
@@ -230,7 +230,14 @@ def test_stage2_has_a_regression_kind_the_pixel_calibrator_of_opt_v1(tmp_path):
         ChainConfig(stage2_kind="pixel").validate()
     stage2 = ChainConfig(stage2_kind="regress").stage_config(2)
     assert (stage2.kind, stage2.encoder, stage2.validate_at_start) == ("regress", "pixel", True)
-    assert ChainConfig().stage_config(2).kind is None  # the refiner stays the default
+    assert ChainConfig(stage2_kind="refine").stage_config(2).kind is None  # the refiner: Stage 2's default kind
+    # The chain's default: the refiner only where the preset's published Prithvi file is on disk.
+    assert ChainConfig().stage_config(2).kind == "regress"  # tiny's Prithvi has no published weights at all
+    assert ChainConfig(preset="small", weights=str(tmp_path)).resolved_stage2_kind() == "regress"
+    (tmp_path / "Prithvi_EO_V2_tiny_TL.pt").write_bytes(b"")
+    assert ChainConfig(preset="small", weights=str(tmp_path)).resolved_stage2_kind() == "refine"
+    assert ChainConfig(preset="small", weights=str(tmp_path)).stage_config(2).kind is None
+    assert ChainConfig(preset="base", weights=str(tmp_path)).resolved_stage2_kind() == "regress"  # not its file
     task = _pixel_task(stage=2, condition="opt_v2")
     assert task.validation_inputs() == ["opt_v1"] and task.baseline_array == "opt_v1"
 
