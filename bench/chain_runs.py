@@ -73,6 +73,7 @@ RUNS = (
     ("AB", "pixel_norm_sixth", "(U)'s a sixth time; random init drawn from the seed"),
     ("AC", "later_sets4", "Stages 2 and 3 on four held-out sets"),
     ("AD", "stage2_pixel", "Stage 2 the per-pixel calibrator of `opt_v1`"),
+    ("AD again", "stage2_pixel_repeat", ""),
 )
 
 
@@ -145,7 +146,7 @@ def tally() -> str:
 RESCORED = (("U", "pixel_norm_rescored"), ("U again", "pixel_norm_repeat_rescored"),
             ("U third", "pixel_norm_third_rescored"), ("X", "pixel_norm_fourth_rescored"),
             ("Y", "stage1_members_rescored"), ("Z", "pixel_norm_fifth"), ("AA", "width48"), ("AB", "pixel_norm_sixth"),
-            ("AC", "later_sets4"), ("AD", "stage2_pixel"))
+            ("AC", "later_sets4"), ("AD", "stage2_pixel"), ("AD again", "stage2_pixel_repeat"))
 
 
 def intervals() -> str:

@@ -1,4 +1,4 @@
-"""Stages 1 and 3 as regression: S1 (+ the optical input) + month + biome → reflectance, in one pass.
+"""The regression kind of every stage: S1 and/or the optical input + month + biome → reflectance, in one pass.
 
 Why beside generation: TerraMind's generation needs its published weights (unreachable on machines
 without the Hub) and ~75x Stage 2's time per tile; a regression model learns from the store's own
@@ -15,8 +15,9 @@ the blocks of Stage 2's head, here normalised per pixel: `DEFAULT_NORM`) whose b
 adds the tokens of the TerraMind encoder (terratorch's BACKBONE_REGISTRY `terramind_v1_*`, S1GRD or
 S1GRD + S2L2A, the file `TerraMind_v1_*.pt` from local disk when present, LoRA on it; else trained
 from scratch).
-`encoder="unet"` leaves the encoder out (the plain convolutional variant); `encoder="pixel"` (Stage 3
-only, `PixelStage3`) is a per-pixel spectral calibrator — see its docstring. The UNet carries the
+`encoder="unet"` leaves the encoder out (the plain convolutional variant); `encoder="pixel"` (stages
+with an optical input: `PixelStage3`, and `PixelStage2`, Stage 2's only regression model, on `opt_v1`
+alone) is a per-pixel spectral calibrator — see `PixelCalibrator`. The UNet carries the
 full-resolution detail a 16-px-patch ViT cannot; the encoder adds context over the whole tile.
 Inputs of any H, W work: they are padded to a multiple of the 16-px patch and cropped back (the
 encoder alone, without TerraMind's diffusion tokenizer, has no square-of-32 rule).
@@ -273,10 +274,11 @@ def _optical_summaries(optical: torch.Tensor, sizes: tuple[int, ...]) -> list[to
 class PixelStage2(PixelCalibrator):
     """opt_v1 + month + biome → opt_v2 = opt_v1 · exp(g): Stage 2's regression kind (see PixelCalibrator).
 
-    Why beside the Prithvi refiner: the refiner learns on whole tiles, and so learns nothing of a
-    Stage 1's colour bias on these AOIs (bench/RESULTS.md: ±0.00004 NDVI RMSE after 400 steps, on
-    whole tiles or on crops from 16x as many tiles), while this calibrator, on the same data, gains
-    −0.0004 to −0.0008 on every figure. It sees `opt_v1` alone, as Stage 2 must; S1 is Stage 3's.
+    Why beside the Prithvi refiner: trained from scratch, the refiner learned nothing of a Stage 1's
+    colour bias per class, month and biome (bench/RESULTS.md (AC), (AD): within ±0.00013 NDVI RMSE on
+    whole tiles, on crops from 16x as many tiles, frozen or without its tokens), while this calibrator,
+    on the same data, is better on all three figures. It sees `opt_v1` alone, as Stage 2 must; S1 is
+    Stage 3's.
     """
 
     INPUTS = stage_spec(2, "regress").model_inputs
