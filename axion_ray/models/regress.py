@@ -265,12 +265,6 @@ class PixelCalibrator(nn.Module):
         return (optical * torch.exp(log_gain)).clamp(0.0, 1.0)
 
 
-def _optical_summaries(optical: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
-    """The optical input's reflectance and log-reflectance, and their means over each window size."""
-    feats = image_features(optical.float().clamp(0.0, 1.0))
-    return [feats, *(_box_mean(feats, size) for size in sizes)]
-
-
 class PixelStage2(PixelCalibrator):
     """opt_v1 + month + biome → opt_v2 = opt_v1 · exp(g): Stage 2's regression kind (see PixelCalibrator).
 
@@ -287,7 +281,8 @@ class PixelStage2(PixelCalibrator):
     DEFAULT_FEATURES = UNRECORDED_FEATURES = "optical"
 
     def pixel_features(self, opt_v1: torch.Tensor) -> torch.Tensor:
-        return torch.cat(_optical_summaries(opt_v1, (_BOX, _WIDE_BOX)), dim=1)
+        optical = image_features(opt_v1.float().clamp(0.0, 1.0))
+        return torch.cat([optical, _box_mean(optical, _BOX), _box_mean(optical, _WIDE_BOX)], dim=1)
 
     def forward(self, opt_v1: torch.Tensor, month: torch.Tensor, biome_code: torch.Tensor,
                 *, features: torch.Tensor | None = None) -> torch.Tensor:
@@ -324,6 +319,5 @@ class PixelStage3(PixelCalibrator):
                               self.pixel_features(s1, opt_v2) if features is None else features)
 
 
-REGRESSION_CLASSES = {1: RegressStage1, 3: RegressStage3}
 #: The per-pixel calibrator of each stage with an optical input (encoder `pixel`).
 CALIBRATORS = {2: PixelStage2, 3: PixelStage3}
