@@ -30,9 +30,11 @@ DEMO_AOI = SynthConfig(rows=4, cols=4, tile_size=64, overlap=8, seed=0)
 
 #: The demo's chain: short, on three training AOIs that between them hold the seasons and the common
 #: and water-rich biomes (a model that never saw water makes it worse; bench/RESULTS.md). Stage 1
-#: trains on the first and third (eight months), Stages 2 and 3 on its outputs over the second.
+#: trains on the first and third (eight months), Stages 2 and 3 on its outputs over the second; every
+#: stage is selected on two small validation AOIs together.
 DEMO_CHAIN = ChainConfig(epochs=20, stage2_epochs=6, stage3_epochs=40, batch_size=16, val_every_steps=15, workers=2)
 DEMO_TRAIN_AOIS = 3
+DEMO_VAL_AOIS = 2
 
 
 def train_demo_chain(out: Path, say: Callable[[str], None], chain: ChainConfig = DEMO_CHAIN) -> dict[int, Path]:
@@ -44,9 +46,10 @@ def train_demo_chain(out: Path, say: Callable[[str], None], chain: ChainConfig =
     trains = [synthesize_aoi(out / f"train{i}.zarr", SynthConfig(
         rows=6, cols=6, tile_size=64, seed=101 + i, months=tuple(range(1 + i, 13, DEMO_TRAIN_AOIS)),
         biomes=(1, 4, 6, 7, 8, 9, 12, 13, 14, 15)), overwrite=True) for i in range(DEMO_TRAIN_AOIS)]
-    val = synthesize_aoi(out / "val.zarr", SynthConfig(rows=3, cols=3, tile_size=64, seed=202), overwrite=True)
+    vals = [synthesize_aoi(out / f"val{i}.zarr", SynthConfig(rows=3, cols=3, tile_size=64, seed=202 + i),
+                           overwrite=True) for i in range(DEMO_VAL_AOIS)]
     shutil.rmtree(out / "run_chain", ignore_errors=True)  # a new demo replaces the last one, never resumes it
-    summary = train_chain([t.path for t in trains], val.path, out / "run_chain", chain,
+    summary = train_chain([t.path for t in trains], [v.path for v in vals], out / "run_chain", chain,
                           say=lambda line: say("      " + line))
     say(f"      chain report: {summary['report']}")
     return {int(k.removeprefix("stage")): Path(v) for k, v in summary["checkpoints"].items()}

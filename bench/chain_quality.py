@@ -3,12 +3,14 @@
 What it does, in one run (2 CPU workers here; figures into bench/RESULTS.md):
 1. Synthesises training AOIs that cover every biome the synthesiser draws and all twelve months —
    in sets: Stage 1 trains on `--stage1-sets` of them, Stages 2 and 3 on its outputs over `--later-sets`
-   more (four: with one, what they learned of each biome came from one AOI and hurt elsewhere) —, a selection AOI
-   (the chain's validation store, for checkpoint selection) and the evaluation AOIs (`--val-seeds`,
-   never used in training or selection).
+   more (four: with one, what they learned of each biome came from one AOI and hurt elsewhere) —, the
+   selection AOIs (`--select-seeds`: sixteen drawn as the evaluation AOIs are, the chain's validation
+   stores, pooled, for checkpoint selection) and the evaluation AOIs (`--val-seeds`, never used in
+   training or selection).
 2. `train_chain` (Ray Train): Stage 1 (regression, S1 → opt_v1), Stage 1's outputs written over the
-   held-out training AOIs, Stage 2 (refiner), its outputs written, Stage 3 (regression grounding; from
-   scratch by default the per-pixel spectral calibrator, `--stage3-encoder`).
+   held-out training AOIs, Stage 2 (from scratch the per-pixel calibrator of opt_v1, `--stage2-kind`),
+   its outputs written, Stage 3 (regression grounding; from scratch the per-pixel spectral calibrator,
+   `--stage3-encoder`).
 3. A plain convolutional baseline — segmentation_models_pytorch's UNet (ResNet-18 encoder, 3 levels,
    no pretrained weights), fed the same inputs (S1, month, biome) and the same loss — trained for
    the same wall-clock time as Stage 1 on Stage 1's AOIs, in a plain PyTorch loop on the same 2 cores.
@@ -45,10 +47,10 @@ _HALF_A = [((4, 5), (1, 6, 11)), ((6, 7), (2, 7, 12)), ((8, 12), (3, 8, 1)), ((1
            ((2, 13), (5, 10, 3))]
 _HALF_B = [((5, 6), (4, 9, 2)), ((7, 8), (5, 10, 3)), ((12, 15), (6, 11, 4)), ((1, 2), (7, 12, 5)),
            ((13, 4), (8, 1, 6))]
-#: What every training set covers (the selection AOI holds the same biomes).
+#: What every training set covers (an 8 x 8 selection AOI holds the same biomes).
 TRAIN_BIOMES = sorted({b for biomes, _ in _HALF_A + _HALF_B for b in biomes})
 TRAIN_MONTHS = sorted({m for _, months in _HALF_A + _HALF_B for m in months})
-SELECTION_SEED = 8000
+SELECTION_SEED = 8000  # the one 8 x 8 selection AOI of every run before (AF) (`--select-rows 8 --select-seeds 8000`)
 
 
 def training_aois(stage1_sets: int, later_sets: int = 1) -> list[tuple[tuple[int, ...], tuple[int, ...], int]]:
@@ -282,6 +284,35 @@ def rerun_baseline(out: Path, result_file: Path) -> None:
     print(chain_line({n: result["means"][n] for n in CHAIN_OUTPUTS}, result["constraints_pass"]))
 
 
+def selection_config(seed: int, rows: int = 4):
+    """A selection AOI (one of the chain's validation stores, pooled): `rows` x `rows` tiles.
+
+    Below 8 rows, drawn as the evaluation AOIs are (the synthesiser's own biomes and months; other
+    seeds): from (AF), sixteen of them. From 8 rows, one AOI holding every training biome and as many
+    months as it has swaths — the one selection AOI of the runs before (AF), made large because a later
+    stage's gain is a fraction of a percent and one 16-tile AOI's own noise exceeded it (run (H)). That
+    one AOI's own colour errors then rejected Stages 2 and 3 that sixteen fresh AOIs found better
+    (`selection_check.py`, (AF) in bench/RESULTS.md): many small AOIs average those errors away."""
+    from axion_ray.config import SynthConfig
+
+    if rows < 8:
+        return SynthConfig(rows=rows, cols=rows, seed=seed, with_prior=False)
+    return SynthConfig(rows=rows, cols=rows, seed=seed, biomes=tuple(TRAIN_BIOMES), months=tuple(range(1, 13)))
+
+
+def selection_store(seed: int) -> str:
+    """A selection AOI's store name in a run's directory (the one of the runs before (AF): `select.zarr`)."""
+    return "select.zarr" if seed == SELECTION_SEED else f"select_{seed}.zarr"
+
+
+def seeds_arg(text: str) -> list[int]:
+    """'7001-7016' or '7001,7005': a list of AOI seeds."""
+    if "-" in text:
+        first, last = (int(part) for part in text.split("-"))
+        return list(range(first, last + 1))
+    return [int(part) for part in text.split(",") if part]
+
+
 def eval_config(seed: int):
     """An evaluation AOI: 4 x 4 tiles, the synthesiser's own biomes and months for `seed`, no prior."""
     from axion_ray.config import SynthConfig
@@ -440,8 +471,12 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/axion_chain_quality")
     ap.add_argument("--val-seeds", default="9001,9002,9003", help="evaluation AOIs (never trained or selected on)")
     ap.add_argument("--rows", type=int, default=8, help="training AOI size (rows = cols); five AOIs per set")
-    ap.add_argument("--select-rows", type=int, default=8,
-                    help="selection AOI size (rows = cols); from 8 it holds every training biome")
+    ap.add_argument("--select-rows", type=int, default=4,
+                    help="each selection AOI's size (rows = cols): below 8 drawn as the evaluation AOIs are, from 8 "
+                         "holding every training biome (selection_config)")
+    ap.add_argument("--select-seeds", default="8101-8116",
+                    help="the selection AOIs, pooled by the chain for every stage's selection (before (AF): one 8 x 8 "
+                         "AOI, --select-rows 8 --select-seeds 8000)")
     ap.add_argument("--stage1-sets", type=int, default=2,
                     help="Stage 1's training AOIs: sets of five, each covering every biome and month")
     ap.add_argument("--later-sets", type=int, default=4,
@@ -482,7 +517,7 @@ def main() -> None:
                     help="re-score the chain trained in --out with --tta views on --val-seeds (AOIs it lacks are synthesised)")
     args = ap.parse_args()
     out = Path(args.out)
-    val_seeds = [int(s) for s in args.val_seeds.split(",") if s]
+    val_seeds = seeds_arg(args.val_seeds)
     if args.stage1_sets < 1 or args.later_sets < 1:
         ap.error("--stage1-sets and --later-sets are counts of sets of five AOIs, at least 1")
     # Stages 2 and 3 keep their steps whatever their data: 10 and 60 epochs were tuned on one later set.
@@ -499,17 +534,15 @@ def main() -> None:
     trains = synth(out, [(f"train_{i}.zarr", SynthConfig(rows=args.rows, cols=args.rows, seed=seed, biomes=b,
                                                           months=m))
                          for i, (b, m, seed) in enumerate(training_aois(args.stage1_sets, args.later_sets))])
-    # The selection AOI holds every training biome and as many months as it has swaths (8 at 8 columns):
-    # a later stage's gain is a fraction of a percent, and on a 16-tile AOI of two biomes it was below
-    # that AOI's own noise (run (H) in bench/RESULTS.md).
-    (select,) = synth(out, [("select.zarr", SynthConfig(
-        rows=args.select_rows, cols=args.select_rows, seed=SELECTION_SEED,
-        biomes=tuple(TRAIN_BIOMES) if args.select_rows >= 8 else (),
-        months=tuple(range(1, 13)) if args.select_rows >= 8 else ()))])
+    select_seeds = seeds_arg(args.select_seeds)
+    if set(select_seeds) & set(val_seeds):
+        ap.error("a selection AOI's seed is an evaluation seed: selection never sees the evaluation AOIs")
+    selects = synth(out, [(selection_store(s), selection_config(s, args.select_rows)) for s in select_seeds])
     val_cfgs = {seed: eval_config(seed) for seed in val_seeds}
     vals = dict(zip(val_seeds, synth(out, [(f"val_{s}.zarr", c) for s, c in val_cfgs.items()])))
     print(f"training AOIs: {len(trains)} x {trains[0].n_tiles} tiles, biomes "
           f"{TRAIN_BIOMES}, months {TRAIN_MONTHS}")
+    print(f"selection AOIs: {len(selects)} x {selects[0].n_tiles} tiles, seeds {args.select_seeds}")
     print("evaluation AOIs: " + ", ".join(f"seed {s} (biomes {v.attrs['synthetic']['biomes']}, months "
                                           f"{v.attrs['synthetic']['months']})" for s, v in vals.items()))
 
@@ -522,11 +555,12 @@ def main() -> None:
                             stage2_epochs=args.stage2_epochs,
                             stage3_epochs=args.stage3_epochs, batch_size=16, stage1_batch_size=args.stage1_batch_size,
                             stage1_w_edge=args.stage1_w_edge, stage1_members=args.stage1_members,
-                            val_every_steps=60, workers=2,
+                            # 100 from (AF), 60 before: each validation scores 256 selection tiles, not 64
+                            val_every_steps=100, workers=2,
                             holdout_fraction=holdout_fraction(args.stage1_sets, args.later_sets),
                             cpu_bf16_stages=tuple(int(s) for s in args.cpu_bf16_stages.split(",") if s))
     start = time.perf_counter()
-    chain = train_chain([t.path for t in trains], select.path, out / "run", chain_cfg, say=print)
+    chain = train_chain([t.path for t in trains], [s.path for s in selects], out / "run", chain_cfg, say=print)
     chain_s = time.perf_counter() - start
     stage1_s = chain["train_seconds"]["stage1"]
     print(f"chain trained in {chain_s:.0f} s (stage 1 {stage1_s:.0f} s); baseline UNet for the same {stage1_s:.0f} s")
@@ -567,7 +601,7 @@ def main() -> None:
               "later_sets": args.later_sets,
               "stage1_members": args.stage1_members,
               "stage1_w_edge": chain_cfg.stage_config(1).w_edge,
-              "select_rows": args.select_rows, "tta": args.tta,
+              "select_rows": args.select_rows, "select_seeds": select_seeds, "tta": args.tta,
               "stage1_crop": chain_cfg.stage_config(1).crop, "cpu_bf16_stages": chain_cfg.cpu_bf16_stages,
               "width": chain_cfg.width}
     if args.json:

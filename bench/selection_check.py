@@ -5,9 +5,11 @@ Stage 3 checkpoint while the same checkpoints were better on all three evaluatio
 selection AOI (8 x 8 tiles, every training biome) is unlike the evaluation AOIs (4 x 4, the
 synthesiser's own two biomes), or the three evaluation AOIs are too few to say. This scores every
 checkpoint that selection weighed for Stages 2 and 3 (`stage<N>_selection_metadata.json`) on three
-sets: the selection AOI, the run's evaluation AOIs, and a pool of fresh AOIs drawn exactly as the
+sets: the run's selection AOIs (pooled by its chain), the run's evaluation AOIs, and a pool of fresh AOIs drawn exactly as the
 evaluation AOIs are (`chain_quality.eval_config`; seeds used nowhere else), with a 95 % interval
-from resampling the pool's AOIs. Each stage's input is the exported stage before it, one view.
+from resampling the pool's AOIs; with `--select-seeds`, a fourth: fresh AOIs drawn as a selection
+AOI is (`chain_quality.selection_config`, `--select-rows`), each alone and pooled — whether one
+selection AOI's verdict is its draw's or its recipe's. Each stage's input is the exported stage before it, one view.
 
     python bench/selection_check.py --out DIR [--pool-seeds 7001-7016] [--json F]
 
@@ -25,17 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from chain_quality import eval_config, spectral, stage_predict, synth  # noqa: E402  the bench's own AOIs and figures
+from chain_quality import eval_config, seeds_arg, selection_config, selection_store, spectral, stage_predict, synth  # noqa: E402  the bench's own AOIs and figures
 
 METRICS = ("ndvi_rmse", "evi_rmse", "sam_rad")
-
-
-def seeds_arg(text: str) -> list[int]:
-    """'7001-7016' or '7001,7005': the pool's seeds."""
-    if "-" in text:
-        first, last = (int(part) for part in text.split("-"))
-        return list(range(first, last + 1))
-    return [int(part) for part in text.split(",") if part]
 
 
 def _aoi(store) -> dict:
@@ -62,19 +56,27 @@ def _change(before: list[np.ndarray], after: list[np.ndarray], resamples: int = 
     return {k: [float(point[i]), float(low[i]), float(high[i])] for i, k in enumerate(METRICS)}
 
 
-def check(out: Path, val_seeds: list[int], pool_seeds: list[int]) -> dict:
+def check(out: Path, val_seeds: list[int], pool_seeds: list[int], select_seeds: list[int] = (),
+          select_rows: int = 8) -> dict:
     import torch
 
     from axion_ray.models import build_stage
     from axion_ray.store.tile_store import TileStore
 
-    clash = set(pool_seeds) & set(val_seeds)
+    # The run's own selection AOIs, as its chain recorded them (one path before (AF), a list after).
+    chosen = json.loads((out / "run" / "chain_config.json").read_text())["val_store"]
+    chosen = [Path(p) for p in ([chosen] if isinstance(chosen, str) else chosen)]
+    clash = set(pool_seeds + list(select_seeds)) & set(val_seeds)
+    clash |= {s for s in select_seeds if (out / selection_store(s)).resolve() in [p.resolve() for p in chosen]}
     if clash:
-        raise SystemExit(f"pool seeds {sorted(clash)} are evaluation seeds; choose others")
-    missing = [s for s in pool_seeds if not (out / f"pool_{s}.zarr").exists()]
-    synth(out, [(f"pool_{s}.zarr", eval_config(s)) for s in missing])
-    paths = {"selection": [out / "select.zarr"], "evaluation": [out / f"val_{s}.zarr" for s in val_seeds],
+        raise SystemExit(f"seeds {sorted(clash)} are the run's own evaluation or selection AOIs; choose others")
+    synth(out, [(f"pool_{s}.zarr", eval_config(s)) for s in pool_seeds if not (out / f"pool_{s}.zarr").exists()])
+    synth(out, [(selection_store(s), selection_config(s, select_rows)) for s in select_seeds
+                if not (out / selection_store(s)).exists()])
+    paths = {"selection": chosen, "evaluation": [out / f"val_{s}.zarr" for s in val_seeds],
              "pool": [out / f"pool_{s}.zarr" for s in pool_seeds]}
+    if select_seeds:  # more AOIs drawn as the selection AOIs are, each scored alone and pooled
+        paths["selections"] = [out / selection_store(s) for s in select_seeds]
     sets = {name: [_aoi(TileStore.open(p, mode="r")) for p in group] for name, group in paths.items()}
     run = out / "run"
     stage1, stage2 = (build_stage(s, checkpoint=str(run / f"stage{s}.pt")) for s in (1, 2))
@@ -96,7 +98,7 @@ def check(out: Path, val_seeds: list[int], pool_seeds: list[int]) -> dict:
                 # Each stage's input scored once: Stage 2's is opt_v1, Stage 3's opt_v2.
                 aoi["input_figures"] = {2: _figures(aoi["opt_v1"], aoi["truth"]),
                                         3: _figures(aoi["opt_v2"], aoi["truth"])}
-    result = {"pool_seeds": pool_seeds, "val_seeds": val_seeds,
+    result = {"pool_seeds": pool_seeds, "val_seeds": val_seeds, "select_seeds": list(select_seeds),
               "opt_v1": {name: np.mean([a["input_figures"][2] for a in aois], axis=0).tolist()
                          for name, aois in sets.items()},
               "stages": {}}
@@ -112,6 +114,8 @@ def check(out: Path, val_seeds: list[int], pool_seeds: list[int]) -> dict:
                     before = [a["input_figures"][stage] for a in aois]
                     after = [_figures(apply(stage, model, a), a["truth"]) for a in aois]
                     row[name] = _change(before, after)
+                    if name == "selections":  # each AOI's own change: do draws of one recipe agree?
+                        row["selections_each"] = (np.array(after) - np.array(before)).tolist()
             rows.append(row)
         result["stages"][stage] = rows
     return result
@@ -126,6 +130,10 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="a bench/chain_quality.py --out directory")
     ap.add_argument("--val-seeds", default="9001,9002,9003", help="the run's evaluation AOIs")
     ap.add_argument("--pool-seeds", default="7001-7016", help="fresh AOIs drawn as the evaluation AOIs are")
+    ap.add_argument("--select-seeds", default="",
+                    help="fresh AOIs drawn as a selection AOI is (chain_quality.selection_config), e.g. 8001-8006")
+    ap.add_argument("--select-rows", type=int, default=8,
+                    help="their size (8: the one selection AOI's of the runs before (AF))")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     out = Path(args.out)
@@ -136,7 +144,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    result = check(out, seeds_arg(args.val_seeds), seeds_arg(args.pool_seeds))
+    result = check(out, seeds_arg(args.val_seeds), seeds_arg(args.pool_seeds), seeds_arg(args.select_seeds), args.select_rows)
     print("\n| opt_v1, mean over | NDVI RMSE | EVI RMSE | SAM (rad) |\n|---|---|---|---|")
     for name, figures in result["opt_v1"].items():
         print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in figures) + " |")
@@ -145,8 +153,11 @@ def main() -> None:
         for row in rows:
             mark = " (exported)" if row["selected"] else ""
             print(f"Stage {stage} step {row['step']}{mark}, selection composite {row['selection_composite']:+.5f}")
-            for name in ("selection", "evaluation", "pool"):
-                print(f"  {name:>10}: {cells(row[name])}")
+            for name in ("selection", "evaluation", "pool", "selections"):
+                if name in row:
+                    print(f"  {name:>10}: {cells(row[name])}")
+            for seed, change in zip(result["select_seeds"], row.get("selections_each", [])):
+                print(f"  {'select ' + str(seed):>10}: " + " | ".join(f"{v:+.5f}" for v in change))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

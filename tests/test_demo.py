@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from axion_ray.demo import DEMO_CHAIN, DEMO_TRAIN_AOIS, run_demo
+from axion_ray.demo import DEMO_CHAIN, DEMO_TRAIN_AOIS, DEMO_VAL_AOIS, run_demo
 from axion_ray.models.weights import load_checkpoint
 from axion_ray.store import TileStore
 from axion_ray.train.chain import train_chain
@@ -46,6 +46,8 @@ def test_demo_runs_the_trained_chain_from_s1_alone_and_says_where_outputs_are(tm
     first, later = TileStore.open(run / "data" / "train_stage1.zarr"), TileStore.open(run / "data" / "train_stages23.zarr")
     assert first.n_tiles == 72 and first.counts("opt_v1").done == 0 and later.counts("opt_v1").done == later.n_tiles == 36
     assert later.provenance("opt_v1")["checkpoint"] == str(outputs["checkpoint_stage1"])
+    # Every stage selected on both validation AOIs, pooled in one copy that holds Stage 3's outputs.
+    assert TileStore.open(run / "data" / "val.zarr").counts("opt_v3").done == DEMO_VAL_AOIS * 9
     user_train = TileStore.open(demo / "train1.zarr")
     assert user_train.provenance("opt_v1")["stage"] == "synthetic-prior" and user_train.counts("opt_v2").done == 0
     np.testing.assert_array_equal(user_train.read("s1", np.arange(36)), later.read("s1", np.arange(36)))
@@ -61,7 +63,7 @@ def test_demo_runs_the_trained_chain_from_s1_alone_and_says_where_outputs_are(tm
         assert "average" in picked
     # Run again, it resumes: every stage found trained and exported, every output done.
     again: list[str] = []
-    summary = train_chain([str(demo / f"train{i}.zarr") for i in range(DEMO_TRAIN_AOIS)], str(demo / "val.zarr"), run,
-                          DEMO_CHAIN, say=again.append)
+    summary = train_chain([str(demo / f"train{i}.zarr") for i in range(DEMO_TRAIN_AOIS)],
+                          [str(demo / f"val{i}.zarr") for i in range(DEMO_VAL_AOIS)], run, DEMO_CHAIN, say=again.append)
     assert sum("already trained" in line for line in again) == 3
     assert re.match(r"^chain opt_v1 ndvi=[\d.]+ .* constraints=(PASS|FAIL)$", summary["line"])

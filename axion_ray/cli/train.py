@@ -35,9 +35,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--average-top-k is a selection option: pass it to `axion-ray select` after training")
     if args.stage1_members is not None:
         raise ConfigError("--stage1-members is the chain's: a single stage trains one model")
+    if len(args.val) > 1:
+        raise ConfigError("a single stage validates on one --val store; several are the chain's (train chain "
+                          "--val A B … selects every stage on all of them)")
     cfg = config_from_args(TrainConfig, args, stage=int(args.stage.removeprefix("stage")), use_gpu=args.gpu,
                            val_every_steps=args.val_every)
-    summary = train_stage(args.train, args.val, args.out, cfg, say=say)
+    summary = train_stage(args.train, args.val[0], args.out, cfg, say=say)
     for c in summary["checkpoints"]:
         print(f"step {c['step']}: composite {c['composite_score']:+.4f} ({'PASS' if c['constraints_pass'] else 'FAIL'}) "
               f"ndvi_rmse={c['ndvi_rmse']:.4f} evi_rmse={c['evi_rmse']:.4f} sam_rad={c['sam_rad']:.4f}")
@@ -84,11 +87,17 @@ def add_regression_options(p: argparse.ArgumentParser) -> None:
                                             "side, from more tiles a step (default 32; 0: whole tiles)")
 
 
-def add_training_data_options(p: argparse.ArgumentParser) -> None:
-    """The stores a stage trains and validates on (train and tune stage2 alike)."""
+def add_training_data_options(p: argparse.ArgumentParser, several_val: bool = False) -> None:
+    """The stores a stage trains and validates on (train and tune stage2 alike); `several_val`: `train`,
+    whose chain selects on several validation AOIs pooled."""
     p.add_argument("--train", required=True, nargs="+",
                    help="training store(s) (s1, opt_v1[, opt_v2] + s2_truth); several AOIs are pooled")
-    p.add_argument("--val", required=True, help="validation store (same arrays)")
+    if several_val:
+        p.add_argument("--val", required=True, nargs="+",
+                       help="validation store (same arrays); chain: one or several AOIs, pooled, on which every "
+                            "stage is selected")
+    else:
+        p.add_argument("--val", required=True, help="validation store (same arrays)")
 
 
 def add_schedule_options(p: argparse.ArgumentParser) -> None:
@@ -116,7 +125,7 @@ def add_train_parsers(sub) -> None:
                    help="stage2: the Prithvi refiner; stage1/stage3: LoRA on TerraMind (token objective) or, with "
                         "--kind regress, the regression model; chain: Stages 1, 2, 3 in turn from S1 alone "
                         "(regression stages; each selected and exported; a re-run resumes)")
-    add_training_data_options(p)
+    add_training_data_options(p, several_val=True)
     p.add_argument("--out", required=True, help="run directory")
     add_model_options(p, sampling=False)
     p.add_argument("--workers", type=int)

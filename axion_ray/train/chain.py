@@ -1,9 +1,11 @@
 """`train_chain`: Stages 1, 2 and 3 trained in turn from S1 alone, the way Axion-Sat trains them.
 
 1. Working copies under `RUN/data/`: the training stores pooled (with `holdout`, two pools: every
-   other AOI for Stage 1, the rest for Stages 2 and 3), and the validation store (s1, s2_truth,
+   other AOI for Stage 1, the rest for Stages 2 and 3), and the validation stores pooled (s1, s2_truth,
    metadata; no outputs). Every stage output the chain writes goes there, never into the user's
-   stores; one pooled store is one pipeline run per stage, not one per AOI.
+   stores; one pooled store is one pipeline run per stage, not one per AOI. Several validation AOIs:
+   every stage's checkpoints are chosen on all of them together, so that no one AOI's own colour
+   errors decide whether a later stage's gain of a few 1e-4 is kept (bench/RESULTS.md (AF)).
 2. Stage 1 (regression) on (s1 → s2_truth); selected by the composite score, exported `stage1.pt`.
 3. Stage 1's outputs written by the pipeline (Axion-Sat's `00_precompute_stage1`) over the AOIs
    Stages 2 and 3 train on, so they learn from real Stage 1 errors — with `holdout`, its errors on
@@ -11,7 +13,7 @@
 4. Stage 2 (the per-pixel calibrator, or the refiner where its published weights are on disk:
    `ChainConfig.stage2_kind`) on (opt_v1 → truth); exported; its outputs written the same way.
 5. Stage 3 (regression grounding) on (s1, opt_v2 → truth); exported; run on the validation copy.
-6. One report: each stage against the truth on the validation AOI (`CHAIN_REPORT.md`,
+6. One report: each stage against the truth on the validation AOIs (`CHAIN_REPORT.md`,
    `chain_summary.json`) and the one-line summary the CLI and the bench print.
 
 Resume: each step is skipped when its product exists (copies, exports; the pipeline skips done
@@ -31,7 +33,7 @@ from typing import Any
 from axion_ray.config import ChainConfig, InferConfig
 from axion_ray.errors import ConfigError
 from axion_ray.store.tile_store import TileStore
-from axion_ray.train.run import claim_run_dir
+from axion_ray.train.run import claim_run_dir, open_stores
 
 CHAIN_CONFIG_FILE = "chain_config.json"
 CHAIN_OUTPUTS = ("opt_v1", "opt_v2", "opt_v3")
@@ -148,8 +150,12 @@ def evaluate_chain(store: TileStore) -> dict[str, Any]:
             "constraints_pass": bool(constraints)}
 
 
-def _report(out: Path, evaluation: dict[str, Any], exports: dict[int, Path], val: str) -> Path:
-    lines = ["# Chain report", "", f"Validation AOI: `{val}` (every figure computed on its tiles against s2_truth).", "",
+def _report(out: Path, evaluation: dict[str, Any], exports: dict[int, Path], vals: list[str]) -> Path:
+    names = ", ".join(f"`{v}`" for v in vals)
+    whose = "their tiles together" if len(vals) > 1 else "its tiles"
+    lines = ["# Chain report", "",
+             f"Validation AOI{'s' if len(vals) > 1 else ''}: {names} (every figure computed on {whose} against "
+             "s2_truth).", "",
              "| output | checkpoint | NDVI RMSE | EVI RMSE | SAM (rad) | PSNR (dB) | SSIM | composite vs previous "
              "| constraints |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -166,27 +172,32 @@ def _report(out: Path, evaluation: dict[str, Any], exports: dict[int, Path], val
     return path
 
 
-def train_chain(train_stores: Sequence[str | Path], val_store: str | Path, out_dir: str | Path,
-                cfg: ChainConfig = ChainConfig(), say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the whole chain into `out_dir`; returns the summary written to `chain_summary.json`."""
+def train_chain(train_stores: Sequence[str | Path], val_stores: str | Path | Sequence[str | Path],
+                out_dir: str | Path, cfg: ChainConfig = ChainConfig(),
+                say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train the whole chain into `out_dir`; returns the summary written to `chain_summary.json`.
+    `val_stores`: one validation AOI or several, pooled (every stage is selected on all of them)."""
     cfg.validate()
-    trains = [TileStore.open(p, mode="r") for p in ([train_stores] if isinstance(train_stores, str | Path)
-                                                    else train_stores)]
-    if not trains:
-        raise ConfigError("no training store given")
-    val = TileStore.open(val_store, mode="r")
-    if val.path in [t.path for t in trains]:
-        raise ConfigError(f"the validation store {val.path} is also a training store: validate on an AOI the chain "
-                          "does not train on")
-    for store in [*trains, val]:
+    trains, vals = open_stores(train_stores), open_stores(val_stores, "validation")
+    for val in vals:
+        if val.path in [t.path for t in trains]:
+            raise ConfigError(f"the validation store {val.path} is also a training store: validate on AOIs the "
+                              "chain does not train on")
+    if len({v.path for v in vals}) < len(vals):
+        raise ConfigError("a validation store is given twice: its tiles would weigh double in every selection")
+    for store in [*trains, *vals]:
         if not store.has("s2_truth"):
             raise ConfigError(f"{store.path} has no s2_truth: the chain trains against a reference image")
     out = Path(out_dir).resolve()
-    claim_run_dir(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains], "val_store": val.path},
+    val_paths = [v.path for v in vals]
+    # One validation store is recorded as a path, as before several could be given: such runs still resume.
+    claim_run_dir(out, {"config": dataclasses.asdict(cfg), "train_stores": [t.path for t in trains],
+                        "val_store": val_paths[0] if len(vals) == 1 else val_paths},
                   file=CHAIN_CONFIG_FILE, defaults=dataclasses.asdict(ChainConfig()), resumable=frozenset(),
                   what="a chain run")
 
-    say(f"[chain] working copies of {len(trains)} training store(s) and the validation store → {out / 'data'}")
+    say(f"[chain] working copies of {len(trains)} training store(s) and {len(vals)} validation store(s) → "
+        f"{out / 'data'}")
     if cfg.holdout and len(trains) >= 2:
         # Stage 1 trains on some AOIs (every other one by default); Stages 2 and 3 on the rest, where
         # Stage 1's outputs carry the errors it makes on AOIs it never saw — the errors it will make in
@@ -200,7 +211,7 @@ def train_chain(train_stores: Sequence[str | Path], val_store: str | Path, out_d
         if cfg.holdout:
             say("[chain] one training store: Stages 2 and 3 learn from Stage 1's outputs on its own training tiles "
                 "(give two or more AOIs to hold some out)")
-    val_copy = _working_copy([val], out / "data" / "val.zarr")
+    val_copy = _working_copy(vals, out / "data" / "val.zarr")
     exports: dict[int, Path] = {}
     train_seconds: dict[str, float] = {}
     for stage in (1, 2, 3):
@@ -215,14 +226,15 @@ def train_chain(train_stores: Sequence[str | Path], val_store: str | Path, out_d
         # Each stage's outputs feed the next stage's training; Stage 3's only the final evaluation.
         _write_outputs(stage, [later, val_copy] if stage < 3 else [val_copy], exports[stage], cfg, say)
     evaluation = evaluate_chain(val_copy)
-    report = _report(out, evaluation, exports, val.path)
+    report = _report(out, evaluation, exports, val_paths)
     line = chain_line(evaluation["per_stage"], evaluation["constraints_pass"])
     summary = {"run_dir": str(out), "report": str(report), "line": line,
                "checkpoints": {f"stage{s}": str(p) for s, p in exports.items()},
                "train_seconds": train_seconds,  # this invocation's (a resumed stage's is only the rest)
-               "validation": {"store": val.path, "copy": val_copy.path, **evaluation["per_stage"],
+               "validation": {"stores": val_paths, "copy": val_copy.path, **evaluation["per_stage"],
                               "constraints_pass": evaluation["constraints_pass"]}}
     (out / "chain_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     # Labelled: a bench's own last line, on AOIs never seen, has the same shape and is not this one.
-    say(f"[chain] on the validation AOI {Path(val.path).name}: {line}")
+    say(f"[chain] on the validation AOI{'s' if len(vals) > 1 else ''} {', '.join(Path(p).name for p in val_paths)}: "
+        f"{line}")
     return summary

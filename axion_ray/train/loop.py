@@ -321,10 +321,12 @@ class Validator:
 
         store = TileStore.open(store_path, mode="r")
         if task.baseline_array:
-            tiles = np.flatnonzero(store.status(task.baseline_array) == TileStatus.DONE)[:max_tiles]
+            tiles = np.flatnonzero(store.status(task.baseline_array) == TileStatus.DONE)
         else:  # Stage 1 regression reads only s1: every tile with data
-            tiles = np.flatnonzero(store.status(task.spec.output) != TileStatus.NO_DATA)[:max_tiles]
-        self.task = task
+            tiles = np.flatnonzero(store.status(task.spec.output) != TileStatus.NO_DATA)
+        if tiles.size > max_tiles:  # evenly spread: a pool of several AOIs is sampled across all of them
+            tiles = tiles[np.linspace(0, tiles.size - 1, max_tiles).round().astype(int)]
+        self.task, self.tiles = task, tiles
         self.inputs = {name: store.read(name, tiles) for name in task.validation_inputs()}
         # No-data pixels are filled for the model and are NaN in its prediction (the metrics skip them).
         self.valid = valid_pixels(*self.inputs.values())

@@ -66,11 +66,11 @@ def _truth_spectrum(trains: list[TileStore], tiles_of: list[np.ndarray], max_til
     return (sums / np.maximum(counts, 1)).tolist()
 
 
-def open_train_stores(train_store: str | Path | Sequence[str | Path]) -> list[TileStore]:
-    """One training store or several (AOIs pooled into one training set), opened read-only."""
-    paths = [train_store] if isinstance(train_store, str | Path) else list(train_store)
+def open_stores(stores: str | Path | Sequence[str | Path], role: str = "training") -> list[TileStore]:
+    """One store or several (AOIs pooled into one training or validation set), opened read-only."""
+    paths = [stores] if isinstance(stores, str | Path) else list(stores)
     if not paths:
-        raise ConfigError("no training store given")
+        raise ConfigError(f"no {role} store given")
     return [TileStore.open(path, mode="r") for path in paths]
 
 
@@ -136,7 +136,7 @@ def train_stage(train_store: str | Sequence[str], val_store: str, out_dir: str |
                             allow_random_init=cfg.allow_random_init or spec.family == "regress")  # fail fast
     if spec.family == "regress" and not base["random_init"] and base["weights"]["files"] and cfg.lora_rank <= 0:
         cfg = dataclasses.replace(cfg, lora_rank=TERRAMIND_LORA_RANK)  # a published encoder: LoRA on it
-    trains = open_train_stores(train_store)
+    trains = open_stores(train_store)
     val = TileStore.open(val_store, mode="r")
     tiles_of = [_usable_tiles(train, "train", cfg) for train in trains]
     sizes = {(t.height, t.width) for t in trains}

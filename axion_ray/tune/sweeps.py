@@ -246,7 +246,7 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
 
     from axion_ray.distributed import init_ray
     from axion_ray.store.tile_store import TileStore
-    from axion_ray.train.run import open_train_stores
+    from axion_ray.train.run import open_stores
     from axion_ray.train.select import select_and_export
 
     sweep.validate()
@@ -254,7 +254,7 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
     raw, space = load_space(space_file, default, TrainConfig)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    trains, val = open_train_stores(train_store), TileStore.open(val_store, mode="r")
+    trains, val = open_stores(train_store), TileStore.open(val_store, mode="r")
     init_ray(None)
     # Stage 2, or a regression Stage 1 or 3 (the same pixel losses, so the same search space).
     base = dataclasses.replace(base, workers=sweep.workers_per_trial, use_gpu=sweep.gpus_per_trial,

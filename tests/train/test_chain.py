@@ -5,6 +5,7 @@ test (tests/test_demo.py), which trains one."""
 import dataclasses
 import re
 
+import numpy as np
 import pytest
 
 from axion_ray.cli import main
@@ -64,6 +65,13 @@ def test_mistakes_are_refused_before_any_work(tmp_path, capsys):
     assert main(["train", "stage1", "--kind", "regress", "--train", train.path, "--val", val.path,
                  "--out", str(tmp_path / "r"), "--stage1-members", "2"]) == 2
     assert "a single stage trains one model" in capsys.readouterr().err
+    other = synthesize_aoi(tmp_path / "w.zarr", SynthConfig(rows=2, cols=2, tile_size=32, seed=3))
+    assert main(["train", "stage1", "--kind", "regress", "--train", train.path, "--val", val.path, other.path,
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "a single stage validates on one --val store" in capsys.readouterr().err
+    for vals, words in (([val.path, val.path], "given twice"), ([val.path, train.path], "also a training store")):
+        assert main(["train", "chain", "--train", train.path, "--val", *vals, "--out", str(tmp_path / "r")]) == 2
+        assert words in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown encoder"):
         train_chain([train.path], val.path, tmp_path / "r", ChainConfig(encoder="resnet"))
     (tmp_path / "r").mkdir()
@@ -184,3 +192,20 @@ def test_a_run_directory_from_before_a_new_option_still_resumes(tmp_path):
     assert claim_run_dir(tmp_path, record) is True
     with pytest.raises(ConfigError, match=r"validate_at_start differ"):
         claim_run_dir(tmp_path, {**record, "config": {**record["config"], "validate_at_start": True}})
+
+
+def test_validation_beyond_max_val_tiles_is_drawn_across_every_pooled_aoi(tmp_path):
+    """A chain's validation copy pools its AOIs one after another: capped at `max_val_tiles`, the tiles
+    scored must come from all of them, not only from the first AOIs of the pool."""
+    from axion_ray.store.tile_store import TileStore
+    from axion_ray.train.loop import Validator, stage_task
+
+    aois = [synthesize_aoi(tmp_path / f"v{i}.zarr", SynthConfig(rows=2, cols=3, tile_size=32, seed=10 + i))
+            for i in range(3)]
+    pooled = TileStore.pool_inputs(aois, tmp_path / "val.zarr")
+    task = stage_task(dataclasses.asdict(dataclasses.replace(ChainConfig().stage_config(1), encoder="unet")))
+    validator = Validator(pooled.path, task, max_tiles=6)
+    ids = np.asarray(pooled.tile_meta()["tile_id"])[validator.tiles]
+    assert len(validator.tiles) == 6 and {str(t).split("_")[0] for t in ids} == {"aoi0", "aoi1", "aoi2"}
+    np.testing.assert_array_equal(validator.truth, pooled.read("s2_truth", validator.tiles))
+    assert len(Validator(pooled.path, task, max_tiles=256).tiles) == pooled.n_tiles == 18
