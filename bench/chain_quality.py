@@ -482,8 +482,9 @@ def main() -> None:
     ap.add_argument("--later-sets", type=int, default=4,
                     help="sets of five held out of Stage 1, on whose Stage 1 outputs Stages 2 and 3 learn (one "
                          "before (AC): each biome pair in one AOI, and what they learned did not carry over)")
-    ap.add_argument("--stage1-epochs", type=int, default=65,
-                    help="65 at two sets is 2,600 steps (bench/RESULTS.md (T)); at --stage1-sets 1, 90 is (J)'s 1,800")
+    ap.add_argument("--stage1-epochs", type=int, default=60,
+                    help="60 at two sets is 2,400 steps (65 from (T) to (AF): the chain's time with sixteen selection "
+                         "AOIs, bench/RESULTS.md (AG)); at --stage1-sets 1, 90 is (J)'s 1,800")
     ap.add_argument("--stage1-batch-size", type=int, default=8, help="Stage 1's tiles of pixels per worker and step")
     ap.add_argument("--stage1-w-edge", type=float, default=None,
                     help="Stage 1's weight of the gradient term against the truth's edges (default: TrainConfig's)")
@@ -499,9 +500,9 @@ def main() -> None:
                          "(models/builder.default_stage2_kind: here the calibrator)")
     ap.add_argument("--stage2-epochs", type=int, default=None,
                     help="default: the refiner 10 over one later set, fewer over more (about 100 steps); the "
-                         "calibrator as Stage 3's (about 600 steps of pixels)")
+                         "calibrator as Stage 3's (480 steps of pixels at four later sets)")
     ap.add_argument("--stage3-epochs", type=int, default=None,
-                    help="default: 60 over one later set, fewer over more (about 600 steps)")
+                    help="default: 48 over one later set, fewer over more (480 steps at four; 600 to (AF))")
     ap.add_argument("--cpu-bf16-stages", default="",
                     help="stages trained under CPU bf16 autocast (the baseline too where 1 is); '' for none")
     ap.add_argument("--encoder", default=None, help="Stage 1's (default: models/builder.default_encoder)")
@@ -520,10 +521,11 @@ def main() -> None:
     val_seeds = seeds_arg(args.val_seeds)
     if args.stage1_sets < 1 or args.later_sets < 1:
         ap.error("--stage1-sets and --later-sets are counts of sets of five AOIs, at least 1")
-    # Stages 2 and 3 keep their steps whatever their data: 10 and 60 epochs were tuned on one later set.
+    # Stages 2 and 3 keep their steps whatever their data: 10 and 60 epochs were tuned on one later set
+    # (48 for the calibrators from (AG), the chain's time with sixteen selection AOIs).
     args.stage2_kind = args.stage2_kind or default_stage2_kind("tiny")
-    args.stage2_epochs = args.stage2_epochs or math.ceil((60 if args.stage2_kind == "regress" else 10) / args.later_sets)
-    args.stage3_epochs = args.stage3_epochs or math.ceil(60 / args.later_sets)
+    args.stage2_epochs = args.stage2_epochs or math.ceil((48 if args.stage2_kind == "regress" else 10) / args.later_sets)
+    args.stage3_epochs = args.stage3_epochs or math.ceil(48 / args.later_sets)
     if args.baseline_only:
         rerun_baseline(out, Path(args.json))
         return
@@ -555,8 +557,9 @@ def main() -> None:
                             stage2_epochs=args.stage2_epochs,
                             stage3_epochs=args.stage3_epochs, batch_size=16, stage1_batch_size=args.stage1_batch_size,
                             stage1_w_edge=args.stage1_w_edge, stage1_members=args.stage1_members,
-                            # 100 from (AF), 60 before: each validation scores 256 selection tiles, not 64
-                            val_every_steps=100, workers=2,
+                            # 120 from (AG) (100 in (AF), 60 before): each validation scores 256 selection
+                            # tiles, not 64
+                            val_every_steps=120, workers=2,
                             holdout_fraction=holdout_fraction(args.stage1_sets, args.later_sets),
                             cpu_bf16_stages=tuple(int(s) for s in args.cpu_bf16_stages.split(",") if s))
     start = time.perf_counter()

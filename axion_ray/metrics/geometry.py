@@ -85,6 +85,14 @@ class GeometryAccumulator:
         valid = denom > 0
         self._corr.extend(((zc * zb).sum(axis=1)[valid] / denom[valid]).tolist())
 
+    def merge(self, other: GeometryAccumulator) -> GeometryAccumulator:
+        """Add `other`'s tiles (another worker's share of the same validation set, in whole batches:
+        `sobel_magnitude` smooths across a batch's tiles, so the figures depend on how they are batched)."""
+        self._disp.extend(other._disp)
+        self._corr.extend(other._corr)
+        self._n_edges += other._n_edges
+        return self
+
     def compute(self) -> dict[str, float]:
         """edge_disp_mean_px, edge_disp_max_px, edge_ratio, edge_corr."""
         if not self._disp:

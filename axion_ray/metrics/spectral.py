@@ -116,6 +116,16 @@ class SpectralAccumulator:
     def n_tiles(self) -> int:
         return int(sum(s.size for s in self._ssim))
 
+    def merge(self, other: SpectralAccumulator) -> SpectralAccumulator:
+        """Add `other`'s tiles (another worker's share of the same validation set): the figures are
+        those of every tile both saw, as one accumulator would have computed them."""
+        for key, value in other._sums.items():
+            self._sums[key] += value
+        self._n_values += other._n_values
+        self._n_pixels += other._n_pixels
+        self._ssim.extend(other._ssim)
+        return self
+
     def compute(self) -> dict[str, float]:
         """The §6 spectral figures: ndvi_rmse, evi_rmse, sam_rad, mse, mae, rmse, psnr_db, ssim."""
         if self._n_values == 0:

@@ -4,7 +4,8 @@ Stage training (`train/loop.py`) and classifier training (`classify/train.py`) d
 objective and validation; what they share lives here once:
 
 - driver side: `fit_trainer` — a `TorchTrainer` whose checkpoints are kept by a validation score;
-- worker side: `prepare_ddp` (DDP wrap and unwrap), `warmup_cosine` (the LR schedule),
+- worker side: `prepare_ddp` (DDP wrap and unwrap), `gather_to_first` (each worker's share of the
+  validation to rank 0), `warmup_cosine` (the LR schedule),
   `ShardBatches` (an epoch's batches from the worker's Ray Data shard), `report` (metrics, with a
   checkpoint file when given one) and `restored_checkpoint` (what Ray Train restarted a worker group
   from, read through the one checkpoint loader).
@@ -54,6 +55,27 @@ def prepare_ddp(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Modul
 
     prepared = ray.train.torch.prepare_model(model)
     return prepared, (prepared.module if hasattr(prepared, "module") else prepared)
+
+
+def gather_to_first() -> Callable[[Any], list[Any] | None] | None:
+    """Where the workers form a process group: a function every worker calls with a Python object
+    and the first (rank 0) gets all of them back, in rank order (the others get None); else None.
+
+    Over a gloo group of its own, as detectron2's `comm` does: NCCL moves objects only through each
+    rank's own GPU, and what is gathered here (metric sums) lives on the CPU."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+
+    def gather(obj: Any) -> list[Any] | None:
+        first = dist.get_rank() == 0
+        received = [None] * dist.get_world_size() if first else None
+        dist.gather_object(obj, received, dst=0, group=group)
+        return received
+
+    return gather
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int

@@ -312,9 +312,19 @@ class Validator:
 
     Geometry is measured against the stage's optical input (Stage 2: `opt_v1`, Stage 3: its
     condition) — the edges it must not move; Stage 1 has no optical input, so against the truth.
+
+    `shard=(rank, world_size)`: this worker scores every `world_size`-th batch from `rank`, and a call
+    with `gather` (train/base.gather_to_first) merges every worker's figures on rank 0 — the figures
+    of all the tiles, in about a `world_size`-th of the time. Why: the other workers would otherwise
+    wait for rank 0 at every validation, and a selection set of several AOIs is 256 tiles (a CPU
+    chain's Stage 1 spent ~80 s of its 900 so, run (AF) in bench/RESULTS.md). Whole batches, the same
+    as one worker's: the geometry figures depend on how tiles are batched (`metrics.geometry`), and a
+    checkpoint re-scored by `select` must get the figures training reported. The baseline's figures
+    are cheap and every worker computes them over all the tiles.
     """
 
-    def __init__(self, store_path: str, task: StageTask, max_tiles: int, batch_size: int = 32):
+    def __init__(self, store_path: str, task: StageTask, max_tiles: int, batch_size: int = 32,
+                 shard: tuple[int, int] = (0, 1)):
         from axion_ray.metrics.spectral import SpectralAccumulator
         from axion_ray.store.tile_store import TileStatus, TileStore
         from axion_ray.store.validity import fill_invalid, valid_pixels
@@ -327,27 +337,34 @@ class Validator:
         if tiles.size > max_tiles:  # evenly spread: a pool of several AOIs is sampled across all of them
             tiles = tiles[np.linspace(0, tiles.size - 1, max_tiles).round().astype(int)]
         self.task, self.tiles = task, tiles
-        self.inputs = {name: store.read(name, tiles) for name in task.validation_inputs()}
-        # No-data pixels are filled for the model and are NaN in its prediction (the metrics skip them).
-        self.valid = valid_pixels(*self.inputs.values())
-        self.inputs = {name: fill_invalid(v, self.valid) for name, v in self.inputs.items()}
-        meta = store.tile_meta(tiles)
-        self.inputs.update(month=meta["month"].astype(np.int64), biome_code=meta["biome_code"].astype(np.int64))
-        self.truth = store.read(TRUTH_ARRAY, tiles)
+        truth = store.read(TRUTH_ARRAY, tiles)
         if task.baseline_array:
             baseline = store.read(task.baseline_array, tiles)
         else:  # the best flat image: the truth's mean spectrum (what a model that ignores S1 could reach)
-            mean = np.nanmean(self.truth, axis=(0, 2, 3))[None, :, None, None]
-            baseline = np.where(np.isnan(self.truth), np.nan, mean).astype(np.float32)
-        self.edges_of = self.truth if task.stage == 1 else baseline
+            mean = np.nanmean(truth, axis=(0, 2, 3))[None, :, None, None]
+            baseline = np.where(np.isnan(truth), np.nan, mean).astype(np.float32)
+        acc = SpectralAccumulator()
+        acc.update(baseline, truth)
+        self.baseline = acc.compute()
         self.composite_cfg = CompositeConfig.for_stage(task.stage)
         self.batch_size = 4 if task.spec.generative else batch_size
-        acc = SpectralAccumulator()
-        acc.update(baseline, self.truth)
-        self.baseline = acc.compute()
+
+        rank, world_size = shard
+        batch_of = np.arange(tiles.size) // self.batch_size
+        mine = np.flatnonzero(batch_of % world_size == rank)  # this worker's share: every world_size-th batch
+        self.truth = truth[mine]
+        self.edges_of = (truth if task.stage == 1 else baseline)[mine]
+        self.inputs = {name: store.read(name, tiles[mine]) for name in task.validation_inputs()}
+        # No-data pixels are filled for the model and are NaN in its prediction (the metrics skip them).
+        self.valid = valid_pixels(*self.inputs.values())
+        self.inputs = {name: fill_invalid(v, self.valid) for name, v in self.inputs.items()}
+        meta = store.tile_meta(tiles[mine])
+        self.inputs.update(month=meta["month"].astype(np.int64), biome_code=meta["biome_code"].astype(np.int64))
 
     @torch.no_grad()
-    def __call__(self, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    def __call__(self, model: torch.nn.Module, device: torch.device,
+                 gather: Callable[[Any], list[Any] | None] | None = None) -> dict[str, Any] | None:
+        """The figures over every tile; with `gather`, on rank 0 only (None on the others)."""
         from axion_ray.metrics.composite import composite_score
         from axion_ray.metrics.geometry import GeometryAccumulator
         from axion_ray.metrics.spectral import SpectralAccumulator
@@ -363,6 +380,14 @@ class Validator:
             spectral.update(pred, self.truth[part])
             geometry.update(pred, self.edges_of[part])
         model.train(was_training)
+        if gather is not None:
+            shares = gather((spectral, geometry))
+            if shares is None:
+                return None
+            spectral, geometry = SpectralAccumulator(), GeometryAccumulator()
+            for other_spectral, other_geometry in shares:
+                spectral.merge(other_spectral)
+                geometry.merge(other_geometry)
         pred_m, geo = spectral.compute(), geometry.compute()
         comp = composite_score(pred_m, self.baseline, geo, self.composite_cfg)
         return {"pred": pred_m, "baseline": self.baseline, "geometry": geo, **comp.to_dict()}
@@ -373,7 +398,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from axion_ray.metrics.composite import rank_score
     from axion_ray.models.weights import load_fitting_state
-    from axion_ray.train.base import ShardBatches, prepare_ddp, report, restored_checkpoint, warmup_cosine
+    from axion_ray.train.base import (
+        ShardBatches,
+        gather_to_first,
+        prepare_ddp,
+        report,
+        restored_checkpoint,
+        warmup_cosine,
+    )
 
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -410,7 +442,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         step, start_epoch = int(state["step"]), int(state["epoch"])
         resumed_from = step
 
-    validator = Validator(config["val_store"], task, config["max_val_tiles"]) if rank == 0 else None
+    # Every worker scores its share of the validation tiles; rank 0 gathers the figures and reports them.
+    gather = gather_to_first()
+    validator = Validator(config["val_store"], task, config["max_val_tiles"],
+                          shard=(rank, world_size) if gather else (0, 1))
     # A pixel-wise model learns from pixels drawn across every cached tile (models/regress.PixelCalibrator
     # says why); streamed, it trains on whole tiles like any other. A convolutional regression model (the
     # UNet alone) trains on random crops from more tiles a step (train/base.ShardBatches says why).
@@ -425,10 +460,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     def validate_and_report(epoch: int) -> None:
         metrics: dict[str, Any] = {"step": step, "epoch": epoch, "world_size": world_size,
                                    **{f"loss_{k}": v for k, v in last_loss.items()}}
-        if rank != 0:
+        result = validator(core, device, gather)
+        if result is None:  # not rank 0: its share went to rank 0's figures
             report(metrics)
             return
-        result = validator(core, device)
         metrics.update({**result["pred"], **result["geometry"], "composite_score": result["composite_score"],
                         "constraints_pass": result["constraints_pass"],
                         "rank_score": rank_score(result["composite_score"], result["constraints_pass"])})

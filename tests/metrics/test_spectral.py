@@ -63,6 +63,35 @@ def test_pooling_over_batches_equals_one_batch(pair):
         assert pooled[key] == pytest.approx(whole[key], rel=1e-9)
 
 
+def test_workers_shares_merged_equal_one_accumulator_over_every_batch(pair):
+    """Training validation splits its batches between the workers (train/loop.Validator) and merges
+    their accumulators on rank 0: the figures are those of one accumulator fed every batch; an empty
+    share (fewer batches than workers) adds nothing."""
+    import pickle
+
+    from axion_ray.metrics.geometry import GeometryAccumulator
+
+    pred, truth = pair
+    pred = pred.copy()
+    pred[1, :, :5] = np.nan  # a no-data edge in one worker's share
+    batches = [slice(0, 2), slice(2, 3)]
+    spectral, geometry = SpectralAccumulator(), GeometryAccumulator()
+    whole, whole_geo = SpectralAccumulator(), GeometryAccumulator()
+    for share in [*batches, slice(3, 3)]:
+        one, geo = SpectralAccumulator(), GeometryAccumulator()
+        if len(pred[share]):
+            one.update(pred[share], truth[share])
+            geo.update(pred[share], truth[share])
+            whole.update(pred[share], truth[share])
+            whole_geo.update(pred[share], truth[share])
+        spectral.merge(pickle.loads(pickle.dumps(one)))  # as torch.distributed.gather_object sends it
+        geometry.merge(pickle.loads(pickle.dumps(geo)))
+    assert spectral.n_tiles == 3
+    assert spectral.compute() == pytest.approx(whole.compute(), rel=1e-12)
+    assert spectral.compute()["ndvi_rmse"] == pytest.approx(spectral_metrics(pred, truth)["ndvi_rmse"], rel=1e-9)
+    assert geometry.compute() == pytest.approx(whole_geo.compute(), rel=1e-12)
+
+
 def test_shape_mismatch_and_empty_are_errors(pair):
     pred, truth = pair
     with pytest.raises(ValueError, match="equal"):

@@ -209,3 +209,18 @@ def test_validation_beyond_max_val_tiles_is_drawn_across_every_pooled_aoi(tmp_pa
     assert len(validator.tiles) == 6 and {str(t).split("_")[0] for t in ids} == {"aoi0", "aoi1", "aoi2"}
     np.testing.assert_array_equal(validator.truth, pooled.read("s2_truth", validator.tiles))
     assert len(Validator(pooled.path, task, max_tiles=256).tiles) == pooled.n_tiles == 18
+
+    # Split between two workers in whole batches, merged on the first: the figures of one worker's run.
+    import torch
+
+    model, cpu = task.build().eval(), torch.device("cpu")
+    whole = Validator(pooled.path, task, max_tiles=256, batch_size=4)(model, cpu)
+    second = Validator(pooled.path, task, max_tiles=256, batch_size=4, shard=(1, 2))
+    sent = []
+    assert second(model, cpu, gather=lambda share: sent.append(share)) is None  # not rank 0: nothing back
+    first = Validator(pooled.path, task, max_tiles=256, batch_size=4, shard=(0, 2))
+    assert (len(first.truth), len(second.truth)) == (10, 8)  # batches 0, 2, 4 (two tiles) and 1, 3
+    merged = first(model, cpu, gather=lambda share: [share, *sent])
+    for key in ("pred", "geometry", "baseline"):
+        assert merged[key] == pytest.approx(whole[key], rel=1e-9), key
+    assert merged["composite_score"] == pytest.approx(whole["composite_score"], rel=1e-9)
