@@ -122,13 +122,15 @@ def add_tune_parser(sub) -> None:
     _sweep_options(p)
     p.set_defaults(func=cmd_tune_stage2)
 
-    p = tsub.add_parser("regress", help="sweep the training of a regression Stage 1 or 3 (same space as stage2)")
-    p.add_argument("--stage", type=int, choices=[1, 3], required=True)
+    p = tsub.add_parser("regress", help="sweep the training of a regression stage (same space as stage2): Stage 1, "
+                        "Stage 2's per-pixel calibrator of opt_v1, or Stage 3")
+    p.add_argument("--stage", type=int, choices=[1, 2, 3], required=True)
     add_training_data_options(p)
     add_model_options(p, sampling=False)
     add_schedule_options(p)
     p.add_argument("--encoder", choices=list(ENCODERS), help="default: TerraMind's where its published file is "
-                   "on disk, else the UNet")
+                   "on disk, else what measured best from scratch (Stage 1 the UNet; Stages 2 and 3 the per-pixel "
+                   "calibrator, Stage 2's only encoder)")
     _sweep_options(p)
     p.set_defaults(func=cmd_tune_regress)
 

@@ -238,7 +238,7 @@ def _stage2_trial(config: dict[str, Any], base: dict[str, Any], train_store: lis
 def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Path, base: TrainConfig = TrainConfig(),
                 sweep: SweepConfig = SweepConfig(), space_file: str | Path | None = None,
                 say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Sweep Stage 2 training — or, with `base.kind == "regress"`, a regression Stage 1 or 3 —
+    """Sweep Stage 2 training — or, with `base.kind == "regress"`, a regression stage (1, 2 or 3) —
     against `composite_score`; export the best trial's best checkpoint.
 
     `train_store` is one store or several (pooled, as in `train_stage`)."""
@@ -256,7 +256,7 @@ def tune_stage2(train_store: str | Sequence[str], val_store: str, out: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     trains, val = open_stores(train_store), TileStore.open(val_store, mode="r")
     init_ray(None)
-    # Stage 2, or a regression Stage 1 or 3 (the same pixel losses, so the same search space).
+    # Stage 2, or a regression stage (the same pixel losses, so the same search space).
     base = dataclasses.replace(base, workers=sweep.workers_per_trial, use_gpu=sweep.gpus_per_trial,
                                cpus_per_worker=_cpus_per_worker(sweep),
                                stage=base.stage if base.kind == "regress" else 2)

@@ -142,3 +142,22 @@ def test_a_sweep_with_more_trials_than_fit_at_once_ends(tmp_path):
     assert len(read_results_csv(tmp_path / "sweep" / RESULTS_CSV)) == 2
     prov = stage_provenance(1, checkpoint=str(tmp_path / "sweep" / "best.pt"))
     assert prov["kind"] == "regress" and prov["model"] == "unet_regress"
+
+
+@pytest.mark.slow
+def test_stage2_s_per_pixel_calibrator_is_swept_and_exported(local_ray, tmp_path):
+    """`tune regress --stage 2`: the chain's Stage 2 from scratch (the calibrator of opt_v1) is swept
+    like the other regression stages, and the best trial's checkpoint is that kind."""
+    from axion_ray.models.builder import stage_provenance
+
+    train = synthesize_aoi(tmp_path / "train.zarr", SynthConfig(rows=3, cols=3, tile_size=32, seed=1))
+    val = synthesize_aoi(tmp_path / "val.zarr", SynthConfig(rows=2, cols=2, tile_size=32, seed=2))
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {grid: [1.0e-3, 1.0e-2]}\n")
+    assert main(["tune", "regress", "--stage", "2", "--train", train.path, "--val", val.path, "--out",
+                 str(tmp_path / "sweep"), "--samples", "1", "--space", str(space), "--scheduler", "fifo",
+                 "--epochs", "2", "--batch-size", "4", "--val-every", "2", "--max-val-tiles", "4"]) == 0
+    rows = _check_outputs(tmp_path / "sweep", ["lr"])
+    assert len(rows) == 2 and all(np.isfinite(float(r["composite_score"])) for r in rows)
+    prov = stage_provenance(2, checkpoint=str(tmp_path / "sweep" / "best.pt"))
+    assert prov["kind"] == "regress" and prov["model"] == "pixel_regress"
