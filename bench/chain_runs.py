@@ -77,6 +77,8 @@ RUNS = (
     ("AD", "stage2_pixel", "Stage 2 the per-pixel calibrator of `opt_v1`"),
     ("AD again", "stage2_pixel_repeat", ""),
     ("AF", "select16", "every stage selected on sixteen 4x4 AOIs"),
+    ("AG", "select16_steps", "(AF) with split validation, fewer steps"),
+    ("AG again", "select16_steps_repeat", ""),
 )
 
 
@@ -153,7 +155,8 @@ RESCORED = (("U", "pixel_norm_rescored"), ("U again", "pixel_norm_repeat_rescore
             ("U third", "pixel_norm_third_rescored"), ("X", "pixel_norm_fourth_rescored"),
             ("Y", "stage1_members_rescored"), ("Z", "pixel_norm_fifth"), ("AA", "width48"), ("AB", "pixel_norm_sixth"),
             ("AC", "later_sets4"), ("AD", "stage2_pixel"), ("AD again", "stage2_pixel_repeat"),
-            ("AF", "select16"))
+            ("AF", "select16"), ("AG", "select16_steps"),
+            ("AG again", "select16_steps_repeat"))
 
 
 def intervals() -> str:
