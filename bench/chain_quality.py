@@ -296,7 +296,7 @@ def selection_config(seed: int, rows: int = 4):
     from axion_ray.config import SynthConfig
 
     if rows < 8:
-        return SynthConfig(rows=rows, cols=rows, seed=seed, with_prior=False)
+        return dataclasses.replace(eval_config(seed), rows=rows, cols=rows)
     return SynthConfig(rows=rows, cols=rows, seed=seed, biomes=tuple(TRAIN_BIOMES), months=tuple(range(1, 13)))
 
 
